@@ -1,0 +1,156 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace Minnow.Tensors;
+
+/// <summary>Scalar conversion of any storage type to float32 (the reference the fast kernels are checked against).</summary>
+public static unsafe class Dequantize
+{
+    public static void Row(DType type, byte* source, Span<float> destination)
+    {
+        int n = destination.Length;
+        switch (type)
+        {
+            case DType.F32:
+                new ReadOnlySpan<float>(source, n).CopyTo(destination);
+                break;
+            case DType.F16:
+            {
+                var halves = new ReadOnlySpan<Half>(source, n);
+                for (int i = 0; i < n; i++)
+                {
+                    destination[i] = (float)halves[i];
+                }
+
+                break;
+            }
+
+            case DType.BF16:
+            {
+                var bits = new ReadOnlySpan<ushort>(source, n);
+                for (int i = 0; i < n; i++)
+                {
+                    destination[i] = BFloat16.ToSingle(bits[i]);
+                }
+
+                break;
+            }
+
+            case DType.Q8_0:
+                for (int b = 0; b < n / 32; b++)
+                {
+                    byte* block = source + (b * 34);
+                    float d = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(block, 2)));
+                    var qs = new ReadOnlySpan<sbyte>(block + 2, 32);
+                    for (int j = 0; j < 32; j++)
+                    {
+                        destination[(b * 32) + j] = qs[j] * d;
+                    }
+                }
+
+                break;
+            case DType.Q4_0:
+                for (int b = 0; b < n / 32; b++)
+                {
+                    byte* block = source + (b * 18);
+                    float d = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(block, 2)));
+                    var qs = new ReadOnlySpan<byte>(block + 2, 16);
+                    for (int j = 0; j < 16; j++)
+                    {
+                        destination[(b * 32) + j] = ((qs[j] & 0x0F) - 8) * d;
+                        destination[(b * 32) + j + 16] = ((qs[j] >> 4) - 8) * d;
+                    }
+                }
+
+                break;
+            default:
+                throw new NotSupportedException($"Cannot convert {type} to float.");
+        }
+    }
+
+    /// <summary>Converts a whole float32 array into another storage type (used by tests and exporters).</summary>
+    public static byte[] FromFloats(DType type, ReadOnlySpan<float> values)
+    {
+        var bytes = new byte[type.ByteCount(values.Length)];
+        switch (type)
+        {
+            case DType.F32:
+                MemoryMarshal.AsBytes(values).CopyTo(bytes);
+                break;
+            case DType.F16:
+            {
+                var halves = MemoryMarshal.Cast<byte, Half>(bytes.AsSpan());
+                for (int i = 0; i < values.Length; i++)
+                {
+                    halves[i] = (Half)values[i];
+                }
+
+                break;
+            }
+
+            case DType.BF16:
+            {
+                var bits = MemoryMarshal.Cast<byte, ushort>(bytes.AsSpan());
+                for (int i = 0; i < values.Length; i++)
+                {
+                    bits[i] = BFloat16.FromSingle(values[i]);
+                }
+
+                break;
+            }
+
+            case DType.Q8_0:
+                for (int b = 0; b < values.Length / 32; b++)
+                {
+                    var block = values.Slice(b * 32, 32);
+                    float amax = 0;
+                    foreach (float v in block)
+                    {
+                        amax = MathF.Max(amax, MathF.Abs(v));
+                    }
+
+                    float d = amax / 127f;
+                    float id = d != 0 ? 1f / d : 0f;
+                    var outBlock = bytes.AsSpan(b * 34, 34);
+                    BinaryPrimitives.WriteUInt16LittleEndian(outBlock, BitConverter.HalfToUInt16Bits((Half)d));
+                    for (int j = 0; j < 32; j++)
+                    {
+                        outBlock[2 + j] = (byte)(sbyte)MathF.Round(block[j] * id, MidpointRounding.AwayFromZero);
+                    }
+                }
+
+                break;
+            case DType.Q4_0:
+                for (int b = 0; b < values.Length / 32; b++)
+                {
+                    var block = values.Slice(b * 32, 32);
+                    float amax = 0, max = 0;
+                    foreach (float v in block)
+                    {
+                        if (MathF.Abs(v) > amax)
+                        {
+                            amax = MathF.Abs(v);
+                            max = v;
+                        }
+                    }
+
+                    float d = max / -8f;
+                    float id = d != 0 ? 1f / d : 0f;
+                    var outBlock = bytes.AsSpan(b * 18, 18);
+                    BinaryPrimitives.WriteUInt16LittleEndian(outBlock, BitConverter.HalfToUInt16Bits((Half)d));
+                    for (int j = 0; j < 16; j++)
+                    {
+                        int q0 = Math.Min(15, (int)((block[j] * id) + 8.5f));
+                        int q1 = Math.Min(15, (int)((block[j + 16] * id) + 8.5f));
+                        outBlock[2 + j] = (byte)(q0 | (q1 << 4));
+                    }
+                }
+
+                break;
+            default:
+                throw new NotSupportedException($"Cannot convert float to {type}.");
+        }
+
+        return bytes;
+    }
+}

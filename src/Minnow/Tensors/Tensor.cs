@@ -1,0 +1,80 @@
+namespace Minnow.Tensors;
+
+/// <summary>
+/// A read-only weight tensor: a typed, shaped view over memory it does not own (a memory-mapped file or a
+/// native buffer kept alive by <see cref="Owner"/>). Shapes are row-major; for a matrix, Shape = [rows, cols],
+/// and a row is contiguous, as in safetensors and GGUF.
+/// </summary>
+public sealed unsafe class Tensor
+{
+    public Tensor(string name, DType type, long[] shape, byte* data, object? owner)
+    {
+        Name = name;
+        Type = type;
+        Shape = shape;
+        Data = data;
+        Owner = owner;
+        ElementCount = 1;
+        foreach (long d in shape)
+        {
+            ElementCount *= d;
+        }
+
+        ByteSize = type.ByteCount(ElementCount);
+    }
+
+    public string Name { get; }
+
+    public DType Type { get; }
+
+    public long[] Shape { get; }
+
+    public byte* Data { get; }
+
+    /// <summary>Keeps the memory behind <see cref="Data"/> alive.</summary>
+    public object? Owner { get; }
+
+    public long ElementCount { get; }
+
+    public long ByteSize { get; }
+
+    public int Rank => Shape.Length;
+
+    /// <summary>Number of rows of a matrix (the product of all dimensions but the last).</summary>
+    public int Rows => checked((int)(ElementCount / Columns));
+
+    /// <summary>Length of a row (the last dimension).</summary>
+    public int Columns => Shape.Length == 0 ? 1 : checked((int)Shape[^1]);
+
+    public long RowBytes => Type.ByteCount(Columns);
+
+    public byte* RowPointer(int row) => Data + (row * RowBytes);
+
+    public string ShapeText => "[" + string.Join(", ", Shape) + "]";
+
+    /// <summary>Converts one row to float32.</summary>
+    public void ReadRow(int row, Span<float> destination)
+    {
+        if ((uint)row >= (uint)Rows)
+        {
+            throw new ArgumentOutOfRangeException(nameof(row));
+        }
+
+        Dequantize.Row(Type, RowPointer(row), destination[..Columns]);
+    }
+
+    /// <summary>Converts the whole tensor to a new float32 array (for small tensors: norms, biases, tests).</summary>
+    public float[] ToFloatArray()
+    {
+        var result = new float[ElementCount];
+        int cols = Columns;
+        for (int r = 0; r < Rows; r++)
+        {
+            ReadRow(r, result.AsSpan(r * cols, cols));
+        }
+
+        return result;
+    }
+
+    public override string ToString() => $"{Name} {Type.Name()} {ShapeText}";
+}

@@ -1,0 +1,124 @@
+namespace Minnow.Tensors;
+
+/// <summary>
+/// A persistent pool of worker threads that spreads blocks of independent items (matrix rows, heads) over the
+/// cores. The caller's thread takes part. Each item is always computed by the same code in the same order, so
+/// results do not depend on the thread count. Nothing is allocated per call: the work is a function pointer and
+/// a pointer to the caller's (stack) context, which stays alive because <see cref="For"/> blocks until done.
+/// </summary>
+public sealed unsafe class WorkerPool : IDisposable
+{
+    private readonly Thread[] _threads;
+    private readonly SemaphoreSlim _wake;
+    private readonly object _gate = new();
+    private delegate*<void*, int, int, void> _body;
+    private void* _context;
+    private int _count;
+    private int _grain;
+    private int _next;
+    private int _pending;
+    private long _generation;
+    private volatile bool _stopping;
+
+    public WorkerPool(int threads)
+    {
+        ThreadCount = Math.Max(1, threads);
+        _wake = new SemaphoreSlim(0);
+        _threads = new Thread[ThreadCount - 1];
+        for (int i = 0; i < _threads.Length; i++)
+        {
+            _threads[i] = new Thread(WorkerLoop) { IsBackground = true, Name = $"minnow-worker-{i + 1}" };
+            _threads[i].Start();
+        }
+    }
+
+    /// <summary>The shared pool, sized to the machine's cores (or <c>MINNOW_THREADS</c>).</summary>
+    public static WorkerPool Shared => s_shared ??= new WorkerPool(DefaultThreadCount);
+
+    private static WorkerPool? s_shared;
+
+    public static int DefaultThreadCount =>
+        int.TryParse(Environment.GetEnvironmentVariable("MINNOW_THREADS"), out int t) && t > 0 ? t : Environment.ProcessorCount;
+
+    public int ThreadCount { get; }
+
+    /// <summary>
+    /// Runs <paramref name="body"/>(context, start, end) over [0, count) in blocks of <paramref name="grain"/> items.
+    /// </summary>
+    public void For(int count, int grain, delegate*<void*, int, int, void> body, void* context)
+    {
+        if (count <= 0)
+        {
+            return;
+        }
+
+        grain = Math.Max(1, grain);
+        if (_threads.Length == 0 || count <= grain)
+        {
+            body(context, 0, count);
+            return;
+        }
+
+        lock (_gate)
+        {
+            _body = body;
+            _context = context;
+            _count = count;
+            _grain = grain;
+            _next = 0;
+            _pending = _threads.Length;
+            Interlocked.Increment(ref _generation);
+            _wake.Release(_threads.Length);
+            RunBlocks();
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _pending) != 0)
+            {
+                spin.SpinOnce(-1);
+            }
+
+            _body = null;
+            _context = null;
+        }
+    }
+
+    private void RunBlocks()
+    {
+        while (true)
+        {
+            int start = Interlocked.Add(ref _next, _grain) - _grain;
+            if (start >= _count)
+            {
+                return;
+            }
+
+            _body(_context, start, Math.Min(_count, start + _grain));
+        }
+    }
+
+    private void WorkerLoop()
+    {
+        while (true)
+        {
+            _wake.Wait();
+            if (_stopping)
+            {
+                return;
+            }
+
+            RunBlocks();
+            Interlocked.Decrement(ref _pending);
+        }
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        _wake.Release(_threads.Length);
+        foreach (var t in _threads)
+        {
+            t.Join();
+        }
+
+        _wake.Dispose();
+    }
+}
