@@ -39,5 +39,4 @@ public static unsafe class Gelu
 
     private static ReadOnlySpan<double> ErfCoefficients =>
         [-0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196, 1.00002368, -1.26551223];
-    }
 }
