@@ -10,7 +10,11 @@ public static unsafe class MatMul
 {
     private struct Job
     {
-        public Tensor Weight;
+        public byte* Weight;
+        public DType Type;
+        public long RowBytes;
+        public int Columns;
+        public int Rows;
         public float* X;
         public float* Y;
         public float* Bias;
@@ -19,20 +23,19 @@ public static unsafe class MatMul
 
     public static void Compute(Tensor weight, float* x, int tokens, float* y, float* bias = null, WorkerPool? pool = null)
     {
-        var job = new Job { Weight = weight, X = x, Y = y, Bias = bias, Tokens = tokens };
+        var job = new Job { Weight = weight.Data, Type = weight.Type, RowBytes = weight.RowBytes, Columns = weight.Columns, Rows = weight.Rows, X = x, Y = y, Bias = bias, Tokens = tokens };
         (pool ?? WorkerPool.Shared).For(weight.Rows, 16, &RunRows, &job);
     }
 
     private static void RunRows(void* context, int start, int end)
     {
         ref Job job = ref *(Job*)context;
-        Tensor w = job.Weight;
-        int n = w.Columns;
-        int outputs = w.Rows;
+        int n = job.Columns;
+        int outputs = job.Rows;
         Span<float> row = n <= 8192 ? stackalloc float[n] : new float[n];
         for (int o = start; o < end; o++)
         {
-            Dequantize.Row(w.Type, w.RowPointer(o), row);
+            Dequantize.Row(job.Type, job.Weight + (o * job.RowBytes), row);
             float b = job.Bias != null ? job.Bias[o] : 0f;
             for (int t = 0; t < job.Tokens; t++)
             {
