@@ -41,12 +41,13 @@ public static unsafe class Attention
         int qDim = job.Heads * hd;
         int kvDim = job.KvHeads * hd;
         int group = job.Heads / job.KvHeads;
+        int maxLength = job.StartPos + (end / job.Heads) + 1;
+        Span<float> scoreBuffer = maxLength <= 4096 ? stackalloc float[maxLength] : new float[maxLength];
         for (int item = start; item < end; item++)
         {
             int t = item / job.Heads, h = item % job.Heads;
             int length = job.StartPos + t + 1;
-            float[]? rented = null;
-            Span<float> scores = length <= 4096 ? stackalloc float[length] : (rented = new float[length]);
+            Span<float> scores = scoreBuffer[..length];
             float* qh = job.Q + ((long)t * qDim) + (h * hd);
             int kvh = h / group;
             for (int p = 0; p < length; p++)
