@@ -1,0 +1,121 @@
+using System.Text.Json;
+using Minnow.Tensors;
+
+namespace Minnow.Formats.Safetensors;
+
+/// <summary>
+/// The weights of a Hugging Face checkpoint folder: <c>model.safetensors</c>, or the shards listed in
+/// <c>model.safetensors.index.json</c>, or a single safetensors file given directly.
+/// </summary>
+public sealed class SafetensorsCheckpoint : IDisposable
+{
+    private readonly List<SafetensorsFile> _files;
+
+    private SafetensorsCheckpoint(List<SafetensorsFile> files, Dictionary<string, Tensor> tensors)
+    {
+        _files = files;
+        Tensors = tensors;
+    }
+
+    public IReadOnlyDictionary<string, Tensor> Tensors { get; }
+
+    public IReadOnlyList<string> Files => _files.ConvertAll(f => f.Path);
+
+    public long TotalBytes => _files.Sum(f => new FileInfo(f.Path).Length);
+
+    /// <summary>Opens the weights of a folder (or one .safetensors file).</summary>
+    public static SafetensorsCheckpoint Open(string pathOrFolder)
+    {
+        if (File.Exists(pathOrFolder))
+        {
+            return FromFiles([pathOrFolder]);
+        }
+
+        string index = Path.Combine(pathOrFolder, "model.safetensors.index.json");
+        string single = Path.Combine(pathOrFolder, "model.safetensors");
+        if (File.Exists(single))
+        {
+            return FromFiles([single]);
+        }
+
+        if (File.Exists(index))
+        {
+            return FromIndex(index);
+        }
+
+        throw new MinnowException($"{pathOrFolder}: no model.safetensors or model.safetensors.index.json found.");
+    }
+
+    private static SafetensorsCheckpoint FromIndex(string indexPath)
+    {
+        string folder = Path.GetDirectoryName(Path.GetFullPath(indexPath))!;
+        var shardNames = new SortedSet<string>(StringComparer.Ordinal);
+        var expected = new Dictionary<string, string>(StringComparer.Ordinal);
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            {
+                throw new MinnowException($"{indexPath}: no weight_map object in the index.");
+            }
+
+            foreach (var entry in map.EnumerateObject())
+            {
+                string shard = entry.Value.GetString() ?? "";
+                if (shard.Contains('/') || shard.Contains('\\'))
+                {
+                    throw new MinnowException($"{indexPath}: shard name '{shard}' must be a file name in the same folder.");
+                }
+
+                shardNames.Add(shard);
+                expected[entry.Name] = shard;
+            }
+        }
+        catch (JsonException e)
+        {
+            throw new MinnowException($"{indexPath}: not valid JSON ({e.Message}).");
+        }
+
+        var checkpoint = FromFiles(shardNames.Select(s => Path.Combine(folder, s)).ToList());
+        foreach (var (tensor, shard) in expected)
+        {
+            if (!checkpoint.Tensors.ContainsKey(tensor))
+            {
+                checkpoint.Dispose();
+                throw new MinnowException($"{indexPath}: tensor '{tensor}' is listed in shard {shard} but is not in it.");
+            }
+        }
+
+        return checkpoint;
+    }
+
+    private static SafetensorsCheckpoint FromFiles(List<string> paths)
+    {
+        var files = new List<SafetensorsFile>();
+        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            foreach (string path in paths)
+            {
+                var file = SafetensorsFile.Open(path);
+                files.Add(file);
+                foreach (var (name, tensor) in file.Tensors)
+                {
+                    if (!tensors.TryAdd(name, tensor))
+                    {
+                        throw new MinnowException($"{path}: tensor '{name}' also appears in another shard.");
+                    }
+                }
+            }
+        }
+        catch
+        {
+            files.ForEach(f => f.Dispose());
+            throw;
+        }
+
+        return new SafetensorsCheckpoint(files, tensors);
+    }
+
+    public void Dispose() => _files.ForEach(f => f.Dispose());
+}

@@ -1,0 +1,82 @@
+using Minnow.Formats.Safetensors;
+using Minnow.Models;
+using Minnow.Tensors;
+
+namespace Minnow.Loading;
+
+/// <summary>The kind of file a model came from.</summary>
+public enum ModelFormat
+{
+    HuggingFace,
+    Gguf,
+    Llama2c,
+}
+
+/// <summary>
+/// Opens a model from a Hugging Face folder (config.json + safetensors, sharded or not), a .gguf file, or a
+/// llama2.c .bin checkpoint. Weights stay memory-mapped.
+/// </summary>
+public static class ModelLoader
+{
+    public static ModelFormat DetectFormat(string path)
+    {
+        if (Directory.Exists(path))
+        {
+            return ModelFormat.HuggingFace;
+        }
+
+        if (!File.Exists(path))
+        {
+            throw new MinnowException($"{path}: no such file or folder.");
+        }
+
+        string ext = Path.GetExtension(path).ToLowerInvariant();
+        if (ext == ".gguf")
+        {
+            return ModelFormat.Gguf;
+        }
+
+        if (ext == ".safetensors")
+        {
+            return ModelFormat.HuggingFace;
+        }
+
+        Span<byte> magic = stackalloc byte[4];
+        using (var f = File.OpenRead(path))
+        {
+            if (f.Read(magic) == 4 && magic.SequenceEqual("GGUF"u8))
+            {
+                return ModelFormat.Gguf;
+            }
+        }
+
+        return ModelFormat.Llama2c;
+    }
+
+    /// <summary>Loads the weights and config of a model (no tokenizer).</summary>
+    public static TransformerModel LoadModel(string path, WorkerPool? pool = null)
+    {
+        switch (DetectFormat(path))
+        {
+            case ModelFormat.HuggingFace:
+            {
+                string folder = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
+                var config = ModelConfig.FromHuggingFace(Path.Combine(folder, "config.json"));
+                var checkpoint = SafetensorsCheckpoint.Open(path);
+                var weights = new WeightSet(checkpoint.Tensors, path, checkpoint);
+                try
+                {
+                    return ModelFactory.Create(config, weights, pool);
+                }
+                catch
+                {
+                    weights.Dispose();
+                    throw;
+                }
+            }
+
+            default:
+                throw new MinnowException($"{path}: this format is not supported yet.");
+        }
+    }
+}

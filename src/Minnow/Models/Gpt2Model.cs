@@ -1,0 +1,82 @@
+using Minnow.Tensors;
+
+namespace Minnow.Models;
+
+/// <summary>
+/// GPT-2: learned position embeddings, pre-norm LayerNorm blocks, a fused c_attn projection [q | k | v],
+/// tanh GELU, tied output head. HF stores its Conv1D weights as [in, out]; they are transposed once at load.
+/// Tensor names may carry the "transformer." prefix or not.
+/// </summary>
+public sealed unsafe class Gpt2Model : TransformerModel
+{
+    private sealed class Layer
+    {
+        public required float* Ln1W, Ln1B, Ln2W, Ln2B, AttnBias, ProjBias, FcBias, OutBias;
+        public required Tensor Attn, Proj, Fc, Out;
+    }
+
+    private readonly Tensor _embed, _positions, _head;
+    private readonly float* _finalW, _finalB;
+    private readonly Layer[] _layers;
+
+    public Gpt2Model(ModelConfig config, WeightSet w, WorkerPool? pool = null) : base(config, w, pool)
+    {
+        var c = config;
+        int d = c.HiddenSize, f = c.IntermediateSize;
+        string prefix = w.Has("transformer.wte.weight") ? "transformer." : "";
+        _embed = w.Matrix(prefix + "wte.weight", c.VocabSize, d);
+        _positions = w.Matrix(prefix + "wpe.weight", c.MaxPositions, d);
+        _head = w.Has("lm_head.weight") ? w.Matrix("lm_head.weight", c.VocabSize, d) : _embed;
+        _finalW = w.Vector(prefix + "ln_f.weight", d);
+        _finalB = w.Vector(prefix + "ln_f.bias", d);
+        _layers = new Layer[c.Layers];
+        for (int i = 0; i < c.Layers; i++)
+        {
+            string p = $"{prefix}h.{i}.";
+            _layers[i] = new Layer
+            {
+                Ln1W = w.Vector(p + "ln_1.weight", d),
+                Ln1B = w.Vector(p + "ln_1.bias", d),
+                Ln2W = w.Vector(p + "ln_2.weight", d),
+                Ln2B = w.Vector(p + "ln_2.bias", d),
+                Attn = w.TransposedMatrix(p + "attn.c_attn.weight", 3 * d, d),
+                AttnBias = w.Vector(p + "attn.c_attn.bias", 3 * d),
+                Proj = w.TransposedMatrix(p + "attn.c_proj.weight", d, d),
+                ProjBias = w.Vector(p + "attn.c_proj.bias", d),
+                Fc = w.TransposedMatrix(p + "mlp.c_fc.weight", f, d),
+                FcBias = w.Vector(p + "mlp.c_fc.bias", f),
+                Out = w.TransposedMatrix(p + "mlp.c_proj.weight", d, f),
+                OutBias = w.Vector(p + "mlp.c_proj.bias", d),
+            };
+        }
+    }
+
+    protected override void ForwardLayers(ReadOnlySpan<int> tokens, int pos, KvCache cache, float* logits, bool allLogits)
+    {
+        int n = tokens.Length, d = Config.HiddenSize;
+        Embed(_embed, tokens, X);
+        AddPositions(_positions, n, pos, X);
+        for (int l = 0; l < _layers.Length; l++)
+        {
+            var layer = _layers[l];
+
+            // Attention: x += proj(attention(split(c_attn(ln1(x)))))
+            LayerNormRows(X, layer.Ln1W, layer.Ln1B, Xb, n);
+            Linear(layer.Attn, Xb, n, Qkv, layer.AttnBias);
+            SplitQkv(Qkv, n);
+            Attend(cache, l, Q, K, V, n, pos, AttnOut);
+            Linear(layer.Proj, AttnOut, n, Xb2, layer.ProjBias);
+            AddRows(X, Xb2, n, d);
+
+            // MLP: x += c_proj(gelu(c_fc(ln2(x))))
+            LayerNormRows(X, layer.Ln2W, layer.Ln2B, Xb, n);
+            Linear(layer.Fc, Xb, n, Hb, layer.FcBias);
+            Activate(Hb, n * Config.IntermediateSize);
+            Linear(layer.Out, Hb, n, Xb2, layer.OutBias);
+            AddRows(X, Xb2, n, d);
+        }
+
+        LayerNormRows(X, _finalW, _finalB, Xb, n);
+        Logits(_head, Xb, n, logits, allLogits);
+    }
+}

@@ -1,0 +1,81 @@
+using Minnow.Kernels;
+using Minnow.Tensors;
+
+namespace Minnow.Models;
+
+/// <summary>
+/// The Llama family (Llama, TinyLlama, SmolLM, Mistral, Qwen2): pre-norm RMSNorm blocks, rotary attention with
+/// grouped-query heads (Qwen2: q/k/v bias), SwiGLU MLP, tied or untied output head.
+/// </summary>
+public sealed unsafe class LlamaModel : TransformerModel
+{
+    private sealed class Layer
+    {
+        public required float* AttentionNorm, MlpNorm, QBias, KBias, VBias;
+        public required Tensor Wq, Wk, Wv, Wo, Gate, Up, Down;
+    }
+
+    private readonly Tensor _embed, _head;
+    private readonly float* _finalNorm;
+    private readonly Layer[] _layers;
+
+    public LlamaModel(ModelConfig config, WeightSet w, WorkerPool? pool = null) : base(config, w, pool)
+    {
+        var c = config;
+        int d = c.HiddenSize, f = c.IntermediateSize;
+        _embed = w.Matrix("model.embed_tokens.weight", c.VocabSize, d);
+        _head = c.TieEmbeddings && !w.Has("lm_head.weight") ? _embed : w.Matrix("lm_head.weight", c.VocabSize, d);
+        _finalNorm = w.Vector("model.norm.weight", d);
+        _layers = new Layer[c.Layers];
+        for (int i = 0; i < c.Layers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            _layers[i] = new Layer
+            {
+                AttentionNorm = w.Vector(p + "input_layernorm.weight", d),
+                MlpNorm = w.Vector(p + "post_attention_layernorm.weight", d),
+                Wq = w.Matrix(p + "self_attn.q_proj.weight", c.QDim, d),
+                Wk = w.Matrix(p + "self_attn.k_proj.weight", c.KvDim, d),
+                Wv = w.Matrix(p + "self_attn.v_proj.weight", c.KvDim, d),
+                Wo = w.Matrix(p + "self_attn.o_proj.weight", d, c.QDim),
+                QBias = c.QkvBias ? w.Vector(p + "self_attn.q_proj.bias", c.QDim) : null,
+                KBias = c.QkvBias ? w.Vector(p + "self_attn.k_proj.bias", c.KvDim) : null,
+                VBias = c.QkvBias ? w.Vector(p + "self_attn.v_proj.bias", c.KvDim) : null,
+                Gate = w.Matrix(p + "mlp.gate_proj.weight", f, d),
+                Up = w.Matrix(p + "mlp.up_proj.weight", f, d),
+                Down = w.Matrix(p + "mlp.down_proj.weight", d, f),
+            };
+        }
+    }
+
+    protected override void ForwardLayers(ReadOnlySpan<int> tokens, int pos, KvCache cache, float* logits, bool allLogits)
+    {
+        int n = tokens.Length, d = Config.HiddenSize;
+        Embed(_embed, tokens, X);
+        for (int l = 0; l < _layers.Length; l++)
+        {
+            var layer = _layers[l];
+
+            // Attention: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+            RmsNormRows(X, layer.AttentionNorm, Xb, n);
+            Linear(layer.Wq, Xb, n, Q, layer.QBias);
+            Linear(layer.Wk, Xb, n, K, layer.KBias);
+            Linear(layer.Wv, Xb, n, V, layer.VBias);
+            ApplyRope(Q, K, n, pos);
+            Attend(cache, l, Q, K, V, n, pos, AttnOut);
+            Linear(layer.Wo, AttnOut, n, Xb2);
+            AddRows(X, Xb2, n, d);
+
+            // MLP: x += down(silu(gate·norm(x)) * up·norm(x))
+            RmsNormRows(X, layer.MlpNorm, Xb, n);
+            Linear(layer.Gate, Xb, n, Hb);
+            Linear(layer.Up, Xb, n, Hb2);
+            SwiGlu.Compute(Hb, Hb2, n * Config.IntermediateSize);
+            Linear(layer.Down, Hb, n, Xb2);
+            AddRows(X, Xb2, n, d);
+        }
+
+        RmsNormRows(X, _finalNorm, Xb, n);
+        Logits(_head, Xb, n, logits, allLogits);
+    }
+}

@@ -1,0 +1,258 @@
+using System.Text.Json;
+using Minnow.Kernels;
+
+namespace Minnow.Models;
+
+public enum Architecture
+{
+    /// <summary>Llama, TinyLlama, SmolLM, Mistral, Qwen2: RMSNorm, RoPE, grouped-query attention, SwiGLU.</summary>
+    Llama,
+    /// <summary>GPT-NeoX / Pythia: LayerNorm, partial rotary, fused QKV, parallel residual, GELU.</summary>
+    GptNeoX,
+    /// <summary>GPT-2: LayerNorm, learned positions, Conv1D weights, tanh GELU.</summary>
+    Gpt2,
+}
+
+public enum Activation
+{
+    Silu,
+    Gelu,
+    GeluTanh,
+}
+
+/// <summary>llama3-style frequency-dependent RoPE scaling (<c>rope_scaling.rope_type == "llama3"</c>).</summary>
+public sealed record Llama3RopeScaling(double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositions);
+
+/// <summary>The shape and hyper-parameters of a model, normalised from whichever format it came in.</summary>
+public sealed record ModelConfig
+{
+    public static readonly IReadOnlyList<string> SupportedModelTypes = ["llama", "mistral", "qwen2", "gpt_neox", "gpt2"];
+
+    public required Architecture Architecture { get; init; }
+
+    /// <summary>The model_type it was loaded as (e.g. "llama", "qwen2").</summary>
+    public required string ModelType { get; init; }
+
+    public required int HiddenSize { get; init; }
+
+    public required int IntermediateSize { get; init; }
+
+    public required int Layers { get; init; }
+
+    public required int Heads { get; init; }
+
+    public required int KvHeads { get; init; }
+
+    public required int HeadDim { get; init; }
+
+    public required int VocabSize { get; init; }
+
+    public required int MaxPositions { get; init; }
+
+    public required float NormEps { get; init; }
+
+    public double RopeTheta { get; init; } = 10000;
+
+    /// <summary>Dimensions of each head that rotate (HeadDim unless rotary is partial).</summary>
+    public int RotaryDim { get; init; }
+
+    public RopeStyle RopeStyle { get; init; } = RopeStyle.RotateHalf;
+
+    public Llama3RopeScaling? RopeScaling { get; init; }
+
+    public bool TieEmbeddings { get; init; }
+
+    /// <summary>q/k/v projections carry a bias (Qwen2).</summary>
+    public bool QkvBias { get; init; }
+
+    public bool ParallelResidual { get; init; }
+
+    public Activation Activation { get; init; } = Activation.Silu;
+
+    public int? BosTokenId { get; init; }
+
+    public int? EosTokenId { get; init; }
+
+    public int QDim => Heads * HeadDim;
+
+    public int KvDim => KvHeads * HeadDim;
+
+    /// <summary>Reads a Hugging Face config.json.</summary>
+    public static ModelConfig FromHuggingFace(string configPath)
+    {
+        if (!File.Exists(configPath))
+        {
+            throw new MinnowException($"{configPath}: file not found (a Hugging Face model folder needs config.json).");
+        }
+
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath));
+            return FromHuggingFace(doc.RootElement, configPath);
+        }
+        catch (JsonException e)
+        {
+            throw new MinnowException($"{configPath}: not valid JSON ({e.Message}).");
+        }
+    }
+
+    public static ModelConfig FromHuggingFace(JsonElement c, string source)
+    {
+        string modelType = Str(c, "model_type") ?? throw new MinnowException($"{source}: no model_type; supported: {string.Join(", ", SupportedModelTypes)}.");
+        switch (modelType)
+        {
+            case "llama" or "mistral" or "qwen2":
+            {
+                int hidden = Int(c, source, "hidden_size");
+                int heads = Int(c, source, "num_attention_heads");
+                int headDim = OptInt(c, "head_dim") ?? (hidden / heads);
+                return new ModelConfig
+                {
+                    Architecture = Architecture.Llama,
+                    ModelType = modelType,
+                    HiddenSize = hidden,
+                    IntermediateSize = Int(c, source, "intermediate_size"),
+                    Layers = Int(c, source, "num_hidden_layers"),
+                    Heads = heads,
+                    KvHeads = OptInt(c, "num_key_value_heads") ?? heads,
+                    HeadDim = headDim,
+                    RotaryDim = headDim,
+                    VocabSize = Int(c, source, "vocab_size"),
+                    MaxPositions = OptInt(c, "max_position_embeddings") ?? 2048,
+                    NormEps = (float)(OptDouble(c, "rms_norm_eps") ?? 1e-6),
+                    RopeTheta = OptDouble(c, "rope_theta") ?? 10000,
+                    RopeScaling = ReadRopeScaling(c, source),
+                    TieEmbeddings = OptBool(c, "tie_word_embeddings") ?? false,
+                    QkvBias = modelType == "qwen2" || (OptBool(c, "attention_bias") ?? false),
+                    Activation = ReadActivation(c, source, "hidden_act", Activation.Silu),
+                    BosTokenId = OptInt(c, "bos_token_id"),
+                    EosTokenId = OptInt(c, "eos_token_id"),
+                };
+            }
+
+            case "gpt_neox":
+            {
+                int hidden = Int(c, source, "hidden_size");
+                int heads = Int(c, source, "num_attention_heads");
+                int headDim = hidden / heads;
+                double pct = OptDouble(c, "rotary_pct") ?? 1.0;
+                return new ModelConfig
+                {
+                    Architecture = Architecture.GptNeoX,
+                    ModelType = modelType,
+                    HiddenSize = hidden,
+                    IntermediateSize = OptInt(c, "intermediate_size") ?? (4 * hidden),
+                    Layers = Int(c, source, "num_hidden_layers"),
+                    Heads = heads,
+                    KvHeads = heads,
+                    HeadDim = headDim,
+                    RotaryDim = (int)(headDim * pct),
+                    VocabSize = Int(c, source, "vocab_size"),
+                    MaxPositions = OptInt(c, "max_position_embeddings") ?? 2048,
+                    NormEps = (float)(OptDouble(c, "layer_norm_eps") ?? 1e-5),
+                    RopeTheta = OptDouble(c, "rotary_emb_base") ?? OptDouble(c, "rope_theta") ?? 10000,
+                    TieEmbeddings = OptBool(c, "tie_word_embeddings") ?? false,
+                    ParallelResidual = OptBool(c, "use_parallel_residual") ?? true,
+                    Activation = ReadActivation(c, source, "hidden_act", Activation.Gelu),
+                    BosTokenId = OptInt(c, "bos_token_id"),
+                    EosTokenId = OptInt(c, "eos_token_id"),
+                };
+            }
+
+            case "gpt2":
+            {
+                int hidden = Int(c, source, "n_embd");
+                int heads = Int(c, source, "n_head");
+                return new ModelConfig
+                {
+                    Architecture = Architecture.Gpt2,
+                    ModelType = modelType,
+                    HiddenSize = hidden,
+                    IntermediateSize = OptInt(c, "n_inner") ?? (4 * hidden),
+                    Layers = Int(c, source, "n_layer"),
+                    Heads = heads,
+                    KvHeads = heads,
+                    HeadDim = hidden / heads,
+                    RotaryDim = 0,
+                    VocabSize = Int(c, source, "vocab_size"),
+                    MaxPositions = OptInt(c, "n_positions") ?? OptInt(c, "n_ctx") ?? 1024,
+                    NormEps = (float)(OptDouble(c, "layer_norm_epsilon") ?? 1e-5),
+                    TieEmbeddings = true,
+                    Activation = ReadActivation(c, source, "activation_function", Activation.GeluTanh),
+                    BosTokenId = OptInt(c, "bos_token_id"),
+                    EosTokenId = OptInt(c, "eos_token_id"),
+                };
+            }
+
+            default:
+                throw new MinnowException($"{source}: model_type '{modelType}' is not supported; supported: {string.Join(", ", SupportedModelTypes)}.");
+        }
+    }
+
+    /// <summary>Checks the numbers fit together (heads divide, sizes positive); throws a clear error otherwise.</summary>
+    public void Validate(string source)
+    {
+        if (HiddenSize <= 0 || IntermediateSize <= 0 || Layers <= 0 || Heads <= 0 || KvHeads <= 0 || VocabSize <= 0 || HeadDim <= 0)
+        {
+            throw new MinnowException($"{source}: sizes must be positive (hidden {HiddenSize}, ffn {IntermediateSize}, layers {Layers}, heads {Heads}/{KvHeads}, vocab {VocabSize}).");
+        }
+
+        if (Heads % KvHeads != 0)
+        {
+            throw new MinnowException($"{source}: {Heads} attention heads are not a multiple of {KvHeads} key/value heads.");
+        }
+
+        if (RotaryDim % 2 != 0 || RotaryDim > HeadDim)
+        {
+            throw new MinnowException($"{source}: rotary dimension {RotaryDim} must be even and at most the head size {HeadDim}.");
+        }
+    }
+
+    private static Llama3RopeScaling? ReadRopeScaling(JsonElement c, string source)
+    {
+        if (!c.TryGetProperty("rope_scaling", out var s) || s.ValueKind != JsonValueKind.Object)
+        {
+            return null;
+        }
+
+        string type = Str(s, "rope_type") ?? Str(s, "type") ?? "";
+        return type switch
+        {
+            "llama3" => new Llama3RopeScaling(
+                OptDouble(s, "factor") ?? 8,
+                OptDouble(s, "low_freq_factor") ?? 1,
+                OptDouble(s, "high_freq_factor") ?? 4,
+                OptInt(s, "original_max_position_embeddings") ?? 8192),
+            "default" or "" => null,
+            _ => throw new MinnowException($"{source}: rope_scaling type '{type}' is not supported (supported: llama3)."),
+        };
+    }
+
+    private static Activation ReadActivation(JsonElement c, string source, string key, Activation fallback)
+    {
+        string? name = Str(c, key);
+        return name switch
+        {
+            null => fallback,
+            "silu" or "swish" => Activation.Silu,
+            "gelu" => Activation.Gelu,
+            "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => Activation.GeluTanh,
+            _ => throw new MinnowException($"{source}: {key} '{name}' is not supported (supported: silu, gelu, gelu_new)."),
+        };
+    }
+
+    private static string? Str(JsonElement c, string key) =>
+        c.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+
+    private static int Int(JsonElement c, string source, string key) =>
+        OptInt(c, key) ?? throw new MinnowException($"{source}: missing or invalid integer '{key}'.");
+
+    private static int? OptInt(JsonElement c, string key) =>
+        c.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i : null;
+
+    private static double? OptDouble(JsonElement c, string key) =>
+        c.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
+
+    private static bool? OptBool(JsonElement c, string key) =>
+        c.TryGetProperty(key, out var v) && (v.ValueKind == JsonValueKind.True || v.ValueKind == JsonValueKind.False) ? v.GetBoolean() : null;
+}
