@@ -1,3 +1,4 @@
+using Minnow.Formats.Llama2c;
 using Minnow.Formats.Safetensors;
 using Minnow.Models;
 using Minnow.Tensors;
@@ -64,6 +65,20 @@ public static class ModelLoader
                 var config = ModelConfig.FromHuggingFace(Path.Combine(folder, "config.json"));
                 var checkpoint = SafetensorsCheckpoint.Open(path);
                 var weights = new WeightSet(checkpoint.Tensors, path, checkpoint);
+                try
+                {
+                    return ModelFactory.Create(config, weights, pool);
+                }
+                catch
+                {
+                    weights.Dispose();
+                    throw;
+                }
+            }
+
+            case ModelFormat.Llama2c:
+            {
+                var (config, weights) = Llama2cCheckpoint.Open(path);
                 try
                 {
                     return ModelFactory.Create(config, weights, pool);

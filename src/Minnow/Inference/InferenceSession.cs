@@ -1,0 +1,107 @@
+using Minnow.Models;
+using Minnow.Tensors;
+
+namespace Minnow.Inference;
+
+/// <summary>Receives the logits of a batch of consecutive positions: [count, vocab], first at position start.</summary>
+public delegate void LogitsCallback(int start, int count, ReadOnlySpan<float> logits);
+
+/// <summary>
+/// One sequence being run through a model: its KV cache, and the logits of the last token. Prompts are fed in
+/// batches of up to <see cref="BatchSize"/> tokens (prefill); then one token at a time (decode), with no
+/// allocation per token.
+/// </summary>
+public sealed unsafe class InferenceSession : IDisposable
+{
+    private readonly KvCache _cache;
+    private readonly NativeBuffer _logits;
+    private NativeBuffer? _batchLogits;
+
+    public InferenceSession(TransformerModel model, int contextSize, int batchSize = 64)
+    {
+        if (contextSize <= 0)
+        {
+            throw new MinnowException($"the context size must be positive (got {contextSize}).");
+        }
+
+        if (model.Config.Architecture == Architecture.Gpt2 && contextSize > model.Config.MaxPositions)
+        {
+            throw new MinnowException($"{model.Weights.Source}: context {contextSize} is longer than the model's {model.Config.MaxPositions} learned positions.");
+        }
+
+        Model = model;
+        BatchSize = Math.Max(1, batchSize);
+        _cache = new KvCache(model.Config, contextSize);
+        _logits = NativeBuffer.Floats(model.Config.VocabSize);
+        model.EnsureCapacity(Math.Min(BatchSize, contextSize));
+    }
+
+    public TransformerModel Model { get; }
+
+    public int BatchSize { get; }
+
+    public int ContextSize => _cache.Capacity;
+
+    /// <summary>Tokens in the cache.</summary>
+    public int Position => _cache.Length;
+
+    public long KvCacheBytes => _cache.ByteSize;
+
+    /// <summary>Logits after the last token fed.</summary>
+    public Span<float> Logits => _logits.AsFloatSpan();
+
+    public void Reset() => _cache.Length = 0;
+
+    /// <summary>Feeds tokens (in batches) and keeps the logits of the last one.</summary>
+    public void Prefill(ReadOnlySpan<int> tokens, CancellationToken cancellation = default)
+    {
+        CheckFits(tokens.Length);
+        for (int start = 0; start < tokens.Length; start += BatchSize)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var batch = tokens.Slice(start, Math.Min(BatchSize, tokens.Length - start));
+            Model.Forward(batch, _cache, _logits.FloatPointer, allLogits: false);
+        }
+    }
+
+    /// <summary>Feeds one token.</summary>
+    public void Decode(int token)
+    {
+        CheckFits(1);
+        Model.Forward(new ReadOnlySpan<int>(in token), _cache, _logits.FloatPointer, allLogits: false);
+    }
+
+    /// <summary>Feeds tokens in batches and hands the logits of every position to <paramref name="onLogits"/>.</summary>
+    public void Evaluate(ReadOnlySpan<int> tokens, LogitsCallback onLogits, CancellationToken cancellation = default)
+    {
+        CheckFits(tokens.Length);
+        int vocab = Model.Config.VocabSize;
+        _batchLogits ??= NativeBuffer.Floats((long)BatchSize * vocab);
+        for (int start = 0; start < tokens.Length; start += BatchSize)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            int count = Math.Min(BatchSize, tokens.Length - start);
+            int position = _cache.Length;
+            Model.Forward(tokens.Slice(start, count), _cache, _batchLogits.FloatPointer, allLogits: true);
+            onLogits(position, count, new ReadOnlySpan<float>(_batchLogits.FloatPointer, count * vocab));
+        }
+    }
+
+    private void CheckFits(int count)
+    {
+        if (_cache.Length + count > _cache.Capacity)
+        {
+            ThrowTooLong(count);
+        }
+    }
+
+    private void ThrowTooLong(int count) =>
+        throw new MinnowException($"{_cache.Length + count} tokens do not fit in the context of {_cache.Capacity} tokens; shorten the prompt or raise --ctx (the model allows {Model.Config.MaxPositions}).");
+
+    public void Dispose()
+    {
+        _cache.Dispose();
+        _logits.Dispose();
+        _batchLogits?.Dispose();
+    }
+}
