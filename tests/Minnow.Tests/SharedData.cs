@@ -1,47 +1,38 @@
 namespace Minnow.Tests;
 
 /// <summary>
-/// Locates the shared test data folder (<c>../shared</c> beside the repository root, see its README). Tests that
-/// need it return early when <see cref="Root"/> is null (the folder is absent on a user's machine).
+/// The test data folder <c>../shared/</c> beside the repository (never copied into it). Tests that need it
+/// return early only when the folder is absent.
 /// </summary>
 public static class SharedData
 {
-    private static readonly Lazy<string?> LazyRoot = new(FindRoot);
+    private static readonly Lazy<string?> s_root = new(FindRoot);
 
-    /// <summary>The full path of the shared folder, or null when it is absent.</summary>
-    public static string? Root => LazyRoot.Value;
+    /// <summary>The shared folder, or null when it is not there.</summary>
+    public static string? Root => s_root.Value;
 
-    /// <summary>The repository root (the folder holding Minnow.slnx), or null if not found.</summary>
-    public static string? RepositoryRoot { get; } = FindRepositoryRoot();
-
-    /// <summary>A path inside the shared folder (throws when the folder is absent: check <see cref="Root"/> first).</summary>
-    public static string Path(params string[] parts)
+    /// <summary>The repository root (the folder holding Minnow.slnx).</summary>
+    public static string RepositoryRoot
     {
-        string root = Root ?? throw new InvalidOperationException("The shared test data folder is absent.");
-        return System.IO.Path.Combine([root, .. parts]);
-    }
-
-    private static string? FindRepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+        get
         {
-            if (File.Exists(System.IO.Path.Combine(dir.FullName, "Minnow.slnx")))
+            var dir = new DirectoryInfo(AppContext.BaseDirectory);
+            while (dir != null && !File.Exists(System.IO.Path.Combine(dir.FullName, "Minnow.slnx")))
             {
-                return dir.FullName;
+                dir = dir.Parent;
             }
-        }
 
-        return null;
+            return dir?.FullName ?? throw new InvalidOperationException("Minnow.slnx not found above " + AppContext.BaseDirectory);
+        }
     }
+
+    /// <summary>A path inside the shared folder (call only when <see cref="Root"/> is not null).</summary>
+    public static string Path(params string[] parts) =>
+        System.IO.Path.Combine([Root ?? throw new InvalidOperationException("../shared is absent"), .. parts]);
 
     private static string? FindRoot()
     {
-        if (RepositoryRoot == null)
-        {
-            return null;
-        }
-
-        string shared = System.IO.Path.GetFullPath(System.IO.Path.Combine(RepositoryRoot, "..", "shared"));
-        return Directory.Exists(shared) ? shared : null;
+        string candidate = System.IO.Path.GetFullPath(System.IO.Path.Combine(RepositoryRoot, "..", "shared"));
+        return Directory.Exists(candidate) ? candidate : null;
     }
 }
