@@ -1,0 +1,549 @@
+using System.Text.Json;
+using Minnow.Formats.Safetensors;
+using Minnow.Models;
+using Minnow.Tensors;
+
+namespace Minnow.Training;
+
+/// <summary>
+/// A trainable Llama-architecture model (RMSNorm, rotate-half RoPE with optional llama3 scaling, causal
+/// grouped-query attention with optional q/k/v bias, SwiGLU MLP, tied or untied head) in float32, with an explicit
+/// forward pass that keeps its activations and a backward pass that adds the gradient of the mean next-token
+/// cross-entropy to <see cref="ParameterStore.Grads"/>. Activation buffers are allocated once for the largest
+/// batch seen and reused. Every op is deterministic, so a step gives bit-identical results on any thread count.
+/// </summary>
+public sealed unsafe class LlamaTrainingModel : IDisposable
+{
+    private sealed class LayerParams
+    {
+        public required Parameter AttnNorm, MlpNorm, Wq, Wk, Wv, Wo, Gate, Up, Down;
+        public Parameter? Bq, Bk, Bv;
+    }
+
+    private sealed class LayerActs
+    {
+        public float* Xn1, Q, K, V, Probs, Attn, Xn2, H1, H2, Act;
+    }
+
+    private readonly WorkerPool _pool;
+    private readonly Parameter _embed, _head, _finalNorm;
+    private readonly LayerParams[] _layers;
+    private readonly RopeTable _rope;
+    private readonly List<NativeBuffer> _buffers = [];
+    private LayerActs[] _acts = [];
+    private float*[] _resid = [];
+    private float* _xfNorm, _logits, _tmp, _dX, _dXn, _dQ, _dK, _dV, _dAttn, _dH1, _dH2, _dAct, _rstd, _rowLoss;
+    private float* _cos, _sin, _negSin;
+    private int* _inputs, _targets;
+    private int _capacityBatch, _capacitySeq;
+
+    public LlamaTrainingModel(ModelConfig config, WorkerPool? pool = null)
+    {
+        if (config.Architecture != Architecture.Llama || config.Activation != Activation.Silu ||
+            config.RopeStyle != Kernels.RopeStyle.RotateHalf || config.RotaryDim != config.HeadDim)
+        {
+            throw new MinnowException($"training supports the Llama architecture (SiLU, full rotate-half RoPE); got {config.ModelType}.");
+        }
+
+        config.Validate("training config");
+        Config = config;
+        _pool = pool ?? WorkerPool.Shared;
+        _rope = new RopeTable(config);
+        var c = config;
+        int d = c.HiddenSize, f = c.IntermediateSize;
+        var specs = new List<(string, long[], bool)> { ("model.embed_tokens.weight", [c.VocabSize, d], true) };
+        for (int i = 0; i < c.Layers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            specs.Add((p + "input_layernorm.weight", [d], false));
+            specs.Add((p + "self_attn.q_proj.weight", [c.QDim, d], true));
+            specs.Add((p + "self_attn.k_proj.weight", [c.KvDim, d], true));
+            specs.Add((p + "self_attn.v_proj.weight", [c.KvDim, d], true));
+            if (c.QkvBias)
+            {
+                specs.Add((p + "self_attn.q_proj.bias", [c.QDim], false));
+                specs.Add((p + "self_attn.k_proj.bias", [c.KvDim], false));
+                specs.Add((p + "self_attn.v_proj.bias", [c.KvDim], false));
+            }
+
+            specs.Add((p + "self_attn.o_proj.weight", [d, c.QDim], true));
+            specs.Add((p + "post_attention_layernorm.weight", [d], false));
+            specs.Add((p + "mlp.gate_proj.weight", [f, d], true));
+            specs.Add((p + "mlp.up_proj.weight", [f, d], true));
+            specs.Add((p + "mlp.down_proj.weight", [d, f], true));
+        }
+
+        specs.Add(("model.norm.weight", [d], false));
+        if (!c.TieEmbeddings)
+        {
+            specs.Add(("lm_head.weight", [c.VocabSize, d], true));
+        }
+
+        Parameters = new ParameterStore(specs);
+        var ps = Parameters;
+        _embed = ps["model.embed_tokens.weight"];
+        _head = c.TieEmbeddings ? _embed : ps["lm_head.weight"];
+        _finalNorm = ps["model.norm.weight"];
+        _layers = new LayerParams[c.Layers];
+        for (int i = 0; i < c.Layers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            _layers[i] = new LayerParams
+            {
+                AttnNorm = ps[p + "input_layernorm.weight"],
+                MlpNorm = ps[p + "post_attention_layernorm.weight"],
+                Wq = ps[p + "self_attn.q_proj.weight"],
+                Wk = ps[p + "self_attn.k_proj.weight"],
+                Wv = ps[p + "self_attn.v_proj.weight"],
+                Wo = ps[p + "self_attn.o_proj.weight"],
+                Bq = c.QkvBias ? ps[p + "self_attn.q_proj.bias"] : null,
+                Bk = c.QkvBias ? ps[p + "self_attn.k_proj.bias"] : null,
+                Bv = c.QkvBias ? ps[p + "self_attn.v_proj.bias"] : null,
+                Gate = ps[p + "mlp.gate_proj.weight"],
+                Up = ps[p + "mlp.up_proj.weight"],
+                Down = ps[p + "mlp.down_proj.weight"],
+            };
+        }
+    }
+
+    public ModelConfig Config { get; }
+
+    public ParameterStore Parameters { get; }
+
+    /// <summary>
+    /// A config for a new Llama model: head size hidden/heads, rms_norm_eps 1e-5, RoPE theta 10000, tied embeddings.
+    /// </summary>
+    public static ModelConfig CreateConfig(int vocab, int hidden, int layers, int heads, int kvHeads, int ffn, int maxPositions,
+        bool tieEmbeddings = true, int? bosTokenId = null, int? eosTokenId = null)
+    {
+        if (heads <= 0 || hidden % heads != 0)
+        {
+            throw new MinnowException($"hidden size {hidden} is not a multiple of {heads} heads.");
+        }
+
+        int headDim = hidden / heads;
+        var config = new ModelConfig
+        {
+            Architecture = Architecture.Llama,
+            ModelType = "llama",
+            HiddenSize = hidden,
+            IntermediateSize = ffn,
+            Layers = layers,
+            Heads = heads,
+            KvHeads = kvHeads,
+            HeadDim = headDim,
+            RotaryDim = headDim,
+            VocabSize = vocab,
+            MaxPositions = maxPositions,
+            NormEps = 1e-5f,
+            RopeTheta = 10000,
+            TieEmbeddings = tieEmbeddings,
+            BosTokenId = bosTokenId,
+            EosTokenId = eosTokenId,
+        };
+        config.Validate("model shape");
+        if (headDim % 2 != 0)
+        {
+            throw new MinnowException($"head size {headDim} (hidden/heads) must be even for RoPE.");
+        }
+
+        return config;
+    }
+
+    /// <summary>
+    /// A freshly initialised model: matrices ~ N(0, 0.02²) (the residual projections o_proj and down_proj scaled by
+    /// 1/√(2·layers)), norms 1, biases 0. Same seed, same weights, on any machine.
+    /// </summary>
+    public static LlamaTrainingModel CreateRandom(ModelConfig config, long seed, WorkerPool? pool = null)
+    {
+        var model = new LlamaTrainingModel(config, pool);
+        var rng = SplitMix64.For(seed, 0x1417);
+        double residualStd = 0.02 / Math.Sqrt(2.0 * config.Layers);
+        foreach (var p in model.Parameters.All)
+        {
+            var values = model.Parameters.ValueSpan(p);
+            if (p.Shape.Length == 1)
+            {
+                values.Fill(p.Name.EndsWith(".bias", StringComparison.Ordinal) ? 0f : 1f);
+                continue;
+            }
+
+            double std = p.Name.Contains("o_proj", StringComparison.Ordinal) || p.Name.Contains("down_proj", StringComparison.Ordinal) ? residualStd : 0.02;
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i] = (float)(rng.NextGaussian() * std);
+            }
+        }
+
+        return model;
+    }
+
+    /// <summary>A trainable copy of loaded weights (any stored type is converted to float32).</summary>
+    public static LlamaTrainingModel FromWeights(ModelConfig config, WeightSet weights, WorkerPool? pool = null)
+    {
+        var model = new LlamaTrainingModel(config, pool);
+        foreach (var p in model.Parameters.All)
+        {
+            var t = weights.Get(p.Name);
+            if (t.ElementCount != p.Count || t.Rank != p.Shape.Length || !t.Shape.SequenceEqual(p.Shape))
+            {
+                model.Dispose();
+                throw new MinnowException($"{weights.Source}: tensor '{p.Name}' has shape {t.ShapeText} but the config implies [{string.Join(", ", p.Shape)}].");
+            }
+
+            var values = model.Parameters.ValueSpan(p);
+            int cols = t.Columns;
+            for (int r = 0; r < t.Rows; r++)
+            {
+                t.ReadRow(r, values.Slice(r * cols, cols));
+            }
+        }
+
+        return model;
+    }
+
+    /// <summary>Loads a Hugging Face folder (config.json + safetensors) for training.</summary>
+    public static LlamaTrainingModel Load(string path, WorkerPool? pool = null)
+    {
+        string folder = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var config = ModelConfig.FromHuggingFace(Path.Combine(folder, "config.json"));
+        using var checkpoint = SafetensorsCheckpoint.Open(path);
+        using var weights = new WeightSet(checkpoint.Tensors, path, null);
+        return FromWeights(config, weights, pool);
+    }
+
+    // ---- Forward and backward ----
+
+    /// <summary>
+    /// Runs <paramref name="batch"/> sequences of <paramref name="seqLen"/> tokens ([batch·seqLen] row-major) and
+    /// adds <paramref name="lossScale"/> × ∂(mean NLL)/∂θ to the gradients, where the mean is over positions whose
+    /// target is not negative. Returns that mean NLL (unscaled) and the number of targets.
+    /// </summary>
+    public (double MeanLoss, int Targets) ForwardBackward(ReadOnlySpan<int> inputs, ReadOnlySpan<int> targets, int batch, int seqLen, float lossScale = 1f)
+    {
+        int count = Prepare(inputs, targets, batch, seqLen);
+        int n = batch * seqLen;
+        Forward(batch, seqLen);
+        float scale = count > 0 ? lossScale / count : 0f;
+        double total = CrossEntropyOp.Compute(_logits, _targets, n, Config.VocabSize, _rowLoss, true, scale, _pool);
+        Backward(batch, seqLen);
+        return (count > 0 ? total / count : 0, count);
+    }
+
+    /// <summary>Forward only: the summed NLL over positions with a target, and their number.</summary>
+    public (double TotalLoss, int Targets) Evaluate(ReadOnlySpan<int> inputs, ReadOnlySpan<int> targets, int batch, int seqLen)
+    {
+        int count = Prepare(inputs, targets, batch, seqLen);
+        Forward(batch, seqLen);
+        double total = CrossEntropyOp.Compute(_logits, _targets, batch * seqLen, Config.VocabSize, _rowLoss, false, 0f, _pool);
+        return (total, count);
+    }
+
+    private int Prepare(ReadOnlySpan<int> inputs, ReadOnlySpan<int> targets, int batch, int seqLen)
+    {
+        int n = batch * seqLen;
+        if (batch <= 0 || seqLen <= 0 || inputs.Length != n || targets.Length != n)
+        {
+            throw new ArgumentException($"expected {batch}×{seqLen} inputs and targets, got {inputs.Length} and {targets.Length}.");
+        }
+
+        if (seqLen > Config.MaxPositions)
+        {
+            throw new MinnowException($"sequence length {seqLen} is longer than the model's {Config.MaxPositions} positions.");
+        }
+
+        EnsureCapacity(batch, seqLen);
+        int count = 0;
+        for (int i = 0; i < n; i++)
+        {
+            if ((uint)inputs[i] >= (uint)Config.VocabSize || targets[i] >= Config.VocabSize)
+            {
+                throw new MinnowException($"token id {Math.Max(inputs[i], targets[i])} is outside the vocabulary of {Config.VocabSize}.");
+            }
+
+            _inputs[i] = inputs[i];
+            _targets[i] = targets[i];
+            if (targets[i] >= 0)
+            {
+                count++;
+            }
+        }
+
+        return count;
+    }
+
+    private float* P(Parameter p) => Parameters.Value(p);
+
+    private float* G(Parameter p) => Parameters.Grad(p);
+
+    private float* PB(Parameter? p) => p == null ? null : Parameters.Value(p);
+
+    private float* GB(Parameter? p) => p == null ? null : Parameters.Grad(p);
+
+    private void Forward(int batch, int seqLen)
+    {
+        var c = Config;
+        int n = batch * seqLen, d = c.HiddenSize, f = c.IntermediateSize, vocab = c.VocabSize;
+        var pool = _pool;
+        EmbeddingOp.Forward(P(_embed), _inputs, n, d, _resid[0], pool);
+        for (int l = 0; l < _layers.Length; l++)
+        {
+            var w = _layers[l];
+            var a = _acts[l];
+            float* x = _resid[2 * l], mid = _resid[(2 * l) + 1], next = _resid[(2 * l) + 2];
+            RmsNormOp.Forward(x, P(w.AttnNorm), a.Xn1, n, d, c.NormEps, pool);
+            LinearOp.Forward(a.Xn1, n, d, P(w.Wq), c.QDim, PB(w.Bq), a.Q, pool);
+            LinearOp.Forward(a.Xn1, n, d, P(w.Wk), c.KvDim, PB(w.Bk), a.K, pool);
+            LinearOp.Forward(a.Xn1, n, d, P(w.Wv), c.KvDim, PB(w.Bv), a.V, pool);
+            RopeOp.Apply(a.Q, n, seqLen, c.Heads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
+            RopeOp.Apply(a.K, n, seqLen, c.KvHeads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
+            AttentionOp.Forward(a.Q, a.K, a.V, a.Probs, a.Attn, batch, seqLen, c.Heads, c.KvHeads, c.HeadDim, pool);
+            LinearOp.Forward(a.Attn, n, c.QDim, P(w.Wo), d, null, _tmp, pool);
+            ResidualOp.Add(x, _tmp, mid, (long)n * d, pool);
+
+            RmsNormOp.Forward(mid, P(w.MlpNorm), a.Xn2, n, d, c.NormEps, pool);
+            LinearOp.Forward(a.Xn2, n, d, P(w.Gate), f, null, a.H1, pool);
+            LinearOp.Forward(a.Xn2, n, d, P(w.Up), f, null, a.H2, pool);
+            SwiGluOp.Forward(a.H1, a.H2, a.Act, (long)n * f, pool);
+            LinearOp.Forward(a.Act, n, f, P(w.Down), d, null, _tmp, pool);
+            ResidualOp.Add(mid, _tmp, next, (long)n * d, pool);
+        }
+
+        RmsNormOp.Forward(_resid[2 * _layers.Length], P(_finalNorm), _xfNorm, n, d, c.NormEps, pool);
+        LinearOp.Forward(_xfNorm, n, d, P(_head), vocab, null, _logits, pool);
+    }
+
+    /// <summary>Backward from the logits' gradient (left in the logits buffer by the cross-entropy).</summary>
+    private void Backward(int batch, int seqLen)
+    {
+        var c = Config;
+        int n = batch * seqLen, d = c.HiddenSize, f = c.IntermediateSize;
+        var pool = _pool;
+        LinearOp.Backward(_xfNorm, _logits, n, d, P(_head), c.VocabSize, _dXn, false, G(_head), null, pool);
+        new Span<float>(_dX, n * d).Clear();
+        RmsNormOp.Backward(_resid[2 * _layers.Length], P(_finalNorm), _dXn, _dX, G(_finalNorm), _rstd, n, d, c.NormEps, pool);
+        for (int l = _layers.Length - 1; l >= 0; l--)
+        {
+            var w = _layers[l];
+            var a = _acts[l];
+            float* x = _resid[2 * l], mid = _resid[(2 * l) + 1];
+
+            // MLP: next = mid + down(silu(gate·xn2) * up·xn2), xn2 = norm(mid); _dX holds ∂L/∂next.
+            LinearOp.Backward(a.Act, _dX, n, f, P(w.Down), d, _dAct, false, G(w.Down), null, pool);
+            SwiGluOp.Backward(a.H1, a.H2, _dAct, _dH1, _dH2, (long)n * f, pool);
+            LinearOp.Backward(a.Xn2, _dH1, n, d, P(w.Gate), f, _dXn, false, G(w.Gate), null, pool);
+            LinearOp.Backward(a.Xn2, _dH2, n, d, P(w.Up), f, _dXn, true, G(w.Up), null, pool);
+            RmsNormOp.Backward(mid, P(w.MlpNorm), _dXn, _dX, G(w.MlpNorm), _rstd, n, d, c.NormEps, pool);
+
+            // Attention: mid = x + Wo·attention(rope(q), rope(k), v), q/k/v = W·norm(x); _dX holds ∂L/∂mid.
+            LinearOp.Backward(a.Attn, _dX, n, c.QDim, P(w.Wo), d, _dAttn, false, G(w.Wo), null, pool);
+            AttentionOp.Backward(a.Q, a.K, a.V, a.Probs, _dAttn, _dQ, _dK, _dV, batch, seqLen, c.Heads, c.KvHeads, c.HeadDim, pool);
+            RopeOp.Apply(_dQ, n, seqLen, c.Heads, c.HeadDim, c.RotaryDim, _cos, _negSin, pool);
+            RopeOp.Apply(_dK, n, seqLen, c.KvHeads, c.HeadDim, c.RotaryDim, _cos, _negSin, pool);
+            LinearOp.Backward(a.Xn1, _dQ, n, d, P(w.Wq), c.QDim, _dXn, false, G(w.Wq), GB(w.Bq), pool);
+            LinearOp.Backward(a.Xn1, _dK, n, d, P(w.Wk), c.KvDim, _dXn, true, G(w.Wk), GB(w.Bk), pool);
+            LinearOp.Backward(a.Xn1, _dV, n, d, P(w.Wv), c.KvDim, _dXn, true, G(w.Wv), GB(w.Bv), pool);
+            RmsNormOp.Backward(x, P(w.AttnNorm), _dXn, _dX, G(w.AttnNorm), _rstd, n, d, c.NormEps, pool);
+        }
+
+        EmbeddingOp.Backward(_inputs, _dX, n, d, G(_embed), pool);
+    }
+
+    // ---- Buffers ----
+
+    /// <summary>Bytes of activation memory currently allocated.</summary>
+    public long ActivationBytes => _buffers.Sum(b => b.Length);
+
+    /// <summary>Allocates activations for batches up to [batch, seqLen] (once; later calls that fit reuse them).</summary>
+    public void EnsureCapacity(int batch, int seqLen)
+    {
+        if (batch <= _capacityBatch && seqLen <= _capacitySeq)
+        {
+            return;
+        }
+
+        batch = Math.Max(batch, _capacityBatch);
+        seqLen = Math.Max(seqLen, _capacitySeq);
+        foreach (var b in _buffers)
+        {
+            b.Dispose();
+        }
+
+        _buffers.Clear();
+        var c = Config;
+        long n = (long)batch * seqLen;
+        int d = c.HiddenSize, f = c.IntermediateSize;
+        _resid = new float*[(2 * c.Layers) + 1];
+        for (int i = 0; i < _resid.Length; i++)
+        {
+            _resid[i] = Alloc(n * d);
+        }
+
+        _acts = new LayerActs[c.Layers];
+        for (int l = 0; l < c.Layers; l++)
+        {
+            _acts[l] = new LayerActs
+            {
+                Xn1 = Alloc(n * d), Q = Alloc(n * c.QDim), K = Alloc(n * c.KvDim), V = Alloc(n * c.KvDim),
+                Probs = Alloc(AttentionOp.ProbsLength(batch, seqLen, c.Heads)), Attn = Alloc(n * c.QDim),
+                Xn2 = Alloc(n * d), H1 = Alloc(n * f), H2 = Alloc(n * f), Act = Alloc(n * f),
+            };
+        }
+
+        _xfNorm = Alloc(n * d);
+        _logits = Alloc(n * c.VocabSize);
+        _tmp = Alloc(n * d);
+        _dX = Alloc(n * d);
+        _dXn = Alloc(n * d);
+        _dQ = Alloc(n * c.QDim);
+        _dK = Alloc(n * c.KvDim);
+        _dV = Alloc(n * c.KvDim);
+        _dAttn = Alloc(n * c.QDim);
+        _dH1 = Alloc(n * f);
+        _dH2 = Alloc(n * f);
+        _dAct = Alloc(n * f);
+        _rstd = Alloc(n);
+        _rowLoss = Alloc(n);
+        _inputs = (int*)Alloc(n);
+        _targets = (int*)Alloc(n);
+
+        int half = c.RotaryDim / 2;
+        _cos = Alloc((long)seqLen * half);
+        _sin = Alloc((long)seqLen * half);
+        _negSin = Alloc((long)seqLen * half);
+        for (int t = 0; t < seqLen; t++)
+        {
+            _rope.Fill(t, _cos + ((long)t * half), _sin + ((long)t * half));
+            for (int i = 0; i < half; i++)
+            {
+                _negSin[((long)t * half) + i] = -_sin[((long)t * half) + i];
+            }
+        }
+
+        _capacityBatch = batch;
+        _capacitySeq = seqLen;
+    }
+
+    private float* Alloc(long floats)
+    {
+        var b = NativeBuffer.Floats(Math.Max(floats, 1));
+        _buffers.Add(b);
+        return b.FloatPointer;
+    }
+
+    // ---- Export ----
+
+    /// <summary>
+    /// Writes a Hugging Face checkpoint: config.json and model.safetensors (atomically), weights stored as
+    /// <paramref name="dtype"/>.
+    /// </summary>
+    public void SaveHuggingFace(string folder, DType dtype = DType.F32)
+    {
+        Directory.CreateDirectory(folder);
+        var writer = new SafetensorsWriter();
+        writer.AddMetadata("format", "pt");
+        foreach (var p in Parameters.All)
+        {
+            writer.Add(p.Name, p.Shape, Parameters.ValueSpan(p), dtype);
+        }
+
+        writer.Save(Path.Combine(folder, "model.safetensors"));
+        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), ConfigJson(Config, dtype));
+    }
+
+    /// <summary>A Hugging Face config.json for a Llama-architecture config.</summary>
+    public static string ConfigJson(ModelConfig c, DType dtype = DType.F32)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        {
+            json.WriteStartObject();
+            json.WriteStartArray("architectures");
+            json.WriteStringValue("LlamaForCausalLM");
+            json.WriteEndArray();
+            json.WriteString("model_type", "llama");
+            json.WriteNumber("hidden_size", c.HiddenSize);
+            json.WriteNumber("intermediate_size", c.IntermediateSize);
+            json.WriteNumber("num_attention_heads", c.Heads);
+            json.WriteNumber("num_key_value_heads", c.KvHeads);
+            json.WriteNumber("head_dim", c.HeadDim);
+            json.WriteNumber("num_hidden_layers", c.Layers);
+            json.WriteNumber("vocab_size", c.VocabSize);
+            json.WriteNumber("max_position_embeddings", c.MaxPositions);
+            json.WriteNumber("rms_norm_eps", c.NormEps);
+            json.WriteNumber("rope_theta", c.RopeTheta);
+            if (c.RopeScaling is { } s)
+            {
+                json.WriteStartObject("rope_scaling");
+                json.WriteString("rope_type", "llama3");
+                json.WriteNumber("factor", s.Factor);
+                json.WriteNumber("low_freq_factor", s.LowFreqFactor);
+                json.WriteNumber("high_freq_factor", s.HighFreqFactor);
+                json.WriteNumber("original_max_position_embeddings", s.OriginalMaxPositions);
+                json.WriteEndObject();
+            }
+            else
+            {
+                json.WriteNull("rope_scaling");
+            }
+
+            json.WriteString("hidden_act", "silu");
+            json.WriteBoolean("tie_word_embeddings", c.TieEmbeddings);
+            json.WriteBoolean("attention_bias", c.QkvBias);
+            json.WriteBoolean("mlp_bias", false);
+            if (c.BosTokenId is int bos)
+            {
+                json.WriteNumber("bos_token_id", bos);
+            }
+
+            if (c.EosTokenId is int eos)
+            {
+                json.WriteNumber("eos_token_id", eos);
+            }
+
+            json.WriteString("torch_dtype", dtype switch { DType.F16 => "float16", DType.BF16 => "bfloat16", _ => "float32" });
+            json.WriteEndObject();
+        }
+
+        return System.Text.Encoding.UTF8.GetString(buffer.ToArray()) + "\n";
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _buffers)
+        {
+            b.Dispose();
+        }
+
+        _buffers.Clear();
+        Parameters.Dispose();
+    }
+}
+
+/// <summary>out = a + b elementwise (the residual connection), parallel over chunks.</summary>
+public static unsafe class ResidualOp
+{
+    private const int Chunk = 8192;
+
+    private struct Job
+    {
+        public float* A;
+        public float* B;
+        public float* Out;
+        public long Count;
+    }
+
+    public static void Add(float* a, float* b, float* output, long count, WorkerPool pool)
+    {
+        var job = new Job { A = a, B = b, Out = output, Count = count };
+        pool.For(checked((int)((count + Chunk - 1) / Chunk)), 4, &Run, &job);
+    }
+
+    private static void Run(void* context, int start, int end)
+    {
+        ref Job job = ref *(Job*)context;
+        long i0 = (long)start * Chunk, i1 = Math.Min(job.Count, (long)end * Chunk);
+        VectorMath.Copy(job.A + i0, job.Out + i0, i1 - i0);
+        VectorMath.Add(job.B + i0, job.Out + i0, (int)(i1 - i0));
+    }
+}
