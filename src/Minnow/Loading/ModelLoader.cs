@@ -1,3 +1,4 @@
+using Minnow.Formats.Gguf;
 using Minnow.Formats.Llama2c;
 using Minnow.Formats.Safetensors;
 using Minnow.Models;
@@ -72,6 +73,30 @@ public static class ModelLoader
                 catch
                 {
                     weights.Dispose();
+                    throw;
+                }
+            }
+
+            case ModelFormat.Gguf:
+            {
+                var file = GgufFile.Open(path);
+                WeightSet? weights = null;
+                try
+                {
+                    (var config, weights) = GgufModelReader.Read(file);
+                    return ModelFactory.Create(config, weights, pool);
+                }
+                catch
+                {
+                    if (weights != null)
+                    {
+                        weights.Dispose();
+                    }
+                    else
+                    {
+                        file.Dispose();
+                    }
+
                     throw;
                 }
             }

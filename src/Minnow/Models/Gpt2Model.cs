@@ -39,17 +39,20 @@ public sealed unsafe class Gpt2Model : TransformerModel
                 Ln1B = w.Vector(p + "ln_1.bias", d),
                 Ln2W = w.Vector(p + "ln_2.weight", d),
                 Ln2B = w.Vector(p + "ln_2.bias", d),
-                Attn = w.TransposedMatrix(p + "attn.c_attn.weight", 3 * d, d),
+                Attn = Conv1D(w, p + "attn.c_attn.weight", 3 * d, d),
                 AttnBias = w.Vector(p + "attn.c_attn.bias", 3 * d),
-                Proj = w.TransposedMatrix(p + "attn.c_proj.weight", d, d),
+                Proj = Conv1D(w, p + "attn.c_proj.weight", d, d),
                 ProjBias = w.Vector(p + "attn.c_proj.bias", d),
-                Fc = w.TransposedMatrix(p + "mlp.c_fc.weight", f, d),
+                Fc = Conv1D(w, p + "mlp.c_fc.weight", f, d),
                 FcBias = w.Vector(p + "mlp.c_fc.bias", f),
-                Out = w.TransposedMatrix(p + "mlp.c_proj.weight", d, f),
+                Out = Conv1D(w, p + "mlp.c_proj.weight", d, f),
                 OutBias = w.Vector(p + "mlp.c_proj.bias", d),
             };
         }
     }
+
+    private Tensor Conv1D(WeightSet w, string name, int rows, int cols) =>
+        Config.Conv1DLayout ? w.TransposedMatrix(name, rows, cols) : w.Matrix(name, rows, cols);
 
     protected override void ForwardLayers(ReadOnlySpan<int> tokens, int pos, KvCache cache, float* logits, bool allLogits)
     {

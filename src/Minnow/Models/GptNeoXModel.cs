@@ -59,7 +59,15 @@ public sealed unsafe class GptNeoXModel : TransformerModel
             // Attention branch on ln1(x).
             LayerNormRows(X, layer.Ln1W, layer.Ln1B, Xb, n);
             Linear(layer.Qkv, Xb, n, Qkv, layer.QkvBias);
-            SplitQkvPerHead(Qkv, n);
+            if (Config.FusedQkvPerHead)
+            {
+                SplitQkvPerHead(Qkv, n);
+            }
+            else
+            {
+                SplitQkv(Qkv, n);
+            }
+
             ApplyRope(Q, K, n, pos);
             Attend(cache, l, Q, K, V, n, pos, AttnOut);
             Linear(layer.Dense, AttnOut, n, Xb2, layer.DenseBias);

@@ -60,7 +60,22 @@ public sealed record ModelConfig
 
     public Llama3RopeScaling? RopeScaling { get; init; }
 
+    /// <summary>
+    /// Per-frequency divisors of the RoPE inverse frequencies (GGUF's <c>rope_freqs.weight</c>, which is how
+    /// llama.cpp stores llama3 scaling); null when absent.
+    /// </summary>
+    public float[]? RopeFrequencyFactors { get; init; }
+
     public bool TieEmbeddings { get; init; }
+
+    /// <summary>
+    /// GPT-NeoX: the fused query_key_value rows are grouped per head as [q_h, k_h, v_h] (Hugging Face); false when
+    /// laid out as [all q | all k | all v] (GGUF).
+    /// </summary>
+    public bool FusedQkvPerHead { get; init; } = true;
+
+    /// <summary>GPT-2: weights stored [in, out] as Hugging Face's Conv1D (false when already [out, in], as in GGUF).</summary>
+    public bool Conv1DLayout { get; init; } = true;
 
     /// <summary>q/k/v projections carry a bias (Qwen2).</summary>
     public bool QkvBias { get; init; }

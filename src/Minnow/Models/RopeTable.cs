@@ -38,9 +38,19 @@ public sealed unsafe class RopeTable
                 _inverseFrequencies[i] = (float)f;
             }
         }
+
+        if (config.RopeFrequencyFactors is { } factors)
+        {
+            for (int i = 0; i < _inverseFrequencies.Length && i < factors.Length; i++)
+            {
+                _inverseFrequencies[i] /= factors[i];
+            }
+        }
     }
 
     public int Pairs => _inverseFrequencies.Length;
+
+    public IReadOnlyList<float> InverseFrequencies => _inverseFrequencies;
 
     public void Fill(int position, float* cos, float* sin)
     {

@@ -1,0 +1,226 @@
+using Minnow.Formats.Gguf;
+using Minnow.Kernels;
+using Minnow.Loading;
+using Minnow.Models;
+using Minnow.Tensors;
+
+namespace Minnow.Export;
+
+/// <summary>
+/// Writes a model as a GGUF file that llama.cpp runs: llama.cpp's tensor names and metadata, Llama's q/k rows
+/// permuted for its interleaved RoPE, GPT-NeoX's fused qkv regrouped as [q | k | v], GPT-2's Conv1D weights
+/// transposed, llama3 RoPE scaling as a <c>rope_freqs.weight</c> tensor. Matrices are stored in the requested
+/// type (rows whose length is not a multiple of 32 fall back to F16 for block types; Q4_0 keeps the embedding and
+/// output head at Q8_0); vectors stay F32.
+/// </summary>
+public static class GgufExporter
+{
+    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0];
+
+    public static void Export(TransformerModel model, string path, DType type, Action<GgufWriter>? addTokenizer = null,
+        IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default)
+    {
+        if (!SupportedTypes.Contains(type))
+        {
+            throw new MinnowException($"GGUF export supports f32, f16, q8_0 and q4_0, not {type.Name()}.");
+        }
+
+        var c = model.Config;
+        string arch = GgufNames.ArchitectureOf(c);
+        var writer = new GgufWriter();
+        WriteMetadata(writer, c, arch, type);
+        addTokenizer?.Invoke(writer);
+
+        var tensors = model.Weights.All;
+        int done = 0;
+        foreach (var (name, tensor) in tensors.OrderBy(t => t.Key, StringComparer.Ordinal))
+        {
+            cancellation.ThrowIfCancellationRequested();
+            string hfName = arch == "gpt2" && name.StartsWith("transformer.", StringComparison.Ordinal) ? name["transformer.".Length..] : name;
+            string? ggufName = GgufNames.FromHuggingFace(arch, hfName);
+            if (ggufName is null)
+            {
+                continue;
+            }
+
+            var (values, shape) = ToGgufLayout(c, arch, hfName, tensor);
+            DType storage = StorageType(type, shape, ggufName);
+            writer.AddTensor(ggufName, storage, shape, Dequantize.FromFloats(storage, values));
+            progress?.Report((++done, tensors.Count));
+        }
+
+        if (c.RopeScaling != null)
+        {
+            var factors = RopeScalingFactors(c);
+            writer.AddTensor("rope_freqs.weight", DType.F32, [factors.Length], Dequantize.FromFloats(DType.F32, factors));
+        }
+
+        writer.Write(path);
+    }
+
+    private static DType StorageType(DType requested, long[] shape, string name)
+    {
+        if (shape.Length < 2 || name == "position_embd.weight")
+        {
+            return DType.F32;
+        }
+
+        if (requested.BlockSize() > 1 && shape[^1] % requested.BlockSize() != 0)
+        {
+            return DType.F16;
+        }
+
+        // As llama.cpp's quantizer does, 4-bit files keep the output head (and a tied embedding, which is the head)
+        // at higher precision: it is the most sensitive tensor.
+        if (requested == DType.Q4_0 && name is "output.weight" or "token_embd.weight")
+        {
+            return DType.Q8_0;
+        }
+
+        return requested;
+    }
+
+    private static (float[] Values, long[] Shape) ToGgufLayout(ModelConfig c, string arch, string hfName, Tensor tensor)
+    {
+        float[] values = tensor.ToFloatArray();
+        long[] shape = (long[])tensor.Shape.Clone();
+        bool permuteForInterleavedRope = arch == "llama" && c.RopeStyle == RopeStyle.RotateHalf;
+        if (permuteForInterleavedRope && hfName.Contains(".self_attn.q_proj.", StringComparison.Ordinal))
+        {
+            values = PermuteRows(values, c.Heads, c.HeadDim, RowLength(shape));
+        }
+        else if (permuteForInterleavedRope && hfName.Contains(".self_attn.k_proj.", StringComparison.Ordinal))
+        {
+            values = PermuteRows(values, c.KvHeads, c.HeadDim, RowLength(shape));
+        }
+        else if (arch == "gptneox" && c.FusedQkvPerHead && hfName.Contains(".query_key_value.", StringComparison.Ordinal))
+        {
+            values = RegroupQkv(values, c.Heads, c.HeadDim, RowLength(shape));
+        }
+        else if (arch == "gpt2" && c.Conv1DLayout && shape.Length == 2 && hfName.StartsWith("h.", StringComparison.Ordinal))
+        {
+            values = Transpose(values, (int)shape[0], (int)shape[1]);
+            shape = [shape[1], shape[0]];
+        }
+
+        return (values, shape);
+    }
+
+    private static int RowLength(long[] shape) => shape.Length == 2 ? (int)shape[1] : 1;
+
+    /// <summary>llama.cpp's permute: within each head, rows (i, i + d/2) become rows (2i, 2i + 1).</summary>
+    private static float[] PermuteRows(float[] values, int heads, int headDim, int cols)
+    {
+        var result = new float[values.Length];
+        int half = headDim / 2;
+        for (int h = 0; h < heads; h++)
+        {
+            for (int i = 0; i < half; i++)
+            {
+                for (int s = 0; s < 2; s++)
+                {
+                    int from = (h * headDim) + (s * half) + i;
+                    int to = (h * headDim) + (2 * i) + s;
+                    Array.Copy(values, (long)from * cols, result, (long)to * cols, cols);
+                }
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>Per-head [q_h, k_h, v_h] row groups → [all q | all k | all v].</summary>
+    private static float[] RegroupQkv(float[] values, int heads, int headDim, int cols)
+    {
+        var result = new float[values.Length];
+        for (int h = 0; h < heads; h++)
+        {
+            for (int part = 0; part < 3; part++)
+            {
+                for (int i = 0; i < headDim; i++)
+                {
+                    int from = (h * 3 * headDim) + (part * headDim) + i;
+                    int to = (part * heads * headDim) + (h * headDim) + i;
+                    Array.Copy(values, (long)from * cols, result, (long)to * cols, cols);
+                }
+            }
+        }
+
+        return result;
+    }
+
+    private static float[] Transpose(float[] values, int rows, int cols)
+    {
+        var result = new float[values.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int col = 0; col < cols; col++)
+            {
+                result[((long)col * rows) + r] = values[((long)r * cols) + col];
+            }
+        }
+
+        return result;
+    }
+
+    private static float[] RopeScalingFactors(ModelConfig c)
+    {
+        var unscaled = new RopeTable(c with { RopeScaling = null, RopeFrequencyFactors = null });
+        var scaled = new RopeTable(c with { RopeFrequencyFactors = null });
+        return unscaled.InverseFrequencies.Zip(scaled.InverseFrequencies, (u, s) => u / s).ToArray();
+    }
+
+    private static void WriteMetadata(GgufWriter w, ModelConfig c, string arch, DType type)
+    {
+        w.Set("general.architecture", arch);
+        w.Set("general.name", "minnow-export");
+        w.Set("general.file_type", type switch
+        {
+            DType.F32 => 0u,
+            DType.F16 => 1u,
+            DType.Q4_0 => 2u,
+            DType.Q8_0 => 7u,
+            _ => 0u,
+        });
+        w.Set($"{arch}.context_length", (uint)c.MaxPositions);
+        w.Set($"{arch}.embedding_length", (uint)c.HiddenSize);
+        w.Set($"{arch}.feed_forward_length", (uint)c.IntermediateSize);
+        w.Set($"{arch}.block_count", (uint)c.Layers);
+        w.Set($"{arch}.attention.head_count", (uint)c.Heads);
+        w.Set($"{arch}.vocab_size", (uint)c.VocabSize);
+        switch (c.Architecture)
+        {
+            case Architecture.Llama:
+                w.Set($"{arch}.attention.head_count_kv", (uint)c.KvHeads);
+                w.Set($"{arch}.attention.layer_norm_rms_epsilon", c.NormEps);
+                w.Set($"{arch}.rope.freq_base", (float)c.RopeTheta);
+                w.Set($"{arch}.rope.dimension_count", (uint)c.RotaryDim);
+                if (c.HeadDim != c.HiddenSize / c.Heads)
+                {
+                    w.Set($"{arch}.attention.key_length", (uint)c.HeadDim);
+                    w.Set($"{arch}.attention.value_length", (uint)c.HeadDim);
+                }
+
+                break;
+            case Architecture.GptNeoX:
+                w.Set($"{arch}.attention.layer_norm_epsilon", c.NormEps);
+                w.Set($"{arch}.rope.freq_base", (float)c.RopeTheta);
+                w.Set($"{arch}.rope.dimension_count", (uint)c.RotaryDim);
+                w.Set($"{arch}.use_parallel_residual", c.ParallelResidual);
+                break;
+            case Architecture.Gpt2:
+                w.Set($"{arch}.attention.layer_norm_epsilon", c.NormEps);
+                break;
+        }
+
+        if (c.BosTokenId is int bos)
+        {
+            w.Set("tokenizer.ggml.bos_token_id", (uint)bos);
+        }
+
+        if (c.EosTokenId is int eos)
+        {
+            w.Set("tokenizer.ggml.eos_token_id", (uint)eos);
+        }
+    }
+}
