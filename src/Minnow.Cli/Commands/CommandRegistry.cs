@@ -7,6 +7,8 @@ internal static class CommandRegistry
 {
     public static IEnumerable<Command> All()
     {
-        yield break;
+        yield return InfoCommand.Create();
+        yield return GenerateCommand.Create();
+        yield return PerplexityCommand.Create();
     }
 }

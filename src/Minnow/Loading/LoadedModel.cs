@@ -1,0 +1,205 @@
+using Minnow.Models;
+using Minnow.Tensors;
+
+namespace Minnow.Loading;
+
+/// <summary>Facts about a loaded model, as <c>minnow info</c> shows them.</summary>
+public sealed record ModelFacts
+{
+    /// <summary>The full path of the model file or folder.</summary>
+    public required string Path { get; init; }
+
+    public required ModelFormat Format { get; init; }
+
+    public required Architecture Architecture { get; init; }
+
+    /// <summary>The Hugging Face model_type (or its equivalent for GGUF / llama2.c).</summary>
+    public required string ModelType { get; init; }
+
+    public required long Parameters { get; init; }
+
+    /// <summary>The storage type of the weights: "F32", "BF16", or "mixed: Q8_0 + F32" (largest share first).</summary>
+    public required string DType { get; init; }
+
+    /// <summary>Total size of the weight files on disk, in bytes.</summary>
+    public required long WeightFileBytes { get; init; }
+
+    /// <summary>The weight files (one, or the shards).</summary>
+    public required IReadOnlyList<string> WeightFiles { get; init; }
+
+    /// <summary>The longest sequence the model was trained for (max_position_embeddings).</summary>
+    public required int ContextLength { get; init; }
+
+    public required int Layers { get; init; }
+
+    public required int HiddenSize { get; init; }
+
+    public required int Heads { get; init; }
+
+    public required int KvHeads { get; init; }
+
+    public required int VocabSize { get; init; }
+
+    /// <summary>What the tokenizer is ("byte-level BPE (tokenizer.json)", ...), or null when there is none.</summary>
+    public string? TokenizerKind { get; init; }
+
+    public int? TokenizerVocabSize { get; init; }
+
+    /// <summary>"kind, vocab N" or "none".</summary>
+    public string TokenizerDescription => TokenizerKind is null ? "none" : $"{TokenizerKind}, vocab {TokenizerVocabSize}";
+
+    public static string FormatName(ModelFormat format) => format switch
+    {
+        ModelFormat.HuggingFace => "safetensors (Hugging Face layout)",
+        ModelFormat.Gguf => "GGUF",
+        ModelFormat.Llama2c => "llama2.c checkpoint",
+        _ => format.ToString(),
+    };
+}
+
+/// <summary>
+/// A model opened for use: its weights (memory-mapped), its tokenizer when one is found beside it, and the facts
+/// <c>minnow info</c> reports. MODEL is a Hugging Face folder (config.json + safetensors, with tokenizer.json),
+/// one .safetensors file inside such a folder, a .gguf file (tokenizer from its metadata), a llama2.c .bin
+/// (tokenizer.bin beside it), or a folder holding exactly one .gguf or .bin model. Dispose releases everything.
+/// </summary>
+public sealed class LoadedModel : IDisposable
+{
+    private LoadedModel(string path, ModelFormat format, TransformerModel model, ModelFacts facts)
+    {
+        Path = path;
+        Format = format;
+        Model = model;
+        Facts = facts;
+    }
+
+    /// <summary>The model file or folder actually opened (a folder holding one .gguf resolves to that file).</summary>
+    public string Path { get; }
+
+    public ModelFormat Format { get; }
+
+    public TransformerModel Model { get; }
+
+    public ModelConfig Config => Model.Config;
+
+    public ModelFacts Facts { get; }
+
+    public static LoadedModel Open(string path, WorkerPool? pool = null)
+    {
+        if (string.IsNullOrWhiteSpace(path))
+        {
+            throw new MinnowException("the model path is empty.");
+        }
+
+        string resolved = ResolveModelPath(System.IO.Path.GetFullPath(path));
+        var format = ModelLoader.DetectFormat(resolved);
+        var model = ModelLoader.LoadModel(resolved, pool);
+        try
+        {
+            var files = WeightFiles(resolved, format);
+            var facts = new ModelFacts
+            {
+                Path = resolved,
+                Format = format,
+                Architecture = model.Config.Architecture,
+                ModelType = model.Config.ModelType,
+                Parameters = model.Weights.ParameterCount,
+                DType = DescribeDTypes(model.Weights),
+                WeightFiles = files,
+                WeightFileBytes = files.Sum(f => new FileInfo(f).Length),
+                ContextLength = model.Config.MaxPositions,
+                Layers = model.Config.Layers,
+                HiddenSize = model.Config.HiddenSize,
+                Heads = model.Config.Heads,
+                KvHeads = model.Config.KvHeads,
+                VocabSize = model.Config.VocabSize,
+            };
+            return new LoadedModel(resolved, format, model, facts);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A folder without config.json that holds exactly one .gguf (or one llama2.c .bin) stands for that file.
+    /// </summary>
+    public static string ResolveModelPath(string path)
+    {
+        if (!Directory.Exists(path) || File.Exists(System.IO.Path.Combine(path, "config.json")))
+        {
+            return path;
+        }
+
+        var ggufs = Directory.GetFiles(path, "*.gguf");
+        if (ggufs.Length == 1)
+        {
+            return ggufs[0];
+        }
+
+        var bins = Directory.GetFiles(path, "*.bin").Where(f => !System.IO.Path.GetFileName(f).Equals("tokenizer.bin", StringComparison.OrdinalIgnoreCase)).ToArray();
+        if (ggufs.Length == 0 && bins.Length == 1)
+        {
+            return bins[0];
+        }
+
+        if (ggufs.Length > 1)
+        {
+            throw new MinnowException($"{path}: the folder holds {ggufs.Length} .gguf files and no config.json; pass the one to use.");
+        }
+
+        throw new MinnowException($"{path}: not a model folder (no config.json, and no single .gguf or llama2.c .bin file in it).");
+    }
+
+    /// <summary>"F32", or "mixed: Q8_0 + F32" listing the storage types by their share of the bytes.</summary>
+    public static string DescribeDTypes(WeightSet weights)
+    {
+        var types = weights.All.Values
+            .GroupBy(t => t.Type)
+            .Select(g => (Type: g.Key, Bytes: g.Sum(t => t.ByteSize)))
+            .OrderByDescending(g => g.Bytes)
+            .ThenBy(g => g.Type)
+            .Select(g => g.Type.Name())
+            .ToList();
+        return types.Count switch
+        {
+            0 => "none",
+            1 => types[0],
+            _ => "mixed: " + string.Join(" + ", types),
+        };
+    }
+
+    private static List<string> WeightFiles(string path, ModelFormat format)
+    {
+        if (File.Exists(path))
+        {
+            return [path];
+        }
+
+        if (format == ModelFormat.HuggingFace)
+        {
+            string single = System.IO.Path.Combine(path, "model.safetensors");
+            if (File.Exists(single))
+            {
+                return [single];
+            }
+
+            string index = System.IO.Path.Combine(path, "model.safetensors.index.json");
+            if (File.Exists(index))
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(index));
+                return doc.RootElement.GetProperty("weight_map").EnumerateObject()
+                    .Select(e => System.IO.Path.Combine(path, e.Value.GetString() ?? ""))
+                    .Distinct(StringComparer.Ordinal)
+                    .Where(File.Exists)
+                    .ToList();
+            }
+        }
+
+        return [];
+    }
+
+    public void Dispose() => Model.Dispose();
+}
