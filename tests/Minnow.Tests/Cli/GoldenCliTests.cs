@@ -1,7 +1,9 @@
 using System.Globalization;
 using System.Text.Json;
+using Minnow.Export;
 using Minnow.Loading;
 using Minnow.Models;
+using Minnow.Tensors;
 using Minnow.Tests.Models;
 
 namespace Minnow.Tests.Cli;
@@ -127,6 +129,45 @@ public unsafe class GoldenCliTests
         var info = Cli.Run("info", bin, "--json").Json();
         Assert.Equal("llama2c", info.GetProperty("format").GetString());
         Assert.Equal(new FileInfo(bin).Length, info.GetProperty("size_bytes").GetInt64());
+    }
+
+    [Fact]
+    public void Gguf_InfoGenerateAndPerplexity()
+    {
+        var golden = GoldenReference.Load("llama");
+        if (golden is null)
+        {
+            return;
+        }
+
+        using var temp = new TempFolder();
+        string gguf = temp.File("llama-q8_0.gguf");
+        using (var original = ModelLoader.LoadModel(golden.Folder))
+        {
+            GgufExporter.Export(original, gguf, DType.Q8_0);
+        }
+
+        var info = Cli.Run("info", gguf, "--json");
+        Assert.True(info.ExitCode == 0, info.ToString());
+        var json = info.Json();
+        Assert.Equal("gguf", json.GetProperty("format").GetString());
+        // Matrices in Q8_0; rows of 176 (not a multiple of 32) fall back to F16; vectors stay F32.
+        Assert.Equal("mixed: Q8_0 + F16 + F32", json.GetProperty("dtype").GetString());
+        Assert.Equal(new FileInfo(gguf).Length, json.GetProperty("size_bytes").GetInt64());
+        Assert.Equal(SafetensorsEditor.ParameterCount(golden.WeightsFile("f32")), json.GetProperty("parameters").GetInt64());
+
+        // A folder holding one .gguf stands for it.
+        Assert.Equal(gguf, Cli.Run("info", temp.Path, "--json").Json().GetProperty("path").GetString());
+
+        var generated = Cli.Run("generate", gguf, "--prompt-ids", "1,2,3", "-n", "5", "--temperature", "0", "--ignore-eos", "--json");
+        Assert.True(generated.ExitCode == 0, generated.ToString());
+        Assert.Equal(5, generated.Json().GetProperty("token_ids").GetArrayLength());
+
+        string ids = temp.File("ids.txt");
+        File.WriteAllText(ids, string.Join(" ", golden.InputIds));
+        var ppl = Cli.Run("perplexity", gguf, "--ids", ids, "--ctx", "16", "--json");
+        Assert.True(ppl.ExitCode == 0, ppl.ToString());
+        Assert.True(ppl.Json().GetProperty("ppl").GetDouble() > 1);
     }
 
     [Fact]
