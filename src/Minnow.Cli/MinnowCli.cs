@@ -15,9 +15,14 @@ public static class MinnowCli
     public const int ExitCancelled = 130;
 
     /// <summary>Builds the root command with every subcommand.</summary>
-    public static RootCommand CreateRoot()
+    public static Command CreateRoot()
     {
-        var root = new RootCommand("Minnow: load, measure, compress and run small language models on CPUs, in pure .NET.");
+        // A plain command named "minnow" (a RootCommand would take the assembly's name, Minnow.Cli, in the help).
+        var root = new Command("minnow", "Minnow: load, measure, compress and run small language models on CPUs, in pure .NET.")
+        {
+            new System.CommandLine.Help.HelpOption(),
+            new VersionOption(),
+        };
         foreach (var command in CommandRegistry.All())
         {
             root.Subcommands.Add(command);
@@ -60,7 +65,7 @@ public static class MinnowCli
             if (parse.Errors.Count > 0)
             {
                 // One line, no usage dump: which tokens were wrong, and where to find the usage.
-                string command = parse.CommandResult.Command is RootCommand ? "" : parse.CommandResult.Command.Name + " ";
+                string command = parse.CommandResult.Command == parse.RootCommandResult.Command ? "" : parse.CommandResult.Command.Name + " ";
                 var messages = parse.Errors.Select(e => OneLine(e.Message).TrimEnd('.')).ToList();
                 if (messages.Count > 1)
                 {
