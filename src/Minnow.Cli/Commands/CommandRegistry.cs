@@ -10,5 +10,6 @@ internal static class CommandRegistry
         yield return InfoCommand.Create();
         yield return GenerateCommand.Create();
         yield return PerplexityCommand.Create();
+        yield return TrainCommand.Create();
     }
 }

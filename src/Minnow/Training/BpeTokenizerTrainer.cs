@@ -332,7 +332,7 @@ public sealed partial class ByteLevelBpe
     public string TokenizerConfigJson(string endOfText, int modelMaxLength)
     {
         using var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
             json.WriteStartObject();
             json.WriteString("tokenizer_class", "GPT2Tokenizer");

@@ -84,7 +84,6 @@ public sealed unsafe class Trainer : IDisposable
     private readonly int[] _targets;
     private readonly LearningRateSchedule _schedule;
     private readonly WorkerPool _pool;
-    private bool _ownsModel;
 
     public Trainer(LlamaTrainingModel model, int[] trainTokens, TrainingOptions options, WorkerPool? pool = null)
     {
@@ -112,6 +111,9 @@ public sealed unsafe class Trainer : IDisposable
 
     public AdamW Optimizer { get; }
 
+    /// <summary>Whether <see cref="Dispose"/> also disposes the model (true when <see cref="Resume"/> created it).</summary>
+    public bool OwnsModel { get; set; }
+
     /// <summary>Steps completed.</summary>
     public int Step { get; private set; }
 
@@ -123,14 +125,35 @@ public sealed unsafe class Trainer : IDisposable
     /// <summary>Runs one optimiser step and returns its mean training loss.</summary>
     public StepResult TrainStep()
     {
+        TryTrainStep(CancellationToken.None, out var result);
+        return result;
+    }
+
+    /// <summary>
+    /// Runs one optimiser step unless cancellation is requested before it completes (checked before every
+    /// micro-batch); a cancelled step changes nothing and returns false.
+    /// </summary>
+    public bool TryTrainStep(CancellationToken cancellationToken, out StepResult result)
+    {
         var watch = Stopwatch.StartNew();
         var o = Options;
+        result = default;
         Model.Parameters.ZeroGrads();
         double loss = 0;
         for (int micro = 0; micro < o.AccumulationSteps; micro++)
         {
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return false;
+            }
+
             FillBatch(Step, micro);
             loss += Model.ForwardBackward(_inputs, _targets, o.BatchSize, o.SequenceLength, 1f / o.AccumulationSteps).MeanLoss;
+        }
+
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return false;
         }
 
         loss /= o.AccumulationSteps;
@@ -138,7 +161,8 @@ public sealed unsafe class Trainer : IDisposable
         float lr = _schedule.At(Step);
         Optimizer.Update(lr);
         Step++;
-        return new StepResult(Step, loss, lr, norm, TokensPerStep, watch.Elapsed);
+        result = new StepResult(Step, loss, lr, norm, TokensPerStep, watch.Elapsed);
+        return true;
     }
 
     private void FillBatch(int step, int micro)
@@ -257,7 +281,7 @@ public sealed unsafe class Trainer : IDisposable
 
             trainer.Step = step;
             trainer.Optimizer.Step = step;
-            trainer._ownsModel = true;
+            trainer.OwnsModel = true;
             return trainer;
         }
         catch
@@ -281,7 +305,7 @@ public sealed unsafe class Trainer : IDisposable
     public void Dispose()
     {
         Optimizer.Dispose();
-        if (_ownsModel)
+        if (OwnsModel)
         {
             Model.Dispose();
         }
