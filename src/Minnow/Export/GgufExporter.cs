@@ -43,9 +43,8 @@ public static class GgufExporter
                 continue;
             }
 
-            var (values, shape) = ToGgufLayout(c, arch, hfName, tensor);
-            DType storage = StorageType(type, shape, ggufName);
-            writer.AddTensor(ggufName, storage, shape, Dequantize.FromFloats(storage, values));
+            var (data, storage, shape) = ToGguf(c, arch, hfName, ggufName, tensor, type);
+            writer.AddTensor(ggufName, storage, shape, data);
             progress?.Report((++done, tensors.Count));
         }
 
@@ -80,70 +79,107 @@ public static class GgufExporter
         return requested;
     }
 
-    private static (float[] Values, long[] Shape) ToGgufLayout(ModelConfig c, string arch, string hfName, Tensor tensor)
+    /// <summary>
+    /// A tensor in llama.cpp's layout and storage type. Tensors already quantized (Q8_0/Q4_0, e.g. by
+    /// <c>minnow quantize</c>) are written as they are, only their rows reordered, so nothing is quantized twice.
+    /// </summary>
+    private static unsafe (byte[] Data, DType Type, long[] Shape) ToGguf(ModelConfig c, string arch, string hfName, string ggufName,
+        Tensor tensor, DType requested)
     {
-        float[] values = tensor.ToFloatArray();
         long[] shape = (long[])tensor.Shape.Clone();
-        bool permuteForInterleavedRope = arch == "llama" && c.RopeStyle == RopeStyle.RotateHalf;
-        if (permuteForInterleavedRope && hfName.Contains(".self_attn.q_proj.", StringComparison.Ordinal))
+        bool transpose = arch == "gpt2" && c.Conv1DLayout && shape.Length == 2 && hfName.StartsWith("h.", StringComparison.Ordinal);
+        if (transpose)
         {
-            values = PermuteRows(values, c.Heads, c.HeadDim, RowLength(shape));
-        }
-        else if (permuteForInterleavedRope && hfName.Contains(".self_attn.k_proj.", StringComparison.Ordinal))
-        {
-            values = PermuteRows(values, c.KvHeads, c.HeadDim, RowLength(shape));
-        }
-        else if (arch == "gptneox" && c.FusedQkvPerHead && hfName.Contains(".query_key_value.", StringComparison.Ordinal))
-        {
-            values = RegroupQkv(values, c.Heads, c.HeadDim, RowLength(shape));
-        }
-        else if (arch == "gpt2" && c.Conv1DLayout && shape.Length == 2 && hfName.StartsWith("h.", StringComparison.Ordinal))
-        {
-            values = Transpose(values, (int)shape[0], (int)shape[1]);
             shape = [shape[1], shape[0]];
         }
 
-        return (values, shape);
+        int[]? rowOrder = RowOrder(c, arch, hfName, shape);
+        DType storage = tensor.Type is DType.Q8_0 or DType.Q4_0 ? tensor.Type : StorageType(requested, shape, ggufName);
+        if (storage == tensor.Type && !transpose)
+        {
+            var raw = new ReadOnlySpan<byte>(tensor.Data, checked((int)tensor.ByteSize)).ToArray();
+            return (rowOrder is null ? raw : ReorderRows(raw, rowOrder, shape.Length == 2 ? (int)tensor.RowBytes : storage.BlockBytes()), storage, shape);
+        }
+
+        float[] values = tensor.ToFloatArray();
+        if (transpose)
+        {
+            values = Transpose(values, (int)shape[1], (int)shape[0]);
+        }
+
+        if (rowOrder != null)
+        {
+            values = ReorderRows(values, rowOrder, RowLength(shape));
+        }
+
+        return (Dequantize.FromFloats(storage, values), storage, shape);
+    }
+
+    /// <summary>For each output row, the source row it comes from; null when the order is unchanged.</summary>
+    private static int[]? RowOrder(ModelConfig c, string arch, string hfName, long[] shape)
+    {
+        bool permuteForInterleavedRope = arch == "llama" && c.RopeStyle == RopeStyle.RotateHalf;
+        if (permuteForInterleavedRope && hfName.Contains(".self_attn.q_proj.", StringComparison.Ordinal))
+        {
+            return InterleaveHalves(c.Heads, c.HeadDim);
+        }
+
+        if (permuteForInterleavedRope && hfName.Contains(".self_attn.k_proj.", StringComparison.Ordinal))
+        {
+            return InterleaveHalves(c.KvHeads, c.HeadDim);
+        }
+
+        if (arch == "gptneox" && c.FusedQkvPerHead && hfName.Contains(".query_key_value.", StringComparison.Ordinal))
+        {
+            return RegroupQkv(c.Heads, c.HeadDim);
+        }
+
+        return null;
     }
 
     private static int RowLength(long[] shape) => shape.Length == 2 ? (int)shape[1] : 1;
 
     /// <summary>llama.cpp's permute: within each head, rows (i, i + d/2) become rows (2i, 2i + 1).</summary>
-    private static float[] PermuteRows(float[] values, int heads, int headDim, int cols)
+    private static int[] InterleaveHalves(int heads, int headDim)
     {
-        var result = new float[values.Length];
+        var order = new int[heads * headDim];
         int half = headDim / 2;
         for (int h = 0; h < heads; h++)
         {
             for (int i = 0; i < half; i++)
             {
-                for (int s = 0; s < 2; s++)
-                {
-                    int from = (h * headDim) + (s * half) + i;
-                    int to = (h * headDim) + (2 * i) + s;
-                    Array.Copy(values, (long)from * cols, result, (long)to * cols, cols);
-                }
+                order[(h * headDim) + (2 * i)] = (h * headDim) + i;
+                order[(h * headDim) + (2 * i) + 1] = (h * headDim) + half + i;
             }
         }
 
-        return result;
+        return order;
     }
 
     /// <summary>Per-head [q_h, k_h, v_h] row groups → [all q | all k | all v].</summary>
-    private static float[] RegroupQkv(float[] values, int heads, int headDim, int cols)
+    private static int[] RegroupQkv(int heads, int headDim)
     {
-        var result = new float[values.Length];
+        var order = new int[3 * heads * headDim];
         for (int h = 0; h < heads; h++)
         {
             for (int part = 0; part < 3; part++)
             {
                 for (int i = 0; i < headDim; i++)
                 {
-                    int from = (h * 3 * headDim) + (part * headDim) + i;
-                    int to = (part * heads * headDim) + (h * headDim) + i;
-                    Array.Copy(values, (long)from * cols, result, (long)to * cols, cols);
+                    order[(part * heads * headDim) + (h * headDim) + i] = (h * 3 * headDim) + (part * headDim) + i;
                 }
             }
+        }
+
+        return order;
+    }
+
+    private static T[] ReorderRows<T>(T[] values, int[] order, int rowLength)
+    {
+        var result = new T[values.Length];
+        for (int to = 0; to < order.Length; to++)
+        {
+            Array.Copy(values, (long)order[to] * rowLength, result, (long)to * rowLength, rowLength);
         }
 
         return result;

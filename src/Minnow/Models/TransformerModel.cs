@@ -32,6 +32,12 @@ public abstract unsafe class TransformerModel : IDisposable
 
     protected WorkerPool Pool { get; }
 
+    /// <summary>
+    /// When set, sees the input of every linear layer (calibration for quantization and pruning). Null in normal
+    /// inference, where it costs one branch per matrix product.
+    /// </summary>
+    public ILinearInputObserver? Observer { get; set; }
+
     /// <summary>Most tokens one <see cref="Forward"/> call takes; longer prompts are fed in chunks.</summary>
     public int BatchCapacity { get; private set; }
 
@@ -153,8 +159,11 @@ public abstract unsafe class TransformerModel : IDisposable
         }
     }
 
-    protected void Linear(Tensor weight, float* x, int count, float* y, float* bias = null) =>
+    protected void Linear(Tensor weight, float* x, int count, float* y, float* bias = null)
+    {
+        Observer?.OnLinearInput(weight, new ReadOnlySpan<float>(x, count * weight.Columns), count);
         MatMul.Compute(weight, x, count, y, bias, Pool);
+    }
 
     protected static void AddRows(float* x, float* y, int count, int width) => Kernels.Add.Compute(x, y, count * width);
 
