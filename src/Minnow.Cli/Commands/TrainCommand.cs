@@ -77,10 +77,12 @@ internal static class TrainCommand
                 },
             };
             Validate(options);
-            var summary = Run(options, ct);
+            var err = r.InvocationConfiguration.Error;
+            bool terminal = ReferenceEquals(err, Console.Error) && !Console.IsErrorRedirected;
+            var summary = terminal ? RunWithProgressBar(options, err, ct) : RunPlain(options, err, ct);
             if (r.GetValue(json))
             {
-                Console.Out.WriteLine(SummaryJson(summary));
+                r.InvocationConfiguration.Output.WriteLine(SummaryJson(summary));
             }
 
             return Task.FromResult(summary.Cancelled ? 130 : 0);
@@ -121,14 +123,9 @@ internal static class TrainCommand
         o.Training.Validate();
     }
 
-    private static TrainingSummary Run(TrainingRunOptions options, CancellationToken ct)
+    private static TrainingSummary RunWithProgressBar(TrainingRunOptions options, TextWriter err, CancellationToken ct)
     {
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        if (Console.IsErrorRedirected || !console.Profile.Capabilities.Interactive)
-        {
-            return RunPlain(options, ct);
-        }
-
         TrainingSummary? summary = null;
         console.Progress()
             .AutoClear(false)
@@ -148,11 +145,12 @@ internal static class TrainCommand
                 }, ct);
                 task.Value = task.MaxValue;
             });
-        Report(summary!);
+        Report(summary!, err);
         return summary!;
     }
 
-    private static TrainingSummary RunPlain(TrainingRunOptions options, CancellationToken ct)
+    /// <summary>Progress as plain lines (every 15 s and at each phase), for logs and redirected stderr.</summary>
+    private static TrainingSummary RunPlain(TrainingRunOptions options, TextWriter err, CancellationToken ct)
     {
         var last = DateTime.MinValue;
         string? lastPhase = null;
@@ -163,10 +161,10 @@ internal static class TrainCommand
             if (phaseChanged || DateTime.UtcNow - last > TimeSpan.FromSeconds(15) || p.Step == p.TotalSteps)
             {
                 last = DateTime.UtcNow;
-                Console.Error.WriteLine(Describe(p));
+                err.WriteLine(Describe(p));
             }
         }, ct);
-        Report(summary);
+        Report(summary, err);
         return summary;
     }
 
@@ -185,7 +183,7 @@ internal static class TrainCommand
 
     private static string Format(TimeSpan t) => t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:D2}m" : $"{t.Minutes}m{t.Seconds:D2}s";
 
-    private static void Report(TrainingSummary s)
+    private static void Report(TrainingSummary s, TextWriter err)
     {
         var text = string.Create(CultureInfo.InvariantCulture,
             $"{(s.Cancelled ? "stopped" : "trained")} {s.Steps}/{s.TotalSteps} steps in {Format(TimeSpan.FromSeconds(s.Seconds))}: {s.Parameters:N0} parameters, train loss {s.FinalTrainLoss:F3}");
@@ -194,8 +192,8 @@ internal static class TrainCommand
             text += string.Create(CultureInfo.InvariantCulture, $", held-out loss {h:F3} (perplexity {Math.Exp(h):F1})");
         }
 
-        Console.Error.WriteLine(text + string.Create(CultureInfo.InvariantCulture, $", {s.TokensPerSecond:N0} tok/s"));
-        Console.Error.WriteLine(s.Cancelled
+        err.WriteLine(text + string.Create(CultureInfo.InvariantCulture, $", {s.TokensPerSecond:N0} tok/s"));
+        err.WriteLine(s.Cancelled
             ? $"checkpoint saved in {s.OutputFolder}; continue with --resume."
             : $"model written to {s.OutputFolder}");
     }
