@@ -26,7 +26,7 @@ public class ProcessTests
         return Path.Combine(baseDir, "Minnow.Cli.dll");
     }
 
-    private static CliResult RunProcess(params string[] args)
+    private static ProcessStartInfo StartInfo(string[] args)
     {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
         var start = new ProcessStartInfo(dotnet)
@@ -41,7 +41,12 @@ public class ProcessTests
             start.ArgumentList.Add(a);
         }
 
-        using var process = Process.Start(start)!;
+        return start;
+    }
+
+    private static CliResult RunProcess(params string[] args)
+    {
+        using var process = Process.Start(StartInfo(args))!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         Assert.True(process.WaitForExit(120_000), "the CLI did not finish in 2 minutes");
@@ -77,6 +82,37 @@ public class ProcessTests
     {
         var result = RunProcess("generate", "--max-tokens", "many");
         Cli.AssertCleanError(result, "many");
+    }
+
+    [Fact]
+    public async Task CtrlC_StopsGenerationWithExitCode130()
+    {
+        if (SharedData.Root is null || !OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        // A long generation (tens of thousands of tokens); interrupt it once it has started streaming.
+        string model = SharedData.Path("reference", "golden", "llama3-rope-scaling");
+        using var process = Process.Start(StartInfo(["generate", model, "--prompt-ids", "1,2,3", "-n", "30000", "--ctx", "30000",
+            "--temperature", "1", "--seed", "1", "--ignore-eos"]))!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var buffer = new char[256];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        int first = await process.StandardOutput.ReadAsync(buffer.AsMemory(), timeout.Token);
+        Assert.True(first > 0, "no output before the process ended");
+        using (var kill = Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync(timeout.Token);
+        }
+
+        string rest = await process.StandardOutput.ReadToEndAsync(timeout.Token);
+        await process.WaitForExitAsync(timeout.Token);
+        string errors = await stderr;
+        Assert.True(process.ExitCode == 130, $"exit {process.ExitCode}; stderr: {errors}");
+        Assert.Contains("cancelled.", errors);
+        Assert.DoesNotContain("   at ", errors);
+        Assert.NotEmpty(rest + new string(buffer, 0, first));
     }
 
     [Fact]
