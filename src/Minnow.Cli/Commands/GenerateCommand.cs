@@ -150,9 +150,10 @@ internal static class GenerateCommand
             var output = Out(r);
             Func<int, string>? decodePiece = null;
             Action<string>? onText = null;
-            if (tokenizer is not null)
+            var decoder = tokenizer?.CreateStreamingDecoder();
+            if (decoder is not null)
             {
-                decodePiece = tokenizer.CreateStreamingDecoder();
+                decodePiece = decoder.Add;
             }
             else if (!asJson)
             {
@@ -181,8 +182,12 @@ internal static class GenerateCommand
                 result = Generator.Generate(session, promptTokens, options, decodePiece, onText, ct);
             }
 
+            // Bytes of a character left incomplete at the end come out as U+FFFD, as a full decode gives them.
+            string rest = decoder is not null && result.StopReason != "stop_string" ? decoder.Flush() : "";
+            string generatedText = result.Text + rest;
             if (!asJson)
             {
+                output.Write(rest);
                 output.WriteLine();
                 output.Flush();
             }
@@ -200,7 +205,7 @@ internal static class GenerateCommand
                     }
                     else
                     {
-                        w.WriteString("text", result.Text);
+                        w.WriteString("text", generatedText);
                     }
 
                     w.Ints("token_ids", result.TokenIds);

@@ -1,5 +1,7 @@
+using Minnow.Formats.Gguf;
 using Minnow.Models;
 using Minnow.Tensors;
+using Minnow.Tokenizers;
 
 namespace Minnow.Loading;
 
@@ -65,11 +67,12 @@ public sealed record ModelFacts
 /// </summary>
 public sealed class LoadedModel : IDisposable
 {
-    private LoadedModel(string path, ModelFormat format, TransformerModel model, ModelFacts facts)
+    private LoadedModel(string path, ModelFormat format, TransformerModel model, ITextTokenizer? tokenizer, ModelFacts facts)
     {
         Path = path;
         Format = format;
         Model = model;
+        Tokenizer = tokenizer;
         Facts = facts;
     }
 
@@ -81,6 +84,9 @@ public sealed class LoadedModel : IDisposable
     public TransformerModel Model { get; }
 
     public ModelConfig Config => Model.Config;
+
+    /// <summary>The model's tokenizer, or null when none was found beside it.</summary>
+    public ITextTokenizer? Tokenizer { get; }
 
     public ModelFacts Facts { get; }
 
@@ -97,6 +103,7 @@ public sealed class LoadedModel : IDisposable
         try
         {
             var files = WeightFiles(resolved, format);
+            var tokenizer = FindTokenizer(resolved, format, model.Config.VocabSize);
             var facts = new ModelFacts
             {
                 Path = resolved,
@@ -113,13 +120,39 @@ public sealed class LoadedModel : IDisposable
                 Heads = model.Config.Heads,
                 KvHeads = model.Config.KvHeads,
                 VocabSize = model.Config.VocabSize,
+                TokenizerKind = tokenizer is null ? null : (tokenizer as TextTokenizer)?.Description ?? tokenizer.GetType().Name,
+                TokenizerVocabSize = tokenizer?.VocabSize,
             };
-            return new LoadedModel(resolved, format, model, facts);
+            return new LoadedModel(resolved, format, model, tokenizer, facts);
         }
         catch
         {
             model.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// The tokenizer that belongs to a model: tokenizer.json in a Hugging Face folder, the vocabulary inside a
+    /// GGUF file, or tokenizer.bin beside a llama2.c checkpoint; null when there is none.
+    /// </summary>
+    public static ITextTokenizer? FindTokenizer(string path, ModelFormat format, int vocabSize)
+    {
+        switch (format)
+        {
+            case ModelFormat.HuggingFace:
+                return TokenizerLoader.TryLoadFromFolder(Directory.Exists(path) ? path : System.IO.Path.GetDirectoryName(path)!);
+
+            case ModelFormat.Gguf:
+                var metadata = GgufFile.ReadMetadata(path);
+                return TokenizerLoader.HasVocabulary(metadata) ? TokenizerLoader.FromGguf(metadata) : null;
+
+            case ModelFormat.Llama2c:
+                string bin = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(path)!, "tokenizer.bin");
+                return File.Exists(bin) ? TokenizerLoader.FromLlama2c(bin, vocabSize) : null;
+
+            default:
+                return null;
         }
     }
 
