@@ -59,8 +59,8 @@ internal static class GgufTokenizerBuilder
                 return fallback;
             }
 
-            int id = m.GetInt(key);
-            return id >= 0 && id < tokens.Length ? id : null;
+            // Ids outside the vocabulary (llama.cpp writes -1 or 0xFFFFFFFF for "none") mean there is no such token.
+            return m.TryGetLong(key, out long id) && id >= 0 && id < tokens.Length ? (int)id : null;
         }
 
         bool spm = model == "llama";
