@@ -11,5 +11,8 @@ internal static class CommandRegistry
         yield return GenerateCommand.Create();
         yield return PerplexityCommand.Create();
         yield return TrainCommand.Create();
+        yield return SynthCommand.Create();
+        yield return BenchCommand.Create();
+        yield return ExportCommand.Create();
     }
 }

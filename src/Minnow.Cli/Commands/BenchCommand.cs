@@ -1,0 +1,524 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Minnow.Benchmarking;
+using Minnow.Formats.Gguf;
+using Minnow.Inference;
+using Minnow.LlamaCpp;
+using Minnow.Loading;
+using Minnow.Tensors;
+using static Minnow.Cli.Commands.CommandSupport;
+
+namespace Minnow.Cli.Commands;
+
+/// <summary>
+/// <c>minnow bench MODEL [--vs llama.cpp]</c>: prefill and decode speed, time to first token and peak memory of
+/// Minnow — and of llama.cpp on the very same GGUF file with the same token ids — each run in its own child
+/// process (peak RSS is per process), alternating engines, medians reported; then whether the two engines agree
+/// (argmax at every position, perplexity). A model that is not a GGUF file is exported to one first (--type).
+/// </summary>
+internal static class BenchCommand
+{
+    private const string MinnowEngineName = "minnow";
+    private const string LlamaCppEngineName = "llama.cpp";
+
+    public static Command Create()
+    {
+        var model = ModelArgument();
+        var vs = new Option<string?>("--vs") { Description = "Also run this engine on the same GGUF file and compare: llama.cpp." };
+        var threads = new Option<int>("--threads", "-t") { Description = "Threads for each engine.", DefaultValueFactory = _ => 2 };
+        var prompt = new Option<int>("--prompt", "-p") { Description = "Prompt tokens (evaluated in one batch).", DefaultValueFactory = _ => 128 };
+        var gen = new Option<int>("--gen", "-n") { Description = "Tokens decoded one at a time after the prompt.", DefaultValueFactory = _ => 64 };
+        var runs = new Option<int>("--runs", "-r") { Description = "Measured runs per engine (each in a fresh process); medians are reported.", DefaultValueFactory = _ => 5 };
+        var type = new Option<string?>("--type")
+        {
+            Description = "When MODEL is not a GGUF file: export it to a temporary GGUF of this type (f32, f16, q8_0, q4_0) and run on that. " +
+                "Default with --vs: f32; without --vs, Minnow runs MODEL as it is.",
+        };
+        var seed = new Option<ulong>("--seed", "-s") { Description = "Seed of the pseudo-random prompt ids.", DefaultValueFactory = _ => 0 };
+        var agreementText = new Option<string?>("--agreement-text")
+        {
+            Description = "With --vs: a UTF-8 text, tokenized with the model's tokenizer, on which both engines' argmax and perplexity are " +
+                "compared (default: a sequence sampled from the model itself).",
+        };
+        var agreementTokens = new Option<int>("--agreement-tokens") { Description = "Tokens of the agreement check.", DefaultValueFactory = _ => 256 };
+        var noAgreement = new Option<bool>("--no-agreement") { Description = "With --vs: measure speed only, skip the agreement check." };
+        var json = JsonOption();
+
+        // The child-process mode the parent uses: one engine, one measured run, one JSON object.
+        var engine = new Option<string?>("--engine") { Hidden = true };
+        var singleRun = new Option<bool>("--single-run") { Hidden = true };
+        var idsFile = new Option<string?>("--ids-file") { Hidden = true };
+
+        var command = new Command("bench", "Measure prefill and decode speed, time to first token and peak memory; with --vs llama.cpp, side by side on the same GGUF.")
+        {
+            model, vs, threads, prompt, gen, runs, type, seed, agreementText, agreementTokens, noAgreement, json, engine, singleRun, idsFile,
+        };
+
+        command.SetSyncAction((r, ct) =>
+        {
+            var settings = new Settings
+            {
+                Threads = r.GetValue(threads),
+                Prompt = r.GetValue(prompt),
+                Gen = r.GetValue(gen),
+                Runs = r.GetValue(runs),
+                Seed = r.GetValue(seed),
+            };
+            settings.Validate();
+            string modelPath = LoadedModel.ResolveModelPath(Path.GetFullPath(DefaultModel.Resolve(r.GetValue(model))));
+            if (r.GetValue(singleRun))
+            {
+                return SingleRun(r, r.GetValue(engine), modelPath, r.GetValue(idsFile), settings, ct);
+            }
+
+            string? peer = r.GetValue(vs);
+            if (peer is not null && !peer.Equals(LlamaCppEngineName, StringComparison.OrdinalIgnoreCase) && !peer.Equals("llamacpp", StringComparison.OrdinalIgnoreCase))
+            {
+                throw new MinnowException($"--vs must be llama.cpp (got '{peer}').");
+            }
+
+            string? textFile = r.GetValue(agreementText);
+            if (textFile is not null && !File.Exists(textFile))
+            {
+                throw new MinnowException($"{textFile}: file not found.");
+            }
+
+            int checkTokens = r.GetValue(agreementTokens);
+            if (checkTokens < 2)
+            {
+                throw new MinnowException($"--agreement-tokens must be at least 2 (got {checkTokens}).");
+            }
+
+            string? typeText = r.GetValue(type);
+            DType? exportType = typeText is null ? null : ExportCommand.ParseType(typeText);
+            return Compare(r, modelPath, peer is not null, exportType, settings, textFile, r.GetValue(noAgreement) ? 0 : checkTokens, r.GetValue(json), ct);
+        });
+        return command;
+    }
+
+    private sealed record Settings
+    {
+        public required int Threads { get; init; }
+
+        public required int Prompt { get; init; }
+
+        public required int Gen { get; init; }
+
+        public required int Runs { get; init; }
+
+        public required ulong Seed { get; init; }
+
+        public int Context => Prompt + Gen;
+
+        public void Validate()
+        {
+            if (Threads < 1)
+            {
+                throw new MinnowException($"--threads must be at least 1 (got {Threads}).");
+            }
+
+            if (Prompt < 1)
+            {
+                throw new MinnowException($"--prompt must be at least 1 token (got {Prompt}).");
+            }
+
+            if (Gen < 1)
+            {
+                throw new MinnowException($"--gen must be at least 1 token (got {Gen}).");
+            }
+
+            if (Runs < 1)
+            {
+                throw new MinnowException($"--runs must be at least 1 (got {Runs}).");
+            }
+        }
+    }
+
+    /// <summary>One child's measurement.</summary>
+    private sealed record Measurement(string Engine, double PrefillTokS, double DecodeTokS, double TtftMs, double PeakRssMb, double LoadMs);
+
+    private static int Compare(ParseResult r, string modelPath, bool withLlamaCpp, DType? exportType, Settings s, string? textFile, int checkTokens,
+        bool asJson, CancellationToken ct)
+    {
+        var err = Err(r);
+        string? tempFolder = null;
+        try
+        {
+            // Both engines run on the same GGUF file: export one when MODEL is something else.
+            string benchFile = modelPath;
+            var format = ModelLoader.DetectFormat(modelPath);
+            string? exportedFrom = null;
+            if (format != ModelFormat.Gguf && (withLlamaCpp || exportType is not null))
+            {
+                var dtype = exportType ?? DType.F32;
+                tempFolder = Path.Combine(Path.GetTempPath(), $"minnow-bench-{Environment.ProcessId}-{Guid.NewGuid():N}");
+                Directory.CreateDirectory(tempFolder);
+                benchFile = Path.Combine(tempFolder, $"model-{dtype.Name().ToLowerInvariant()}.gguf");
+                err.WriteLine($"exporting {modelPath} to a temporary {dtype.Name()} GGUF ...");
+                ExportCommand.Export(modelPath, benchFile, dtype, progressBar: false, ct);
+                exportedFrom = modelPath;
+            }
+            else if (format == ModelFormat.Gguf && exportType is not null)
+            {
+                err.WriteLine($"note: {modelPath} is already a GGUF file; --type is ignored and both engines run on it as it is.");
+            }
+
+            using var pool = new WorkerPool(s.Threads);
+            using var loaded = LoadedModel.Open(benchFile, pool);
+            var config = loaded.Config;
+            if (s.Context > config.MaxPositions)
+            {
+                throw new MinnowException($"--prompt {s.Prompt} + --gen {s.Gen} = {s.Context} tokens is more than the context length of {benchFile} ({config.MaxPositions}).");
+            }
+
+            GgufMetadata? metadata = ModelLoader.DetectFormat(benchFile) == ModelFormat.Gguf ? GgufFile.ReadMetadata(benchFile) : null;
+            var special = BenchmarkInputs.SpecialIds(config, loaded.Tokenizer, metadata);
+            int[] ids = BenchmarkInputs.PseudoRandomIds(s.Context, config.VocabSize, special, s.Seed);
+            tempFolder ??= Directory.CreateTempSubdirectory("minnow-bench-").FullName;
+            string idsPath = Path.Combine(tempFolder, "ids.txt");
+            File.WriteAllText(idsPath, string.Join(' ', ids.Select(i => i.ToString(CultureInfo.InvariantCulture))));
+            long weightBytes = MinnowEngine.DecodeWeightBytes(loaded.Model);
+            string dtypeText = loaded.Facts.DType;
+
+            var minnowRuns = new List<Measurement>();
+            var llamaRuns = new List<Measurement>();
+            for (int run = 0; run < s.Runs; run++)
+            {
+                ct.ThrowIfCancellationRequested();
+                minnowRuns.Add(RunChild(MinnowEngineName, benchFile, idsPath, s, ct));
+                err.WriteLine($"run {run + 1}/{s.Runs} minnow: {Describe(minnowRuns[^1])}");
+                if (withLlamaCpp)
+                {
+                    llamaRuns.Add(RunChild(LlamaCppEngineName, benchFile, idsPath, s, ct));
+                    err.WriteLine($"run {run + 1}/{s.Runs} llama.cpp: {Describe(llamaRuns[^1])}");
+                }
+            }
+
+            var minnow = Median(MinnowEngineName, minnowRuns);
+            var llama = withLlamaCpp ? Median(LlamaCppEngineName, llamaRuns) : null;
+            LogitAgreement? agreement = null;
+            string? agreementSource = null;
+            if (withLlamaCpp && checkTokens > 0)
+            {
+                (agreement, agreementSource) = Agreement(loaded, benchFile, textFile, checkTokens, special, s, err, ct);
+            }
+
+            double bandwidth(Measurement m) => weightBytes * m.DecodeTokS / 1e9;
+            var output = Out(r);
+            if (asJson)
+            {
+                WriteJson(output, w =>
+                {
+                    w.WriteString("model", exportedFrom ?? benchFile);
+                    w.WriteString("file", benchFile);
+                    w.WriteString("dtype", dtypeText);
+                    w.WriteNumber("threads", s.Threads);
+                    w.WriteNumber("prompt_tokens", s.Prompt);
+                    w.WriteNumber("gen_tokens", s.Gen);
+                    w.WriteNumber("runs", s.Runs);
+                    w.WriteNumber("decode_weight_bytes", weightBytes);
+                    WriteMeasurement(w, minnow, bandwidth(minnow));
+                    w.WriteStartArray("minnow_runs");
+                    foreach (var m in minnowRuns)
+                    {
+                        w.WriteStartObject();
+                        WriteMeasurement(w, m, bandwidth(m));
+                        w.WriteEndObject();
+                    }
+
+                    w.WriteEndArray();
+                    if (llama is not null)
+                    {
+                        w.WriteStartObject("llama_cpp");
+                        WriteMeasurement(w, llama, bandwidth(llama));
+                        w.WriteStartArray("runs");
+                        foreach (var m in llamaRuns)
+                        {
+                            w.WriteStartObject();
+                            WriteMeasurement(w, m, bandwidth(m));
+                            w.WriteEndObject();
+                        }
+
+                        w.WriteEndArray();
+                        w.WriteEndObject();
+                        w.Number("ratio_decode", minnow.DecodeTokS / llama.DecodeTokS);
+                        w.Number("ratio_prefill", minnow.PrefillTokS / llama.PrefillTokS);
+                        w.Number("ratio_ttft", minnow.TtftMs / llama.TtftMs);
+                        w.Number("ratio_peak_rss", minnow.PeakRssMb / llama.PeakRssMb);
+                    }
+
+                    if (agreement is not null)
+                    {
+                        w.Number("argmax_agreement", agreement.ArgmaxAgreement);
+                        w.Number("ppl_minnow", agreement.PerplexityA);
+                        w.Number("ppl_llama_cpp", agreement.PerplexityB);
+                        w.Number("ppl_relative_difference", agreement.PerplexityRelativeDifference);
+                        w.Number("max_abs_logit_difference", agreement.MaxAbsDifference);
+                        w.WriteNumber("agreement_tokens", agreement.Positions);
+                        w.WriteString("agreement_source", agreementSource);
+                        w.WriteBoolean("agreement_ok", AgreementOk(agreement));
+                    }
+                });
+            }
+            else
+            {
+                output.WriteLine($"{exportedFrom ?? benchFile}{(exportedFrom is null ? "" : $" (as {benchFile})")}");
+                output.WriteLine($"{dtypeText}, {s.Threads} threads, prompt {s.Prompt} tokens, then {s.Gen} decoded; median of {s.Runs} runs, each in its own process");
+                output.WriteLine($"{"engine",-10} {"prefill tok/s",14} {"decode tok/s",13} {"TTFT ms",9} {"peak RSS MiB",13} {"decode GB/s",12}");
+                void Row(Measurement m) => output.WriteLine(
+                    $"{m.Engine,-10} {F(m.PrefillTokS, "0.0"),14} {F(m.DecodeTokS, "0.00"),13} {F(m.TtftMs, "0"),9} {F(m.PeakRssMb, "0"),13} {F(bandwidth(m), "0.00"),12}");
+                Row(minnow);
+                if (llama is not null)
+                {
+                    Row(llama);
+                    output.WriteLine($"minnow / llama.cpp: decode {F(minnow.DecodeTokS / llama.DecodeTokS, "0.00")}×, prefill {F(minnow.PrefillTokS / llama.PrefillTokS, "0.00")}×, " +
+                        $"TTFT {F(minnow.TtftMs / llama.TtftMs, "0.00")}×, peak RSS {F(minnow.PeakRssMb / llama.PeakRssMb, "0.00")}×");
+                }
+
+                output.WriteLine($"decode reads {Bytes(weightBytes)} of weights per token");
+                if (agreement is not null)
+                {
+                    output.WriteLine($"agreement on {agreement.Positions} tokens ({agreementSource}): argmax {F(agreement.ArgmaxAgreement * 100, "0.0")}% of positions, " +
+                        $"perplexity minnow {F(agreement.PerplexityA, "0.000")} vs llama.cpp {F(agreement.PerplexityB, "0.000")} " +
+                        $"({F(agreement.PerplexityRelativeDifference * 100, "0.000")}% apart), largest logit difference {F(agreement.MaxAbsDifference, "0.0000")} — " +
+                        (AgreementOk(agreement) ? "ok (≥ 99% argmax, ≤ 1% perplexity)" : "NOT within ≥ 99% argmax and ≤ 1% perplexity"));
+                }
+            }
+
+            return 0;
+        }
+        finally
+        {
+            if (tempFolder is not null)
+            {
+                try
+                {
+                    Directory.Delete(tempFolder, recursive: true);
+                }
+                catch (IOException)
+                {
+                }
+            }
+        }
+    }
+
+    private static bool AgreementOk(LogitAgreement a) => a.ArgmaxAgreement >= 0.99 && a.PerplexityRelativeDifference <= 0.01;
+
+    private static (LogitAgreement, string) Agreement(LoadedModel loaded, string gguf, string? textFile, int tokens, IReadOnlySet<int> special,
+        Settings s, TextWriter err, CancellationToken ct)
+    {
+        int[] ids;
+        string source;
+        int length = Math.Min(tokens, loaded.Config.MaxPositions);
+        if (textFile is not null)
+        {
+            var tokenizer = loaded.Tokenizer
+                ?? throw new MinnowException($"{loaded.Path}: the model has no tokenizer, so --agreement-text cannot be tokenized; leave it out to check on a sequence sampled from the model.");
+            var all = tokenizer.Encode(File.ReadAllText(textFile), addSpecial: true, parseSpecial: false);
+            ids = all.Take(length).ToArray();
+            if (ids.Length < 2)
+            {
+                throw new MinnowException($"{textFile}: fewer than 2 tokens to check agreement on.");
+            }
+
+            source = $"the first {ids.Length} tokens of {Path.GetFileName(textFile)}";
+        }
+        else
+        {
+            // Sampled with llama.cpp, the faster engine today; the check then scores both engines on it.
+            err.WriteLine($"sampling {length} tokens from the model for the agreement check ...");
+            int first = loaded.Config.BosTokenId ?? BenchmarkInputs.PseudoRandomIds(1, loaded.Config.VocabSize, special, s.Seed)[0];
+            using var sampler = LlamaCppModel.Load(gguf, new LlamaCppOptions { Threads = s.Threads, ContextSize = length, BatchSize = 1 });
+            sampler.Reset();
+            int position = 0;
+            ids = BenchmarkInputs.Sample(length, first, s.Seed, special, token =>
+            {
+                ct.ThrowIfCancellationRequested();
+                return sampler.Next(token, position++);
+            });
+            source = "a sequence sampled from the model";
+        }
+
+        err.WriteLine($"checking agreement on {ids.Length} tokens ...");
+        float[] minnow = MinnowEngine.AllLogits(loaded.Model, ids, cancellation: ct);
+        float[] llama;
+        using (var peer = LlamaCppModel.Load(gguf, new LlamaCppOptions { Threads = s.Threads, ContextSize = ids.Length }))
+        {
+            if (peer.VocabSize != loaded.Config.VocabSize)
+            {
+                throw new MinnowException($"{gguf}: llama.cpp sees {peer.VocabSize} tokens, Minnow {loaded.Config.VocabSize}.");
+            }
+
+            llama = peer.EvaluateAllLogits(ids);
+        }
+
+        return (LogitAgreement.Compare(minnow, llama, loaded.Config.VocabSize, ids), source);
+    }
+
+    private static Measurement Median(string engine, List<Measurement> runs) => new(
+        engine,
+        Statistics.Median(runs.Select(m => m.PrefillTokS)),
+        Statistics.Median(runs.Select(m => m.DecodeTokS)),
+        Statistics.Median(runs.Select(m => m.TtftMs)),
+        Statistics.Median(runs.Select(m => m.PeakRssMb)),
+        Statistics.Median(runs.Select(m => m.LoadMs)));
+
+    private static string Describe(Measurement m) =>
+        $"prefill {F(m.PrefillTokS, "0.0")} tok/s, decode {F(m.DecodeTokS, "0.00")} tok/s, TTFT {F(m.TtftMs, "0")} ms, peak RSS {F(m.PeakRssMb, "0")} MiB";
+
+    private static void WriteMeasurement(Utf8JsonWriter w, Measurement m, double bandwidthGbS)
+    {
+        w.Number("prefill_tok_s", m.PrefillTokS);
+        w.Number("decode_tok_s", m.DecodeTokS);
+        w.Number("ttft_ms", m.TtftMs);
+        w.Number("peak_rss_mb", m.PeakRssMb);
+        w.Number("load_ms", m.LoadMs);
+        w.Number("decode_weight_gb_s", bandwidthGbS);
+    }
+
+    // ---- the child process ----
+
+    private static int SingleRun(ParseResult r, string? engine, string modelPath, string? idsFile, Settings s, CancellationToken ct)
+    {
+        if (idsFile is null || !File.Exists(idsFile))
+        {
+            throw new MinnowException("--single-run needs --ids-file FILE.");
+        }
+
+        int[] ids = ParseIds(File.ReadAllText(idsFile), idsFile);
+        if (ids.Length < s.Context)
+        {
+            throw new MinnowException($"{idsFile}: {ids.Length} ids, fewer than --prompt + --gen = {s.Context}.");
+        }
+
+        var prompt = ids.AsSpan(0, s.Prompt);
+        var decode = ids.AsSpan(s.Prompt, s.Gen);
+        var warmPrompt = prompt[..Math.Min(prompt.Length, 32)];
+        var warmDecode = decode[..Math.Min(decode.Length, 8)];
+        var watch = Stopwatch.StartNew();
+        EngineRun run;
+        double loadMs;
+        switch (engine?.ToLowerInvariant())
+        {
+            case MinnowEngineName:
+                {
+                    using var pool = new WorkerPool(s.Threads);
+                    using var model = ModelLoader.LoadModel(modelPath, pool);
+                    using var session = new InferenceSession(model, s.Context, batchSize: s.Prompt);
+                    loadMs = watch.Elapsed.TotalMilliseconds;
+
+                    // Warm-up (JIT, page faults of the mapped weights), then the measured run.
+                    MinnowEngine.Run(session, warmPrompt, warmDecode, ct);
+                    MinnowEngine.Run(session, warmPrompt, warmDecode, ct);
+                    run = MinnowEngine.Run(session, prompt, decode, ct);
+                    break;
+                }
+
+            case LlamaCppEngineName:
+                {
+                    using var model = LlamaCppModel.Load(modelPath, new LlamaCppOptions { Threads = s.Threads, ContextSize = s.Context, BatchSize = s.Prompt });
+                    loadMs = watch.Elapsed.TotalMilliseconds;
+                    model.Run(warmPrompt, warmDecode);
+                    model.Run(warmPrompt, warmDecode);
+                    var l = model.Run(prompt, decode);
+                    run = new EngineRun
+                    {
+                        PromptTokens = l.PromptTokens,
+                        DecodedTokens = l.DecodedTokens,
+                        PrefillSeconds = l.PrefillSeconds,
+                        DecodeSeconds = l.DecodeSeconds,
+                        TimeToFirstTokenMs = l.TimeToFirstTokenMs,
+                    };
+                    break;
+                }
+
+            default:
+                throw new MinnowException($"--engine must be {MinnowEngineName} or {LlamaCppEngineName} (got '{engine}').");
+        }
+
+        double peakMb = ProcessMemory.PeakResidentBytes() / (1024.0 * 1024.0);
+        WriteJson(Out(r), w =>
+        {
+            w.WriteString("engine", engine!.ToLowerInvariant());
+            w.Number("prefill_tok_s", run.PrefillTokensPerSecond);
+            w.Number("decode_tok_s", run.DecodeTokensPerSecond);
+            w.Number("ttft_ms", run.TimeToFirstTokenMs);
+            w.Number("peak_rss_mb", peakMb);
+            w.Number("load_ms", loadMs);
+            w.WriteNumber("prompt_tokens", run.PromptTokens);
+            w.WriteNumber("gen_tokens", run.DecodedTokens);
+        });
+        return 0;
+    }
+
+    private static Measurement RunChild(string engine, string model, string idsPath, Settings s, CancellationToken ct)
+    {
+        var start = SelfStartInfo();
+        foreach (string arg in new[]
+        {
+            "bench", model, "--engine", engine, "--single-run", "--ids-file", idsPath,
+            "--threads", s.Threads.ToString(CultureInfo.InvariantCulture),
+            "--prompt", s.Prompt.ToString(CultureInfo.InvariantCulture),
+            "--gen", s.Gen.ToString(CultureInfo.InvariantCulture),
+        })
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        start.RedirectStandardOutput = true;
+        start.RedirectStandardError = true;
+        start.UseShellExecute = false;
+        using var process = Process.Start(start) ?? throw new MinnowException($"could not start {start.FileName}.");
+        var stdout = process.StandardOutput.ReadToEndAsync(ct);
+        var stderr = process.StandardError.ReadToEndAsync(ct);
+        try
+        {
+            process.WaitForExitAsync(ct).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
+        }
+
+        string output = stdout.GetAwaiter().GetResult();
+        string errors = stderr.GetAwaiter().GetResult();
+        if (process.ExitCode != 0)
+        {
+            string why = errors.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault()?.Trim() ?? $"exit code {process.ExitCode}";
+            throw new MinnowException($"the {engine} run failed: {why}");
+        }
+
+        try
+        {
+            using var doc = JsonDocument.Parse(output);
+            var e = doc.RootElement;
+            double Num(string key) => e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : double.NaN;
+            return new Measurement(engine, Num("prefill_tok_s"), Num("decode_tok_s"), Num("ttft_ms"), Num("peak_rss_mb"), Num("load_ms"));
+        }
+        catch (JsonException)
+        {
+            throw new MinnowException($"the {engine} run printed no JSON: {output.Trim()} {errors.Trim()}");
+        }
+    }
+
+    /// <summary>How to start this CLI again: its apphost beside Minnow.Cli.dll, else dotnet + the dll.</summary>
+    private static ProcessStartInfo SelfStartInfo()
+    {
+        string dll = typeof(BenchCommand).Assembly.Location;
+        string apphost = Path.Combine(Path.GetDirectoryName(dll)!, Path.GetFileNameWithoutExtension(dll) + (OperatingSystem.IsWindows() ? ".exe" : ""));
+        if (File.Exists(apphost))
+        {
+            return new ProcessStartInfo(apphost);
+        }
+
+        string host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } h && File.Exists(h) ? h
+            : Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p
+            : "dotnet";
+        var info = new ProcessStartInfo(host);
+        info.ArgumentList.Add(dll);
+        return info;
+    }
+}

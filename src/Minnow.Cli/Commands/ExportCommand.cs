@@ -1,0 +1,122 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Minnow.Export;
+using Minnow.Loading;
+using Minnow.Tensors;
+using Spectre.Console;
+using static Minnow.Cli.Commands.CommandSupport;
+
+namespace Minnow.Cli.Commands;
+
+/// <summary>
+/// <c>minnow export MODEL --format gguf --out FILE.gguf [--type f32|f16|q8_0|q4_0]</c>: a GGUF file llama.cpp runs,
+/// with the model's vocabulary as <c>tokenizer.ggml.*</c> metadata (or <c>"none"</c> when it has no tokenizer).
+/// The file appears only once complete.
+/// </summary>
+internal static class ExportCommand
+{
+    public static Command Create()
+    {
+        var model = ModelArgument();
+        var format = new Option<string>("--format", "-f") { Description = "Output format: gguf.", DefaultValueFactory = _ => "gguf" };
+        var output = new Option<string>("--out", "-o") { Description = "The file to write, e.g. model.gguf.", Required = true };
+        var type = new Option<string>("--type", "-t")
+        {
+            Description = "Weight type: f32, f16, q8_0 or q4_0 (vectors stay F32; rows whose length is not a multiple of 32 fall back to F16).",
+            DefaultValueFactory = _ => "f16",
+        };
+        var json = JsonOption();
+        var command = new Command("export", "Export a model to GGUF (llama.cpp's format), with its tokenizer, as f32, f16, q8_0 or q4_0.")
+        {
+            model, format, output, type, json,
+        };
+
+        command.SetSyncAction((r, ct) =>
+        {
+            string fmt = r.GetValue(format)!.Trim().ToLowerInvariant();
+            if (fmt != "gguf")
+            {
+                throw new MinnowException($"--format must be gguf (got '{r.GetValue(format)}').");
+            }
+
+            var dtype = ParseType(r.GetValue(type)!);
+            string target = Path.GetFullPath(r.GetValue(output)!);
+            if (Directory.Exists(target))
+            {
+                throw new MinnowException($"{target}: is a folder; --out must be a file path such as model.gguf.");
+            }
+
+            string source = LoadedModel.ResolveModelPath(Path.GetFullPath(DefaultModel.Resolve(r.GetValue(model))));
+            if (Path.GetFullPath(source) == target)
+            {
+                throw new MinnowException($"{target}: --out is the model itself; write to another file.");
+            }
+
+            var watch = Stopwatch.StartNew();
+            var (tokenizer, parameters) = Export(source, target, dtype, ErrIsTerminal(r) && !r.GetValue(json), ct);
+            long size = new FileInfo(target).Length;
+            var o = Out(r);
+            if (r.GetValue(json))
+            {
+                WriteJson(o, w =>
+                {
+                    w.WriteString("model", source);
+                    w.WriteString("path", target);
+                    w.WriteString("format", "gguf");
+                    w.WriteString("type", dtype.Name());
+                    w.WriteNumber("parameters", parameters);
+                    w.WriteNumber("size_bytes", size);
+                    w.WriteString("tokenizer", tokenizer.Description);
+                    w.Number("seconds", watch.Elapsed.TotalSeconds);
+                });
+            }
+            else
+            {
+                o.WriteLine($"wrote {target}: GGUF {dtype.Name()}, {Short(parameters)} parameters, {Bytes(size)}, tokenizer: {tokenizer.Description} " +
+                    $"({F(watch.Elapsed.TotalSeconds, "0.0")} s)");
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Exports the model at <paramref name="source"/> to a GGUF file (with its vocabulary); returns what tokenizer went in.</summary>
+    public static (GgufTokenizerMetadata.Source Tokenizer, long Parameters) Export(string source, string target, DType dtype, bool progressBar,
+        CancellationToken ct)
+    {
+        var format = ModelLoader.DetectFormat(source);
+        using var model = ModelLoader.LoadModel(source);
+        var tokenizer = GgufTokenizerMetadata.For(source, format, model.Config.VocabSize);
+        if (!progressBar)
+        {
+            GgufExporter.Export(model, target, dtype, tokenizer.Write, null, ct);
+        }
+        else
+        {
+            AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) }).Progress()
+                .AutoClear(true)
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                .Start(progress =>
+                {
+                    var task = progress.AddTask($"export {dtype.Name()}");
+                    GgufExporter.Export(model, target, dtype, tokenizer.Write, new InlineProgress<(int Done, int Total)>(p =>
+                    {
+                        task.MaxValue = p.Total;
+                        task.Value = p.Done;
+                    }), ct);
+                });
+        }
+
+        return (tokenizer, model.Weights.ParameterCount);
+    }
+
+    public static DType ParseType(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "f32" => DType.F32,
+        "f16" => DType.F16,
+        "q8_0" or "q8" => DType.Q8_0,
+        "q4_0" or "q4" => DType.Q4_0,
+        _ => throw new MinnowException($"--type must be f32, f16, q8_0 or q4_0 (got '{text}')."),
+    };
+}
