@@ -143,7 +143,10 @@ internal static class TrainCommand
 
                     task.Description = Markup.Escape(Describe(p));
                 }, ct);
-                task.Value = task.MaxValue;
+                if (!summary.Cancelled)
+                {
+                    task.Value = task.MaxValue;
+                }
             });
         Report(summary!, err);
         return summary!;

@@ -65,23 +65,37 @@ public static unsafe class AttentionOp
             int b = item / job.Heads, h = item % job.Heads, kvh = h / group;
             long rowBase = (long)b * T;
             float* probs = job.Probs + ((long)item * T * T);
+            float* kh = job.K + (rowBase * kvDim) + (kvh * hd);
+            float* vh = job.V + (rowBase * kvDim) + (kvh * hd);
             for (int t = 0; t < T; t++)
             {
                 float* qt = job.Q + ((rowBase + t) * qDim) + (h * hd);
                 float* p = probs + ((long)t * T);
+                Scores(qt, kh, kvDim, t + 1, hd, p);
                 for (int s = 0; s <= t; s++)
                 {
-                    p[s] = VectorMath.Dot(qt, job.K + ((rowBase + s) * kvDim) + (kvh * hd), hd) * job.Scale;
+                    p[s] *= job.Scale;
                 }
 
                 Softmax.Compute(p, t + 1);
-                float* o = job.Out + ((rowBase + t) * qDim) + (h * hd);
-                new Span<float>(o, hd).Clear();
-                for (int s = 0; s <= t; s++)
-                {
-                    VectorMath.Axpy(p[s], job.V + ((rowBase + s) * kvDim) + (kvh * hd), o, hd);
-                }
+                VectorMath.WeightedRowSum(p, t + 1, vh, kvDim, job.Out + ((rowBase + t) * qDim) + (h * hd), hd);
             }
+        }
+    }
+
+    /// <summary>scores[s] = q·k_s for the first <paramref name="count"/> rows of k (row stride <paramref name="stride"/>).</summary>
+    private static void Scores(float* q, float* k, int stride, int count, int hd, float* scores)
+    {
+        int s = 0;
+        for (; s <= count - 4; s += 4)
+        {
+            float* k0 = k + ((long)s * stride);
+            VectorMath.Dot4(q, k0, k0 + stride, k0 + (2 * stride), k0 + (3 * stride), hd, scores + s);
+        }
+
+        for (; s < count; s++)
+        {
+            scores[s] = VectorMath.Dot(q, k + ((long)s * stride), hd);
         }
     }
 
@@ -106,6 +120,8 @@ public static unsafe class AttentionOp
                     new Span<float>(job.DV + ((rowBase + s) * kvDim) + (kvh * hd), hd).Clear();
                 }
 
+                float* kh = job.K + (rowBase * kvDim) + (kvh * hd);
+                float* vh = job.V + (rowBase * kvDim) + (kvh * hd);
                 for (int h = kvh * group; h < (kvh + 1) * group; h++)
                 {
                     float* probs = job.Probs + ((((long)b * job.Heads) + h) * T * T);
@@ -114,21 +130,23 @@ public static unsafe class AttentionOp
                         float* p = probs + ((long)t * T);
                         float* dO = job.DOut + ((rowBase + t) * qDim) + (h * hd);
                         float* qt = job.Q + ((rowBase + t) * qDim) + (h * hd);
-                        float* dqt = job.DQ + ((rowBase + t) * qDim) + (h * hd);
+                        Scores(dO, vh, kvDim, t + 1, hd, dp);
                         float sum = 0;
                         for (int s = 0; s <= t; s++)
                         {
-                            dp[s] = VectorMath.Dot(dO, job.V + ((rowBase + s) * kvDim) + (kvh * hd), hd);
                             sum += p[s] * dp[s];
                         }
 
-                        new Span<float>(dqt, hd).Clear();
                         for (int s = 0; s <= t; s++)
                         {
-                            float ds = p[s] * (dp[s] - sum) * job.Scale;
+                            dp[s] = p[s] * (dp[s] - sum) * job.Scale;
+                        }
+
+                        VectorMath.WeightedRowSum(dp, t + 1, kh, kvDim, job.DQ + ((rowBase + t) * qDim) + (h * hd), hd);
+                        for (int s = 0; s <= t; s++)
+                        {
                             long kvOffset = ((rowBase + s) * kvDim) + (kvh * hd);
-                            VectorMath.Axpy(ds, job.K + kvOffset, dqt, hd);
-                            VectorMath.Axpy(ds, qt, job.DK + kvOffset, hd);
+                            VectorMath.Axpy(dp[s], qt, job.DK + kvOffset, hd);
                             VectorMath.Axpy(p[s], dO, job.DV + kvOffset, hd);
                         }
                     }

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using Minnow.Kernels;
 using Minnow.Tensors;
 
@@ -308,13 +309,23 @@ public static unsafe class SwiGluOp
     private static void BackwardChunks(void* context, int start, int end)
     {
         ref Job job = ref *(Job*)context;
-        long i1 = Math.Min(job.Count, (long)end * Chunk);
-        for (long i = (long)start * Chunk; i < i1; i++)
+        long i = (long)start * Chunk, i1 = Math.Min(job.Count, (long)end * Chunk);
+        var one = Vector256.Create(1f);
+        for (; i <= i1 - 8; i += 8)
+        {
+            var g = Vector256.Load(job.Gate + i);
+            var u = Vector256.Load(job.Up + i);
+            var d = Vector256.Load(job.DOut + i);
+            var s = one / (one + Vector256.Exp(-g));
+            (d * g * s).Store(job.DUp + i);
+            (d * u * s * (one + (g * (one - s)))).Store(job.DGate + i);
+        }
+
+        for (; i < i1; i++)
         {
             float g = job.Gate[i], u = job.Up[i], d = job.DOut[i];
             float s = 1f / (1f + MathF.Exp(-g));
-            float silu = g * s;
-            job.DUp[i] = d * silu;
+            job.DUp[i] = d * g * s;
             job.DGate[i] = d * u * s * (1f + (g * (1f - s)));
         }
     }
@@ -372,27 +383,57 @@ public static unsafe class CrossEntropyOp
             }
 
             float max = float.NegativeInfinity;
-            for (int i = 0; i < v; i++)
+            int i = 0;
+            if (v >= 8)
+            {
+                var vmax = Vector256.Create(float.NegativeInfinity);
+                for (; i <= v - 8; i += 8)
+                {
+                    vmax = Vector256.Max(vmax, Vector256.Load(row + i));
+                }
+
+                for (int lane = 0; lane < 8; lane++)
+                {
+                    max = MathF.Max(max, vmax[lane]);
+                }
+            }
+
+            for (; i < v; i++)
             {
                 max = MathF.Max(max, row[i]);
             }
 
-            double sum = 0;
-            for (int i = 0; i < v; i++)
+            // Exponentials once, kept in the row; summed in 8 lanes then in double.
+            float targetLogit = row[target];
+            var vm = Vector256.Create(max);
+            var vsum = Vector256<float>.Zero;
+            i = 0;
+            for (; i <= v - 8; i += 8)
             {
-                sum += MathF.Exp(row[i] - max);
+                var e = Vector256.Exp(Vector256.Load(row + i) - vm);
+                vsum += e;
+                if (job.Gradient)
+                {
+                    e.Store(row + i);
+                }
+            }
+
+            double sum = Vector256.Sum(vsum);
+            for (; i < v; i++)
+            {
+                float e = MathF.Exp(row[i] - max);
+                sum += e;
+                if (job.Gradient)
+                {
+                    row[i] = e;
+                }
             }
 
             double logSum = Math.Log(sum);
-            job.RowLoss[r] = (float)(logSum + max - row[target]);
+            job.RowLoss[r] = (float)(logSum + max - targetLogit);
             if (job.Gradient)
             {
-                float inv = (float)(1.0 / sum);
-                for (int i = 0; i < v; i++)
-                {
-                    row[i] = MathF.Exp(row[i] - max) * inv * job.Scale;
-                }
-
+                VectorMath.Scale(row, (float)(job.Scale / sum), v);
                 row[target] -= job.Scale;
             }
         }
