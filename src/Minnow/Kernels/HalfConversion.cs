@@ -1,71 +1,53 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Minnow.Kernels;
 
 /// <summary>
-/// IEEE binary16 → binary32 in SIMD integer and float operations (x86 .NET exposes no F16C instructions).
-/// Exact for every bit pattern, as <c>(float)(Half)</c>: normal values only move the exponent; subnormals are
-/// renormalised by a subtraction of normal floats (no subnormal arithmetic); ±0, ±∞ and NaN (payload kept) come out
-/// as the same kinds. Each body takes the 16-bit patterns zero-extended to 32-bit lanes.
+/// IEEE binary16 → binary32 with SIMD integer and float operations (.NET exposes no F16C instructions). Exact for
+/// every bit pattern, as <c>(float)(Half)</c>: the sign, exponent and mantissa bits are moved into float position
+/// and the value is rescaled by one exact multiplication by 2^112, which covers ±0, subnormals and normals alike;
+/// ±∞ and NaN (payload kept) then get the all-ones exponent. The vector bodies take the 16-bit patterns
+/// sign-extended to 32-bit lanes (what <c>vpmovsxwd</c> loads), so one shift and one mask place every field.
 /// </summary>
 internal static class HalfConversion
 {
-    private const uint ExponentAdjust = (127 - 15) << 23; // rebias a normal value
-    private const uint InfNanAdjust = (255 - 31 - (127 - 15)) << 23; // the rest of the way to the all-ones exponent
-    private const uint MagicBits = 113 << 23; // 2^-14, the smallest normal half
-    private const uint SmallestNormal = 0x0400;
-    private const uint Infinity = 0x7C00;
+    private const int FieldMask = unchecked((int)0x8FFFE000); // sign → bit 31, exponent and mantissa → bits 13..27
+    private const float Rescale = 5.192296858534828e33f; // 2^112 = 2^(127 − 15)
+    private const int HalfExponent = 0x7C00;
+    private const int FloatExponent = 0x7F800000;
 
-    public static float ToSingle(uint bits)
+    /// <summary>The scalar body: the same steps without branches (block scales are converted in hot loops).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float ToSingle(ushort bits)
     {
-        uint magnitude = bits & 0x7FFF;
-        uint shifted = magnitude << 13;
-        uint result;
-        if (magnitude < SmallestNormal)
-        {
-            result = BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(shifted + MagicBits) - BitConverter.UInt32BitsToSingle(MagicBits));
-        }
-        else
-        {
-            result = shifted + ExponentAdjust + (magnitude >= Infinity ? InfNanAdjust : 0);
-        }
-
-        return BitConverter.UInt32BitsToSingle(result | ((bits & 0x8000) << 16));
+        int v = (short)bits;
+        float f = BitConverter.Int32BitsToSingle((v << 13) & FieldMask) * Rescale;
+        int infNan = (v & HalfExponent) == HalfExponent ? FloatExponent : 0;
+        return BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(f) | infNan);
     }
 
-    public static Vector128<float> ToSingle(Vector128<uint> bits)
+    public static Vector128<float> ToSingle(Vector128<int> signExtended)
     {
-        var magnitude = bits & Vector128.Create(0x7FFFu);
-        var shifted = magnitude << 13;
-        var infNan = Vector128.GreaterThanOrEqual(magnitude.AsInt32(), Vector128.Create((int)Infinity)).AsUInt32();
-        var normal = shifted + Vector128.Create(ExponentAdjust) + (infNan & Vector128.Create(InfNanAdjust));
-        var subnormal = ((shifted + Vector128.Create(MagicBits)).AsSingle() - Vector128.Create(MagicBits).AsSingle()).AsUInt32();
-        var isSubnormal = Vector128.LessThan(magnitude.AsInt32(), Vector128.Create((int)SmallestNormal)).AsUInt32();
-        var result = Vector128.ConditionalSelect(isSubnormal, subnormal, normal);
-        return (result | ((bits & Vector128.Create(0x8000u)) << 16)).AsSingle();
+        var f = ((signExtended << 13) & Vector128.Create(FieldMask)).AsSingle() * Vector128.Create(Rescale);
+        var exponent = Vector128.Create(HalfExponent);
+        var infNan = Vector128.Equals(signExtended & exponent, exponent) & Vector128.Create(FloatExponent);
+        return f | infNan.AsSingle();
     }
 
-    public static Vector256<float> ToSingle(Vector256<uint> bits)
+    public static Vector256<float> ToSingle(Vector256<int> signExtended)
     {
-        var magnitude = bits & Vector256.Create(0x7FFFu);
-        var shifted = magnitude << 13;
-        var infNan = Vector256.GreaterThanOrEqual(magnitude.AsInt32(), Vector256.Create((int)Infinity)).AsUInt32();
-        var normal = shifted + Vector256.Create(ExponentAdjust) + (infNan & Vector256.Create(InfNanAdjust));
-        var subnormal = ((shifted + Vector256.Create(MagicBits)).AsSingle() - Vector256.Create(MagicBits).AsSingle()).AsUInt32();
-        var isSubnormal = Vector256.LessThan(magnitude.AsInt32(), Vector256.Create((int)SmallestNormal)).AsUInt32();
-        var result = Vector256.ConditionalSelect(isSubnormal, subnormal, normal);
-        return (result | ((bits & Vector256.Create(0x8000u)) << 16)).AsSingle();
+        var f = ((signExtended << 13) & Vector256.Create(FieldMask)).AsSingle() * Vector256.Create(Rescale);
+        var exponent = Vector256.Create(HalfExponent);
+        var infNan = Vector256.Equals(signExtended & exponent, exponent) & Vector256.Create(FloatExponent);
+        return f | infNan.AsSingle();
     }
 
-    public static Vector512<float> ToSingle(Vector512<uint> bits)
+    public static Vector512<float> ToSingle(Vector512<int> signExtended)
     {
-        var magnitude = bits & Vector512.Create(0x7FFFu);
-        var shifted = magnitude << 13;
-        var infNan = Vector512.GreaterThanOrEqual(magnitude.AsInt32(), Vector512.Create((int)Infinity)).AsUInt32();
-        var normal = shifted + Vector512.Create(ExponentAdjust) + (infNan & Vector512.Create(InfNanAdjust));
-        var subnormal = ((shifted + Vector512.Create(MagicBits)).AsSingle() - Vector512.Create(MagicBits).AsSingle()).AsUInt32();
-        var isSubnormal = Vector512.LessThan(magnitude.AsInt32(), Vector512.Create((int)SmallestNormal)).AsUInt32();
-        var result = Vector512.ConditionalSelect(isSubnormal, subnormal, normal);
-        return (result | ((bits & Vector512.Create(0x8000u)) << 16)).AsSingle();
+        var f = ((signExtended << 13) & Vector512.Create(FieldMask)).AsSingle() * Vector512.Create(Rescale);
+        var exponent = Vector512.Create(HalfExponent);
+        var infNan = Vector512.Equals(signExtended & exponent, exponent) & Vector512.Create(FloatExponent);
+        return f | infNan.AsSingle();
     }
 }

@@ -110,7 +110,7 @@ public static unsafe class MatMul
         {
             for (int i = 0; i < n; i++)
             {
-                sum += TFormat.Value(row, i, 1f) * x[i];
+                sum += TFormat.Value(row, i) * x[i];
             }
         }
         else
@@ -149,7 +149,7 @@ public static unsafe class MatMul
                 for (int r = start * GroupRows; r < rowEnd; r += GroupRows)
                 {
                     byte* w = job.Weight + (r * job.RowBytes);
-                    if (rowEnd - r == GroupRows)
+                    if (rowEnd - r >= GroupRows)
                     {
                         Dot4<TFormat, T>(w, job.RowBytes, job.X, n, s);
                         Store(ref job, 0, r, s, GroupRows);
@@ -261,7 +261,7 @@ public static unsafe class MatMul
         float sum = Simd.Sum(acc);
         for (; i < n; i++)
         {
-            sum += TFormat.Value(row, i, 1f) * x[i];
+            sum += TFormat.Value(row, i) * x[i];
         }
 
         return sum;
@@ -281,10 +281,10 @@ public static unsafe class MatMul
             for (; i <= n - c; i += c)
             {
                 T xv = Simd.Load<T>(x + i);
-                a0 = Simd.MultiplyAdd(TFormat.Load<T>(w0, i, default, default), xv, a0);
-                a1 = Simd.MultiplyAdd(TFormat.Load<T>(w1, i, default, default), xv, a1);
-                a2 = Simd.MultiplyAdd(TFormat.Load<T>(w2, i, default, default), xv, a2);
-                a3 = Simd.MultiplyAdd(TFormat.Load<T>(w3, i, default, default), xv, a3);
+                a0 = Simd.MultiplyAdd(TFormat.Load<T>(w0, i), xv, a0);
+                a1 = Simd.MultiplyAdd(TFormat.Load<T>(w1, i), xv, a1);
+                a2 = Simd.MultiplyAdd(TFormat.Load<T>(w2, i), xv, a2);
+                a3 = Simd.MultiplyAdd(TFormat.Load<T>(w3, i), xv, a3);
             }
 
             s[0] = Finish<TFormat, T>(a0, w0, x, i, n);
@@ -299,18 +299,28 @@ public static unsafe class MatMul
         {
             long offset = (long)b * TFormat.BlockBytes;
             byte* p0 = w0 + offset, p1 = w1 + offset, p2 = w2 + offset, p3 = w3 + offset;
-            float e0 = TFormat.Scale(p0), e1 = TFormat.Scale(p1), e2 = TFormat.Scale(p2), e3 = TFormat.Scale(p3);
-            T d0 = Simd.Broadcast<T>(e0), d1 = Simd.Broadcast<T>(e1), d2 = Simd.Broadcast<T>(e2), d3 = Simd.Broadcast<T>(e3);
-            T o0 = Simd.Broadcast<T>(TFormat.Offset(e0)), o1 = Simd.Broadcast<T>(TFormat.Offset(e1));
-            T o2 = Simd.Broadcast<T>(TFormat.Offset(e2)), o3 = Simd.Broadcast<T>(TFormat.Offset(e3));
+            Vector128<float> scales = TFormat.Scales(p0, p1, p2, p3), offsets = TFormat.Offsets(scales);
+            T d0 = Simd.Broadcast<T>(scales.GetElement(0)), d1 = Simd.Broadcast<T>(scales.GetElement(1));
+            T d2 = Simd.Broadcast<T>(scales.GetElement(2)), d3 = Simd.Broadcast<T>(scales.GetElement(3));
+            T o0 = Simd.Broadcast<T>(offsets.GetElement(0)), o1 = Simd.Broadcast<T>(offsets.GetElement(1));
+            T o2 = Simd.Broadcast<T>(offsets.GetElement(2)), o3 = Simd.Broadcast<T>(offsets.GetElement(3));
             float* xb = x + (b * 32);
-            for (int j = 0; j < 32; j += c)
+            for (int j = 0; j < 16; j += c)
             {
                 T xv = Simd.Load<T>(xb + j);
-                a0 = Simd.MultiplyAdd(TFormat.Load(p0, j, d0, o0), xv, a0);
-                a1 = Simd.MultiplyAdd(TFormat.Load(p1, j, d1, o1), xv, a1);
-                a2 = Simd.MultiplyAdd(TFormat.Load(p2, j, d2, o2), xv, a2);
-                a3 = Simd.MultiplyAdd(TFormat.Load(p3, j, d3, o3), xv, a3);
+                a0 = Simd.MultiplyAdd(TFormat.Load(p0, j, false, d0, o0), xv, a0);
+                a1 = Simd.MultiplyAdd(TFormat.Load(p1, j, false, d1, o1), xv, a1);
+                a2 = Simd.MultiplyAdd(TFormat.Load(p2, j, false, d2, o2), xv, a2);
+                a3 = Simd.MultiplyAdd(TFormat.Load(p3, j, false, d3, o3), xv, a3);
+            }
+
+            for (int j = 16; j < 32; j += c)
+            {
+                T xv = Simd.Load<T>(xb + j);
+                a0 = Simd.MultiplyAdd(TFormat.Load(p0, j, true, d0, o0), xv, a0);
+                a1 = Simd.MultiplyAdd(TFormat.Load(p1, j, true, d1, o1), xv, a1);
+                a2 = Simd.MultiplyAdd(TFormat.Load(p2, j, true, d2, o2), xv, a2);
+                a3 = Simd.MultiplyAdd(TFormat.Load(p3, j, true, d3, o3), xv, a3);
             }
         }
 
@@ -332,7 +342,7 @@ public static unsafe class MatMul
             int i = 0;
             for (; i <= n - c; i += c)
             {
-                a = Simd.MultiplyAdd(TFormat.Load<T>(w, i, default, default), Simd.Load<T>(x + i), a);
+                a = Simd.MultiplyAdd(TFormat.Load<T>(w, i), Simd.Load<T>(x + i), a);
             }
 
             return Finish<TFormat, T>(a, w, x, i, n);
@@ -341,16 +351,31 @@ public static unsafe class MatMul
         for (int b = 0; b < n / 32; b++)
         {
             byte* p = w + ((long)b * TFormat.BlockBytes);
-            float e = TFormat.Scale(p);
-            T d = Simd.Broadcast<T>(e), o = Simd.Broadcast<T>(TFormat.Offset(e));
+            BlockScale<TFormat, T>(p, out T d, out T o);
             float* xb = x + (b * 32);
-            for (int j = 0; j < 32; j += c)
+            for (int j = 0; j < 16; j += c)
             {
-                a = Simd.MultiplyAdd(TFormat.Load(p, j, d, o), Simd.Load<T>(xb + j), a);
+                a = Simd.MultiplyAdd(TFormat.Load(p, j, false, d, o), Simd.Load<T>(xb + j), a);
+            }
+
+            for (int j = 16; j < 32; j += c)
+            {
+                a = Simd.MultiplyAdd(TFormat.Load(p, j, true, d, o), Simd.Load<T>(xb + j), a);
             }
         }
 
         return Simd.Sum(a);
+    }
+
+    /// <summary>One block's scale and offset, broadcast (the values <see cref="Dot4"/> gets from the four-block path).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void BlockScale<TFormat, T>(byte* block, out T scale, out T offset)
+        where TFormat : struct, IWeightFormat
+        where T : struct
+    {
+        float d = TFormat.Scale(block);
+        scale = Simd.Broadcast<T>(d);
+        offset = Simd.Broadcast<T>(TFormat.Offsets(Vector128.Create(d)).ToScalar());
     }
 
     /// <summary>Converts one row to float32 with the vector body (bit for bit what <see cref="Dot1"/> multiplies).</summary>
@@ -364,12 +389,12 @@ public static unsafe class MatMul
             int i = 0;
             for (; i <= n - c; i += c)
             {
-                Simd.Store(TFormat.Load<T>(row, i, default, default), destination + i);
+                Simd.Store(TFormat.Load<T>(row, i), destination + i);
             }
 
             for (; i < n; i++)
             {
-                destination[i] = TFormat.Value(row, i, 1f);
+                destination[i] = TFormat.Value(row, i);
             }
 
             return;
@@ -378,12 +403,16 @@ public static unsafe class MatMul
         for (int b = 0; b < n / 32; b++)
         {
             byte* p = row + ((long)b * TFormat.BlockBytes);
-            float e = TFormat.Scale(p);
-            T d = Simd.Broadcast<T>(e), o = Simd.Broadcast<T>(TFormat.Offset(e));
+            BlockScale<TFormat, T>(p, out T d, out T o);
             float* out32 = destination + (b * 32);
-            for (int j = 0; j < 32; j += c)
+            for (int j = 0; j < 16; j += c)
             {
-                Simd.Store(TFormat.Load(p, j, d, o), out32 + j);
+                Simd.Store(TFormat.Load(p, j, false, d, o), out32 + j);
+            }
+
+            for (int j = 16; j < 32; j += c)
+            {
+                Simd.Store(TFormat.Load(p, j, true, d, o), out32 + j);
             }
         }
     }

@@ -161,19 +161,30 @@ internal static unsafe class Simd
     public static T LoadHalves<T>(ushort* p)
         where T : struct
     {
+        short* s = (short*)p;
         if (typeof(T) == typeof(Vector128<float>))
         {
-            return As<Vector128<float>, T>(HalfConversion.ToSingle(Widen4(p)));
+            Vector128<int> v = Sse41.IsSupported
+                ? Sse41.ConvertToVector128Int32(s)
+                : Vector128.WidenLower(Vector128.CreateScalar(Unsafe.ReadUnaligned<long>(s)).AsInt16());
+            return As<Vector128<float>, T>(HalfConversion.ToSingle(v));
         }
 
         if (typeof(T) == typeof(Vector256<float>))
         {
-            return As<Vector256<float>, T>(HalfConversion.ToSingle(Widen8(p)));
+            Vector256<int> v = Avx2.IsSupported
+                ? Avx2.ConvertToVector256Int32(s)
+                : Vector256.WidenLower(Vector128.Load(s).ToVector256Unsafe());
+            return As<Vector256<float>, T>(HalfConversion.ToSingle(v));
         }
 
         if (typeof(T) == typeof(Vector512<float>))
         {
-            return As<Vector512<float>, T>(HalfConversion.ToSingle(Widen16(p)));
+            var halves = Vector256.Load(s);
+            Vector512<int> v = Avx512F.IsSupported
+                ? Avx512F.ConvertToVector512Int32(halves)
+                : Vector512.WidenLower(halves.ToVector512Unsafe());
+            return As<Vector512<float>, T>(HalfConversion.ToSingle(v));
         }
 
         return Unsupported<T>();
@@ -236,21 +247,19 @@ internal static unsafe class Simd
     }
 
     /// <summary>
-    /// Values j .. j + Count&lt;T&gt; − 1 (j a multiple of Count) of a GGUF Q4_0 block's 16 bytes <paramref name="qs"/>,
-    /// as floats 0..15 before the −8 offset: value j &lt; 16 is the low nibble of qs[j], value j + 16 the high one.
+    /// Count&lt;T&gt; GGUF Q4_0 nibbles from the bytes at p, as floats 0..15 before the −8 offset: the low nibbles
+    /// (values j &lt; 16 of a block) or, if <paramref name="upper"/>, the high ones (values j + 16).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static T LoadNibbles<T>(byte* qs, int j)
+    public static T LoadNibbles<T>(byte* p, bool upper)
         where T : struct
     {
-        byte* p = qs + (j & 15);
-        int shift = (j >> 2) & 4; // 0 for the low nibbles (j < 16), 4 for the high ones
         if (typeof(T) == typeof(Vector128<float>))
         {
             Vector128<int> v = Sse41.IsSupported
                 ? Sse41.ConvertToVector128Int32(p)
                 : Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(Unsafe.ReadUnaligned<uint>(p)).AsByte())).AsInt32();
-            return As<Vector128<float>, T>(Vector128.ConvertToSingle((v >>> shift) & Vector128.Create(15)));
+            return As<Vector128<float>, T>(Vector128.ConvertToSingle(upper ? v >>> 4 : v & Vector128.Create(15)));
         }
 
         if (typeof(T) == typeof(Vector256<float>))
@@ -258,7 +267,7 @@ internal static unsafe class Simd
             Vector256<int> v = Avx2.IsSupported
                 ? Avx2.ConvertToVector256Int32(p)
                 : Vector256.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(Unsafe.ReadUnaligned<ulong>(p)).AsByte()).ToVector256Unsafe()).AsInt32();
-            return As<Vector256<float>, T>(Vector256.ConvertToSingle((v >>> shift) & Vector256.Create(15)));
+            return As<Vector256<float>, T>(Vector256.ConvertToSingle(upper ? v >>> 4 : v & Vector256.Create(15)));
         }
 
         if (typeof(T) == typeof(Vector512<float>))
@@ -267,7 +276,7 @@ internal static unsafe class Simd
             Vector512<int> v = Avx512F.IsSupported
                 ? Avx512F.ConvertToVector512Int32(bytes)
                 : Vector512.WidenLower(Vector256.WidenLower(bytes.ToVector256Unsafe()).ToVector512Unsafe()).AsInt32();
-            return As<Vector512<float>, T>(Vector512.ConvertToSingle((v >>> shift) & Vector512.Create(15)));
+            return As<Vector512<float>, T>(Vector512.ConvertToSingle(upper ? v >>> 4 : v & Vector512.Create(15)));
         }
 
         return Unsupported<T>();

@@ -5,31 +5,51 @@ using Minnow.Tensors;
 namespace Minnow.Kernels;
 
 /// <summary>
-/// How a weight row is stored, for the matrix kernels: a scalar body (the reference, value by value exactly as
-/// <see cref="Dequantize.Row"/>) and a vector body (generic over the vector type through <see cref="Simd"/>), which
-/// must produce the same values bit for bit. Plain formats (F32, F16, BF16) address a row by element index;
-/// blocked formats (Q8_0, Q4_0) by block, 32 values sharing one fp16 scale.
+/// How a weight row is stored, for the matrix kernels: scalar bodies (the reference, value by value exactly as
+/// <see cref="Dequantize.Row"/>) and vector bodies (generic over the vector type through <see cref="Simd"/>),
+/// which must produce the same values bit for bit. Plain formats (F32, F16, BF16) are read by element index and
+/// implement the <c>Value/Load(row, i)</c> pair; blocked formats (Q8_0, Q4_0: 32 values sharing one fp16 scale)
+/// are read block by block and implement the rest.
 /// </summary>
 internal unsafe interface IWeightFormat
 {
-    /// <summary>True for the GGUF block formats (32 values and one scale per block).</summary>
+    /// <summary>True for the GGUF block formats.</summary>
     static abstract bool Blocked { get; }
 
     /// <summary>Bytes per block (blocked formats) or per value (plain formats).</summary>
     static abstract int BlockBytes { get; }
 
-    /// <summary>The block's scale (blocked formats).</summary>
-    static abstract float Scale(byte* block);
+    // ---- Plain formats ----
 
-    /// <summary>What the vector body adds after scaling (blocked formats): Q4_0's −8 · scale.</summary>
-    static abstract float Offset(float scale);
+    /// <summary>Value i of a row, as float.</summary>
+    static virtual float Value(byte* row, int i) => throw new NotSupportedException();
 
-    /// <summary>Value j of a block (blocked) or of a row (plain), as float.</summary>
-    static abstract float Value(byte* block, int j, float scale);
+    /// <summary>Values i .. i + Count − 1 of a row.</summary>
+    static virtual T Load<T>(byte* row, int i)
+        where T : struct => throw new NotSupportedException();
 
-    /// <summary>Values j .. j + Count − 1 of a block or row (j a multiple of the vector's Count).</summary>
-    static abstract T Load<T>(byte* block, int j, T scale, T offset)
-        where T : struct;
+    // ---- Blocked formats (the scale is the fp16 at the head of a GGUF block) ----
+
+    /// <summary>The block's scale.</summary>
+    static virtual float Scale(byte* block) => HalfConversion.ToSingle(Unsafe.ReadUnaligned<ushort>(block));
+
+    /// <summary>The scales of four blocks, bit for bit as <see cref="Scale"/> computes them.</summary>
+    static virtual Vector128<float> Scales(byte* b0, byte* b1, byte* b2, byte* b3) =>
+        HalfConversion.ToSingle(Vector128.Create(
+            (int)Unsafe.ReadUnaligned<short>(b0), Unsafe.ReadUnaligned<short>(b1), Unsafe.ReadUnaligned<short>(b2), Unsafe.ReadUnaligned<short>(b3)));
+
+    /// <summary>What the vector body adds after scaling (Q4_0's −8 · scale), for four scales.</summary>
+    static virtual Vector128<float> Offsets(Vector128<float> scales) => default;
+
+    /// <summary>Value j of a block, as float.</summary>
+    static virtual float Value(byte* block, int j, float scale) => throw new NotSupportedException();
+
+    /// <summary>
+    /// Values j .. j + Count − 1 of a block (j a multiple of Count; <paramref name="upper"/> = j ≥ 16, passed as a
+    /// loop constant so the body can specialise), given the block's scale and offset broadcast.
+    /// </summary>
+    static virtual T Load<T>(byte* block, int j, bool upper, T scale, T offset)
+        where T : struct => throw new NotSupportedException();
 }
 
 internal readonly unsafe struct F32Format : IWeightFormat
@@ -38,14 +58,10 @@ internal readonly unsafe struct F32Format : IWeightFormat
 
     public static int BlockBytes => sizeof(float);
 
-    public static float Scale(byte* block) => 1f;
-
-    public static float Offset(float scale) => 0f;
-
-    public static float Value(byte* row, int i, float scale) => ((float*)row)[i];
+    public static float Value(byte* row, int i) => ((float*)row)[i];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static T Load<T>(byte* row, int i, T scale, T offset)
+    public static T Load<T>(byte* row, int i)
         where T : struct => Simd.Load<T>((float*)row + i);
 }
 
@@ -55,14 +71,10 @@ internal readonly unsafe struct F16Format : IWeightFormat
 
     public static int BlockBytes => sizeof(ushort);
 
-    public static float Scale(byte* block) => 1f;
-
-    public static float Offset(float scale) => 0f;
-
-    public static float Value(byte* row, int i, float scale) => (float)((Half*)row)[i];
+    public static float Value(byte* row, int i) => HalfConversion.ToSingle(((ushort*)row)[i]);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static T Load<T>(byte* row, int i, T scale, T offset)
+    public static T Load<T>(byte* row, int i)
         where T : struct => Simd.LoadHalves<T>((ushort*)row + i);
 }
 
@@ -72,14 +84,10 @@ internal readonly unsafe struct BF16Format : IWeightFormat
 
     public static int BlockBytes => sizeof(ushort);
 
-    public static float Scale(byte* block) => 1f;
-
-    public static float Offset(float scale) => 0f;
-
-    public static float Value(byte* row, int i, float scale) => BFloat16.ToSingle(((ushort*)row)[i]);
+    public static float Value(byte* row, int i) => BFloat16.ToSingle(((ushort*)row)[i]);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static T Load<T>(byte* row, int i, T scale, T offset)
+    public static T Load<T>(byte* row, int i)
         where T : struct => Simd.LoadBFloat16<T>((ushort*)row + i);
 }
 
@@ -90,21 +98,17 @@ internal readonly unsafe struct Q8_0Format : IWeightFormat
 
     public static int BlockBytes => 34;
 
-    public static float Scale(byte* block) => (float)BitConverter.UInt16BitsToHalf(Unsafe.ReadUnaligned<ushort>(block));
-
-    public static float Offset(float scale) => 0f;
-
     public static float Value(byte* block, int j, float scale) => ((sbyte*)(block + 2))[j] * scale;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static T Load<T>(byte* block, int j, T scale, T offset)
+    public static T Load<T>(byte* block, int j, bool upper, T scale, T offset)
         where T : struct => Simd.Multiply(Simd.LoadSBytes<T>((sbyte*)(block + 2) + j), scale);
 }
 
 /// <summary>
 /// GGUF Q4_0: fp16 d, then 16 bytes; value j = ((qs[j] &amp; 0xF) − 8) · d, value j + 16 = ((qs[j] &gt;&gt; 4) − 8) · d.
-/// The vector body computes nibble · d + (−8 · d) in one fused step: both products are exact in float, so the
-/// single rounding gives the same value as the reference.
+/// The vector body computes nibble · d + (−8 · d) in one multiply-add: nibble · d and −8 · d are exact in float
+/// and so is their sum, (nibble − 8) · d, so the result is the reference value whether or not the step is fused.
 /// </summary>
 internal readonly unsafe struct Q4_0Format : IWeightFormat
 {
@@ -112,9 +116,7 @@ internal readonly unsafe struct Q4_0Format : IWeightFormat
 
     public static int BlockBytes => 18;
 
-    public static float Scale(byte* block) => (float)BitConverter.UInt16BitsToHalf(Unsafe.ReadUnaligned<ushort>(block));
-
-    public static float Offset(float scale) => -8f * scale;
+    public static Vector128<float> Offsets(Vector128<float> scales) => scales * Vector128.Create(-8f);
 
     public static float Value(byte* block, int j, float scale)
     {
@@ -124,6 +126,6 @@ internal readonly unsafe struct Q4_0Format : IWeightFormat
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static T Load<T>(byte* block, int j, T scale, T offset)
-        where T : struct => Simd.MultiplyAdd(Simd.LoadNibbles<T>(block + 2, j), scale, offset);
+    public static T Load<T>(byte* block, int j, bool upper, T scale, T offset)
+        where T : struct => Simd.MultiplyAdd(Simd.LoadNibbles<T>(block + 2 + (j & 15), upper), scale, offset);
 }
