@@ -256,6 +256,8 @@ internal static class BenchCommand
                         w.Number("ppl_llama_cpp", agreement.PerplexityB);
                         w.Number("ppl_relative_difference", agreement.PerplexityRelativeDifference);
                         w.Number("max_abs_logit_difference", agreement.MaxAbsDifference);
+                        w.Number("argmax_agreement_clear", agreement.ClearArgmaxAgreement);
+                        w.WriteNumber("clear_positions", agreement.ClearPositions);
                         w.WriteNumber("agreement_tokens", agreement.Positions);
                         w.WriteString("agreement_source", agreementSource);
                         w.WriteBoolean("agreement_ok", AgreementOk(agreement));
@@ -284,6 +286,8 @@ internal static class BenchCommand
                         $"perplexity minnow {F(agreement.PerplexityA, "0.000")} vs llama.cpp {F(agreement.PerplexityB, "0.000")} " +
                         $"({F(agreement.PerplexityRelativeDifference * 100, "0.000")}% apart), largest logit difference {F(agreement.MaxAbsDifference, "0.0000")} — " +
                         (AgreementOk(agreement) ? "ok (≥ 99% argmax, ≤ 1% perplexity)" : "NOT within ≥ 99% argmax and ≤ 1% perplexity"));
+                    output.WriteLine($"argmax where minnow's top two logits are > 0.1 apart: {F(agreement.ClearArgmaxAgreement * 100, "0.0")}% of {agreement.ClearPositions} positions " +
+                        "(random weights give nearly flat logits, so near-ties flip with any rounding difference)");
                 }
             }
 

@@ -134,22 +134,34 @@ public sealed record LogitAgreement
     /// <summary>Largest |a − b| over all logits.</summary>
     public required double MaxAbsDifference { get; init; }
 
-    public static LogitAgreement Compare(ReadOnlySpan<float> a, ReadOnlySpan<float> b, int vocab, ReadOnlySpan<int> ids)
+    /// <summary>
+    /// Positions where the first engine's top two logits are more than <c>clearGap</c> apart. Randomly initialised
+    /// models have nearly flat logits (near-ties everywhere), so their raw argmax agreement says little; this one does.
+    /// </summary>
+    public required int ClearPositions { get; init; }
+
+    /// <summary>Fraction of <see cref="ClearPositions"/> where both engines' argmax is the same (1 when there are none).</summary>
+    public required double ClearArgmaxAgreement { get; init; }
+
+    public static LogitAgreement Compare(ReadOnlySpan<float> a, ReadOnlySpan<float> b, int vocab, ReadOnlySpan<int> ids, float clearGap = 0.1f)
     {
         if (a.Length != b.Length || a.Length != (long)ids.Length * vocab)
         {
             throw new ArgumentException($"logits of {a.Length} and {b.Length} values do not match {ids.Length} positions × {vocab}.");
         }
 
-        int same = 0;
+        int same = 0, clear = 0, clearSame = 0;
         double nllA = 0, nllB = 0, maxDiff = 0;
         for (int p = 0; p < ids.Length; p++)
         {
             var rowA = a.Slice(p * vocab, vocab);
             var rowB = b.Slice(p * vocab, vocab);
-            if (MinnowEngine.ArgMax(rowA) == MinnowEngine.ArgMax(rowB))
+            bool agree = MinnowEngine.ArgMax(rowA) == MinnowEngine.ArgMax(rowB);
+            same += agree ? 1 : 0;
+            if (TopGap(rowA) > clearGap)
             {
-                same++;
+                clear++;
+                clearSame += agree ? 1 : 0;
             }
 
             for (int v = 0; v < vocab; v++)
@@ -172,7 +184,29 @@ public sealed record LogitAgreement
             PerplexityA = Math.Exp(nllA / scored),
             PerplexityB = Math.Exp(nllB / scored),
             MaxAbsDifference = maxDiff,
+            ClearPositions = clear,
+            ClearArgmaxAgreement = clear == 0 ? 1 : (double)clearSame / clear,
         };
+    }
+
+    /// <summary>The difference between the largest and the second largest value.</summary>
+    public static float TopGap(ReadOnlySpan<float> row)
+    {
+        float first = float.NegativeInfinity, second = float.NegativeInfinity;
+        foreach (float v in row)
+        {
+            if (v > first)
+            {
+                second = first;
+                first = v;
+            }
+            else if (v > second)
+            {
+                second = v;
+            }
+        }
+
+        return first - second;
     }
 }
 

@@ -47,6 +47,8 @@ public sealed class BenchCommandTests
         Assert.True(Math.Abs(pplMinnow - pplLlama) <= 0.01 * pplLlama, $"perplexity {pplMinnow} vs {pplLlama}");
         Assert.Equal(64, json.GetProperty("agreement_tokens").GetInt32());
         Assert.True(json.GetProperty("agreement_ok").ValueKind is JsonValueKind.True or JsonValueKind.False);
+        Assert.InRange(json.GetProperty("argmax_agreement_clear").GetDouble(), 0.95, 1.0);
+        Assert.True(json.GetProperty("clear_positions").GetInt32() > 0);
     }
 
     [Fact]
@@ -156,5 +158,13 @@ public sealed class BenchCommandTests
         Assert.Equal(0.0, a.MaxAbsDifference);
         Assert.Equal(a.PerplexityA, a.PerplexityB);
         Assert.Equal(Math.Exp(Minnow.Inference.PerplexityEvaluator.NegativeLogLikelihood([0f, 1f, 2f], 0)), a.PerplexityA, 9);
+        Assert.Equal(2, a.ClearPositions);
+        Assert.Equal(1.0, a.ClearArgmaxAgreement);
+
+        float[] other = [0, 1, 2, 3, 2, 3.05f];
+        var b = LogitAgreement.Compare(logits, other, 3, [2, 0]);
+        Assert.Equal(0.5, b.ArgmaxAgreement);
+        Assert.Equal(0.5, b.ClearArgmaxAgreement);
+        Assert.Equal(1f, LogitAgreement.TopGap([3f, 1f, 2f]));
     }
 }

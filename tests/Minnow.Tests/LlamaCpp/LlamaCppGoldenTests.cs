@@ -181,7 +181,7 @@ public sealed class LlamaCppGoldenTests
             for (int p = 0; p < ids.Length; p++)
             {
                 var row = minnow.AsSpan(p * vocab, vocab);
-                if (TopGap(row) > 1f)
+                if (LogitAgreement.TopGap(row) > 1f)
                 {
                     clear++;
                     same += MinnowEngine.ArgMax(row) == MinnowEngine.ArgMax(llama.AsSpan(p * vocab, vocab)) ? 1 : 0;
@@ -197,24 +197,5 @@ public sealed class LlamaCppGoldenTests
         {
             File.Delete(path);
         }
-    }
-
-    private static float TopGap(ReadOnlySpan<float> row)
-    {
-        float first = float.NegativeInfinity, second = float.NegativeInfinity;
-        foreach (float v in row)
-        {
-            if (v > first)
-            {
-                second = first;
-                first = v;
-            }
-            else if (v > second)
-            {
-                second = v;
-            }
-        }
-
-        return first - second;
     }
 }
