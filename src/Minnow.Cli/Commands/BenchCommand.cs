@@ -149,6 +149,11 @@ internal static class BenchCommand
             // Both engines run on the same GGUF file: export one when MODEL is something else.
             string benchFile = modelPath;
             var format = ModelLoader.DetectFormat(modelPath);
+            if (textFile is not null && withLlamaCpp && checkTokens > 0 && !HasTokenizer(modelPath, format))
+            {
+                throw new MinnowException($"{modelPath}: the model has no tokenizer, so --agreement-text cannot be tokenized; leave it out to check on a sequence sampled from the model.");
+            }
+
             string? exportedFrom = null;
             if (format != ModelFormat.Gguf && (withLlamaCpp || exportType is not null))
             {
@@ -307,6 +312,14 @@ internal static class BenchCommand
             }
         }
     }
+
+    /// <summary>Whether the model comes with a tokenizer (without loading it).</summary>
+    private static bool HasTokenizer(string modelPath, ModelFormat format) => format switch
+    {
+        ModelFormat.HuggingFace => File.Exists(Path.Combine(Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(modelPath)!, "tokenizer.json")),
+        ModelFormat.Gguf => Minnow.Tokenizers.TokenizerLoader.HasVocabulary(GgufFile.ReadMetadata(modelPath)),
+        _ => File.Exists(Path.Combine(Path.GetDirectoryName(modelPath)!, "tokenizer.bin")),
+    };
 
     private static bool AgreementOk(LogitAgreement a) => a.ArgmaxAgreement >= 0.99 && a.PerplexityRelativeDifference <= 0.01;
 

@@ -51,6 +51,36 @@ public sealed class BenchCommandTests
         Assert.True(json.GetProperty("clear_positions").GetInt32() > 0);
     }
 
+    /// <summary>With a tokenizer, agreement is checked on a real text (WikiText-2), tokenized with the model's tokenizer.</summary>
+    [Fact]
+    public void BenchChecksAgreementOnATextWithTheModelsTokenizer()
+    {
+        if (SharedData.Root is null)
+        {
+            return;
+        }
+
+        using var temp = new TempFolder();
+        string folder = temp.File("tiny");
+        var shape = ModelShapes.SmolLM2_135M with { Name = "tiny", HiddenSize = 64, IntermediateSize = 128, Layers = 1, Heads = 4, KvHeads = 2, MaxPositions = 256 };
+        SyntheticCheckpoint.Write(shape, folder, seed: 4);
+        File.Copy(SharedData.Path("tokenizers", "smollm2-135m", "tokenizer.json"), Path.Combine(folder, "tokenizer.json"));
+        string text = SharedData.Path("corpora", "wikitext-2-raw", "wiki.test.raw");
+        var result = CliRunner.Run("bench", folder, "--vs", "llama.cpp", "--type", "f16", "--runs", "1", "--prompt", "8", "--gen", "2", "--threads", "1",
+            "--agreement-text", text, "--agreement-tokens", "48", "--json");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var json = result.Json();
+        Assert.Contains("wiki.test.raw", json.GetProperty("agreement_source").GetString());
+        Assert.Equal(48, json.GetProperty("agreement_tokens").GetInt32());
+        Assert.Equal("mixed: F16 + F32", json.GetProperty("dtype").GetString());
+        double pplMinnow = json.GetProperty("ppl_minnow").GetDouble(), pplLlama = json.GetProperty("ppl_llama_cpp").GetDouble();
+        Assert.True(Math.Abs(pplMinnow - pplLlama) <= 0.01 * pplLlama, $"perplexity {pplMinnow} vs {pplLlama}");
+
+        // Without a tokenizer, a text cannot be used.
+        CliRunner.AssertFails(["bench", temp.CopyGolden("llama"), "--vs", "llama.cpp", "--runs", "1", "--prompt", "4", "--gen", "1", "--agreement-text", text],
+            "no tokenizer");
+    }
+
     [Fact]
     public void BenchMinnowAloneOnAGguf()
     {
