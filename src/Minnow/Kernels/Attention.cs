@@ -38,8 +38,16 @@ public static unsafe class Attention
     {
         var job = new Job
         {
-            Q = q, Keys = keys, Values = values, Output = output, Heads = heads, KvHeads = kvHeads,
-            HeadDim = headDim, StartPos = startPos, Scale = 1f / MathF.Sqrt(headDim), Width = width,
+            Q = q,
+            Keys = keys,
+            Values = values,
+            Output = output,
+            Heads = heads,
+            KvHeads = kvHeads,
+            HeadDim = headDim,
+            StartPos = startPos,
+            Scale = 1f / MathF.Sqrt(headDim),
+            Width = width,
         };
         delegate*<void*, int, int, void> body = width switch
         {

@@ -50,8 +50,14 @@ public static unsafe class MatMul
 
         var job = new Job
         {
-            Weight = weight.Data, RowBytes = weight.RowBytes, Columns = weight.Columns, Rows = weight.Rows,
-            X = x, Y = y, Bias = bias, Tokens = tokens,
+            Weight = weight.Data,
+            RowBytes = weight.RowBytes,
+            Columns = weight.Columns,
+            Rows = weight.Rows,
+            X = x,
+            Y = y,
+            Bias = bias,
+            Tokens = tokens,
         };
         pool ??= WorkerPool.Shared;
         int groups = (job.Rows + GroupRows - 1) / GroupRows;
@@ -140,61 +146,58 @@ public static unsafe class MatMul
         int n = job.Columns;
         int rows = job.Rows;
         int rowEnd = Math.Min(end * GroupRows, rows);
-        Span<float> sums = stackalloc float[GroupRows];
-        fixed (float* s = sums)
+        float* s = stackalloc float[GroupRows];
+        if (job.Tokens == 1)
         {
-            if (job.Tokens == 1)
-            {
-                // Decode: straight from the stored weights, converted in registers.
-                for (int r = start * GroupRows; r < rowEnd; r += GroupRows)
-                {
-                    byte* w = job.Weight + (r * job.RowBytes);
-                    if (rowEnd - r >= GroupRows)
-                    {
-                        Dot4<TFormat, T>(w, job.RowBytes, job.X, n, s);
-                        Store(ref job, 0, r, s, GroupRows);
-                    }
-                    else
-                    {
-                        for (int k = r; k < rowEnd; k++, w += job.RowBytes)
-                        {
-                            s[0] = Dot1<TFormat, T>(w, job.X, n);
-                            Store(ref job, 0, k, s, 1);
-                        }
-                    }
-                }
-
-                return;
-            }
-
-            // Several tokens: float32 rows in place, other types converted group by group into a buffer.
-            bool convert = typeof(TFormat) != typeof(F32Format);
-            float* buffer = convert ? Scratch<ScratchTag>.Get(GroupRows * n) : null;
+            // Decode: straight from the stored weights, converted in registers.
             for (int r = start * GroupRows; r < rowEnd; r += GroupRows)
             {
-                int count = Math.Min(GroupRows, rowEnd - r);
-                float* w = (float*)(job.Weight + (r * job.RowBytes));
-                int stride = n;
-                if (convert)
+                byte* w = job.Weight + (r * job.RowBytes);
+                if (rowEnd - r >= GroupRows)
                 {
-                    for (int k = 0; k < count; k++)
-                    {
-                        Expand<TFormat, T>(job.Weight + ((r + k) * job.RowBytes), n, buffer + (k * n));
-                    }
-
-                    w = buffer;
-                }
-
-                if (count == GroupRows)
-                {
-                    RunTokens4<T>(ref job, w, stride, r, s);
+                    Dot4<TFormat, T>(w, job.RowBytes, job.X, n, s);
+                    Store(ref job, 0, r, s, GroupRows);
                 }
                 else
                 {
-                    for (int k = 0; k < count; k++)
+                    for (int k = r; k < rowEnd; k++, w += job.RowBytes)
                     {
-                        RunTokens1<T>(ref job, w + (k * stride), r + k, s);
+                        s[0] = Dot1<TFormat, T>(w, job.X, n);
+                        Store(ref job, 0, k, s, 1);
                     }
+                }
+            }
+
+            return;
+        }
+
+        // Several tokens: float32 rows in place, other types converted group by group into a buffer.
+        bool convert = typeof(TFormat) != typeof(F32Format);
+        float* buffer = convert ? Scratch<ScratchTag>.Get(GroupRows * n) : null;
+        for (int r = start * GroupRows; r < rowEnd; r += GroupRows)
+        {
+            int count = Math.Min(GroupRows, rowEnd - r);
+            float* w = (float*)(job.Weight + (r * job.RowBytes));
+            int stride = n;
+            if (convert)
+            {
+                for (int k = 0; k < count; k++)
+                {
+                    Expand<TFormat, T>(job.Weight + ((r + k) * job.RowBytes), n, buffer + (k * n));
+                }
+
+                w = buffer;
+            }
+
+            if (count == GroupRows)
+            {
+                RunTokens4<T>(ref job, w, stride, r, s);
+            }
+            else
+            {
+                for (int k = 0; k < count; k++)
+                {
+                    RunTokens1<T>(ref job, w + (k * stride), r + k, s);
                 }
             }
         }
@@ -204,22 +207,19 @@ public static unsafe class MatMul
         where T : struct
     {
         int n = job.Columns;
-        Span<float> second = stackalloc float[GroupRows];
-        fixed (float* s2 = second)
+        float* s2 = stackalloc float[GroupRows];
+        int t = 0;
+        for (; t + 2 <= job.Tokens; t += 2)
         {
-            int t = 0;
-            for (; t + 2 <= job.Tokens; t += 2)
-            {
-                Tile4x2<T>(w, stride, job.X + ((long)t * n), job.X + ((long)(t + 1) * n), n, s, s2);
-                Store(ref job, t, r, s, GroupRows);
-                Store(ref job, t + 1, r, s2, GroupRows);
-            }
+            Tile4x2<T>(w, stride, job.X + ((long)t * n), job.X + ((long)(t + 1) * n), n, s, s2);
+            Store(ref job, t, r, s, GroupRows);
+            Store(ref job, t + 1, r, s2, GroupRows);
+        }
 
-            if (t < job.Tokens)
-            {
-                Dot4<F32Format, T>((byte*)w, (long)stride * sizeof(float), job.X + ((long)t * n), n, s);
-                Store(ref job, t, r, s, GroupRows);
-            }
+        if (t < job.Tokens)
+        {
+            Dot4<F32Format, T>((byte*)w, (long)stride * sizeof(float), job.X + ((long)t * n), n, s);
+            Store(ref job, t, r, s, GroupRows);
         }
     }
 

@@ -149,6 +149,64 @@ public unsafe class MatMulTests : IDisposable
         AssertClose(reference, y, 2e-5, 2e-5, $"{type} {width}");
     }
 
+    [Theory]
+    [MemberData(nameof(TypesAndWidths))]
+    public void RowKernelsAgreeBitForBit(DType type, VectorWidth width)
+    {
+        // The four-row kernel, the one-row kernel, and conversion followed by the float kernel give the same bits.
+        Action<Tensor, float[]> check = (type, width) switch
+        {
+            (_, VectorWidth.Scalar) => (_, _) => { }
+            ,
+            (DType.F32, _) => CheckRowKernels<F32Format>(width),
+            (DType.F16, _) => CheckRowKernels<F16Format>(width),
+            (DType.BF16, _) => CheckRowKernels<BF16Format>(width),
+            (DType.Q8_0, _) => CheckRowKernels<Q8_0Format>(width),
+            _ => CheckRowKernels<Q4_0Format>(width),
+        };
+        int cols = type.BlockSize() == 32 ? 160 : 77;
+        check(MakeTensor(type, 4, cols, Random(4 * cols, 31, 1f)), Random(cols, 32, 1f));
+    }
+
+    private static Action<Tensor, float[]> CheckRowKernels<TFormat>(VectorWidth width)
+        where TFormat : struct, IWeightFormat => width switch
+        {
+            VectorWidth.V128 => CheckRowKernels<TFormat, System.Runtime.Intrinsics.Vector128<float>>,
+            VectorWidth.V256 => CheckRowKernels<TFormat, System.Runtime.Intrinsics.Vector256<float>>,
+            _ => CheckRowKernels<TFormat, System.Runtime.Intrinsics.Vector512<float>>,
+        };
+
+    private static void CheckRowKernels<TFormat, T>(Tensor weight, float[] x)
+        where TFormat : struct, IWeightFormat
+        where T : struct
+    {
+        int cols = weight.Columns;
+        var four = new float[4];
+        var one = new float[4];
+        var converted = new float[4];
+        var expanded = new float[4 * cols];
+        fixed (float* px = x, f = four, e = expanded)
+        {
+            MatMul.Dot4<TFormat, T>(weight.Data, weight.RowBytes, px, cols, f);
+            for (int r = 0; r < 4; r++)
+            {
+                one[r] = MatMul.Dot1<TFormat, T>(weight.RowPointer(r), px, cols);
+                MatMul.Expand<TFormat, T>(weight.RowPointer(r), cols, e + (r * cols));
+                converted[r] = MatMul.Dot1<F32Format, T>((byte*)(e + (r * cols)), px, cols);
+            }
+        }
+
+        AssertBitwiseEqual(four, one, $"{weight.Type} {typeof(T).Name} Dot4 vs Dot1");
+        AssertBitwiseEqual(four, converted, $"{weight.Type} {typeof(T).Name} Dot4 vs Expand + F32");
+
+        // Expand gives Dequantize.Row's values (a zero's sign may differ: (8 − 8)·d is −0 for d < 0, 8d − 8d is +0).
+        float[] reference = weight.ToFloatArray();
+        for (int i = 0; i < reference.Length; i++)
+        {
+            Assert.True(reference[i] == expanded[i], $"{weight.Type} {typeof(T).Name} Expand [{i}]: {expanded[i]} vs {reference[i]}");
+        }
+    }
+
     [Fact]
     public void DecodeAndPrefillAllocateNothingOnceWarm()
     {
