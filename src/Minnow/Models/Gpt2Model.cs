@@ -22,7 +22,7 @@ public sealed unsafe class Gpt2Model : TransformerModel
     public Gpt2Model(ModelConfig config, WeightSet w, WorkerPool? pool = null) : base(config, w, pool)
     {
         var c = config;
-        int d = c.HiddenSize, f = c.IntermediateSize;
+        int d = c.HiddenSize;
         string prefix = w.Has("transformer.wte.weight") ? "transformer." : "";
         _embed = w.Matrix(prefix + "wte.weight", c.VocabSize, d);
         _positions = w.Matrix(prefix + "wpe.weight", c.MaxPositions, d);
@@ -33,15 +33,16 @@ public sealed unsafe class Gpt2Model : TransformerModel
         for (int i = 0; i < c.Layers; i++)
         {
             string p = $"{prefix}h.{i}.";
+            int f = c.IntermediateOf(i), qDim = c.QDimOf(i);
             _layers[i] = new Layer
             {
                 Ln1W = w.Vector(p + "ln_1.weight", d),
                 Ln1B = w.Vector(p + "ln_1.bias", d),
                 Ln2W = w.Vector(p + "ln_2.weight", d),
                 Ln2B = w.Vector(p + "ln_2.bias", d),
-                Attn = Conv1D(w, p + "attn.c_attn.weight", 3 * d, d),
-                AttnBias = w.Vector(p + "attn.c_attn.bias", 3 * d),
-                Proj = Conv1D(w, p + "attn.c_proj.weight", d, d),
+                Attn = Conv1D(w, p + "attn.c_attn.weight", 3 * qDim, d),
+                AttnBias = w.Vector(p + "attn.c_attn.bias", 3 * qDim),
+                Proj = Conv1D(w, p + "attn.c_proj.weight", d, qDim),
                 ProjBias = w.Vector(p + "attn.c_proj.bias", d),
                 Fc = Conv1D(w, p + "mlp.c_fc.weight", f, d),
                 FcBias = w.Vector(p + "mlp.c_fc.bias", f),
@@ -66,7 +67,7 @@ public sealed unsafe class Gpt2Model : TransformerModel
             // Attention: x += proj(attention(split(c_attn(ln1(x)))))
             LayerNormRows(X, layer.Ln1W, layer.Ln1B, Xb, n);
             Linear(layer.Attn, Xb, n, Qkv, layer.AttnBias);
-            SplitQkv(Qkv, n);
+            SplitQkv(l, Qkv, n);
             Attend(cache, l, Q, K, V, n, pos, AttnOut);
             Linear(layer.Proj, AttnOut, n, Xb2, layer.ProjBias);
             AddRows(X, Xb2, n, d);
@@ -74,7 +75,7 @@ public sealed unsafe class Gpt2Model : TransformerModel
             // MLP: x += c_proj(gelu(c_fc(ln2(x))))
             LayerNormRows(X, layer.Ln2W, layer.Ln2B, Xb, n);
             Linear(layer.Fc, Xb, n, Hb, layer.FcBias);
-            Activate(Hb, n * Config.IntermediateSize);
+            Activate(Hb, n * Config.IntermediateOf(l));
             Linear(layer.Out, Hb, n, Xb2, layer.OutBias);
             AddRows(X, Xb2, n, d);
         }

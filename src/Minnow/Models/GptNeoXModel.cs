@@ -21,7 +21,7 @@ public sealed unsafe class GptNeoXModel : TransformerModel
     public GptNeoXModel(ModelConfig config, WeightSet w, WorkerPool? pool = null) : base(config, w, pool)
     {
         var c = config;
-        int d = c.HiddenSize, f = c.IntermediateSize;
+        int d = c.HiddenSize;
         _embed = w.Matrix("gpt_neox.embed_in.weight", c.VocabSize, d);
         _head = c.TieEmbeddings && !w.Has("embed_out.weight") ? _embed : w.Matrix("embed_out.weight", c.VocabSize, d);
         _finalW = w.Vector("gpt_neox.final_layer_norm.weight", d);
@@ -30,15 +30,16 @@ public sealed unsafe class GptNeoXModel : TransformerModel
         for (int i = 0; i < c.Layers; i++)
         {
             string p = $"gpt_neox.layers.{i}.";
+            int f = c.IntermediateOf(i), qDim = c.QDimOf(i);
             _layers[i] = new Layer
             {
                 Ln1W = w.Vector(p + "input_layernorm.weight", d),
                 Ln1B = w.Vector(p + "input_layernorm.bias", d),
                 Ln2W = w.Vector(p + "post_attention_layernorm.weight", d),
                 Ln2B = w.Vector(p + "post_attention_layernorm.bias", d),
-                Qkv = w.Matrix(p + "attention.query_key_value.weight", 3 * d, d),
-                QkvBias = w.OptionalVector(p + "attention.query_key_value.bias", 3 * d),
-                Dense = w.Matrix(p + "attention.dense.weight", d, d),
+                Qkv = w.Matrix(p + "attention.query_key_value.weight", 3 * qDim, d),
+                QkvBias = w.OptionalVector(p + "attention.query_key_value.bias", 3 * qDim),
+                Dense = w.Matrix(p + "attention.dense.weight", d, qDim),
                 DenseBias = w.OptionalVector(p + "attention.dense.bias", d),
                 Up = w.Matrix(p + "mlp.dense_h_to_4h.weight", f, d),
                 UpBias = w.OptionalVector(p + "mlp.dense_h_to_4h.bias", f),
@@ -61,14 +62,14 @@ public sealed unsafe class GptNeoXModel : TransformerModel
             Linear(layer.Qkv, Xb, n, Qkv, layer.QkvBias);
             if (Config.FusedQkvPerHead)
             {
-                SplitQkvPerHead(Qkv, n);
+                SplitQkvPerHead(l, Qkv, n);
             }
             else
             {
-                SplitQkv(Qkv, n);
+                SplitQkv(l, Qkv, n);
             }
 
-            ApplyRope(Q, K, n, pos);
+            ApplyRope(l, Q, K, n, pos);
             Attend(cache, l, Q, K, V, n, pos, AttnOut);
             Linear(layer.Dense, AttnOut, n, Xb2, layer.DenseBias);
 
@@ -85,7 +86,7 @@ public sealed unsafe class GptNeoXModel : TransformerModel
             }
 
             Linear(layer.Up, Xb, n, Hb, layer.UpBias);
-            Activate(Hb, n * Config.IntermediateSize);
+            Activate(Hb, n * Config.IntermediateOf(l));
             Linear(layer.Down, Hb, n, Xb2, layer.DownBias);
             AddRows(X, Xb2, n, d);
         }

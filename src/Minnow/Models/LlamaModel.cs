@@ -22,7 +22,7 @@ public sealed unsafe class LlamaModel : TransformerModel
     public LlamaModel(ModelConfig config, WeightSet w, WorkerPool? pool = null) : base(config, w, pool)
     {
         var c = config;
-        int d = c.HiddenSize, f = c.IntermediateSize;
+        int d = c.HiddenSize;
         _embed = w.Matrix("model.embed_tokens.weight", c.VocabSize, d);
         _head = c.TieEmbeddings && !w.Has("lm_head.weight") ? _embed : w.Matrix("lm_head.weight", c.VocabSize, d);
         _finalNorm = w.Vector("model.norm.weight", d);
@@ -30,17 +30,18 @@ public sealed unsafe class LlamaModel : TransformerModel
         for (int i = 0; i < c.Layers; i++)
         {
             string p = $"model.layers.{i}.";
+            int f = c.IntermediateOf(i), qDim = c.QDimOf(i), kvDim = c.KvDimOf(i);
             _layers[i] = new Layer
             {
                 AttentionNorm = w.Vector(p + "input_layernorm.weight", d),
                 MlpNorm = w.Vector(p + "post_attention_layernorm.weight", d),
-                Wq = w.Matrix(p + "self_attn.q_proj.weight", c.QDim, d),
-                Wk = w.Matrix(p + "self_attn.k_proj.weight", c.KvDim, d),
-                Wv = w.Matrix(p + "self_attn.v_proj.weight", c.KvDim, d),
-                Wo = w.Matrix(p + "self_attn.o_proj.weight", d, c.QDim),
-                QBias = c.QkvBias ? w.Vector(p + "self_attn.q_proj.bias", c.QDim) : null,
-                KBias = c.QkvBias ? w.Vector(p + "self_attn.k_proj.bias", c.KvDim) : null,
-                VBias = c.QkvBias ? w.Vector(p + "self_attn.v_proj.bias", c.KvDim) : null,
+                Wq = w.Matrix(p + "self_attn.q_proj.weight", qDim, d),
+                Wk = w.Matrix(p + "self_attn.k_proj.weight", kvDim, d),
+                Wv = w.Matrix(p + "self_attn.v_proj.weight", kvDim, d),
+                Wo = w.Matrix(p + "self_attn.o_proj.weight", d, qDim),
+                QBias = c.QkvBias ? w.Vector(p + "self_attn.q_proj.bias", qDim) : null,
+                KBias = c.QkvBias ? w.Vector(p + "self_attn.k_proj.bias", kvDim) : null,
+                VBias = c.QkvBias ? w.Vector(p + "self_attn.v_proj.bias", kvDim) : null,
                 Gate = w.Matrix(p + "mlp.gate_proj.weight", f, d),
                 Up = w.Matrix(p + "mlp.up_proj.weight", f, d),
                 Down = w.Matrix(p + "mlp.down_proj.weight", d, f),
@@ -61,7 +62,7 @@ public sealed unsafe class LlamaModel : TransformerModel
             Linear(layer.Wq, Xb, n, Q, layer.QBias);
             Linear(layer.Wk, Xb, n, K, layer.KBias);
             Linear(layer.Wv, Xb, n, V, layer.VBias);
-            ApplyRope(Q, K, n, pos);
+            ApplyRope(l, Q, K, n, pos);
             Attend(cache, l, Q, K, V, n, pos, AttnOut);
             Linear(layer.Wo, AttnOut, n, Xb2);
             AddRows(X, Xb2, n, d);
@@ -70,7 +71,7 @@ public sealed unsafe class LlamaModel : TransformerModel
             RmsNormRows(X, layer.MlpNorm, Xb, n);
             Linear(layer.Gate, Xb, n, Hb);
             Linear(layer.Up, Xb, n, Hb2);
-            SwiGlu.Compute(Hb, Hb2, n * Config.IntermediateSize);
+            SwiGlu.Compute(Hb, Hb2, n * Config.IntermediateOf(l));
             Linear(layer.Down, Hb, n, Xb2);
             AddRows(X, Xb2, n, d);
         }

@@ -92,6 +92,40 @@ public sealed record ModelConfig
 
     public int KvDim => KvHeads * HeadDim;
 
+    /// <summary>
+    /// Per-layer query head counts when layers differ (a structurally pruned model; config.json
+    /// <c>minnow_layer_heads</c>); null when every layer has <see cref="Heads"/>.
+    /// </summary>
+    public int[]? LayerHeads { get; init; }
+
+    /// <summary>Per-layer key/value head counts (<c>minnow_layer_kv_heads</c>); null when every layer has <see cref="KvHeads"/>.</summary>
+    public int[]? LayerKvHeads { get; init; }
+
+    /// <summary>Per-layer MLP widths (<c>minnow_layer_intermediate</c>); null when every layer has <see cref="IntermediateSize"/>.</summary>
+    public int[]? LayerIntermediate { get; init; }
+
+    /// <summary>True when some layer's head count or MLP width differs from the others (per-layer arrays present).</summary>
+    public bool HasPerLayerShapes => LayerHeads != null || LayerKvHeads != null || LayerIntermediate != null;
+
+    public int HeadsOf(int layer) => LayerHeads?[layer] ?? Heads;
+
+    public int KvHeadsOf(int layer) => LayerKvHeads?[layer] ?? KvHeads;
+
+    public int IntermediateOf(int layer) => LayerIntermediate?[layer] ?? IntermediateSize;
+
+    public int QDimOf(int layer) => HeadsOf(layer) * HeadDim;
+
+    public int KvDimOf(int layer) => KvHeadsOf(layer) * HeadDim;
+
+    /// <summary>The widest query projection over the layers (buffer sizes).</summary>
+    public int MaxQDim => (LayerHeads?.Max() ?? Heads) * HeadDim;
+
+    /// <summary>The widest key/value projection over the layers (buffer sizes).</summary>
+    public int MaxKvDim => (LayerKvHeads?.Max() ?? KvHeads) * HeadDim;
+
+    /// <summary>The widest MLP over the layers (buffer sizes).</summary>
+    public int MaxIntermediate => LayerIntermediate?.Max() ?? IntermediateSize;
+
     /// <summary>Reads a Hugging Face config.json.</summary>
     public static ModelConfig FromHuggingFace(string configPath)
     {
@@ -112,6 +146,30 @@ public sealed record ModelConfig
     }
 
     public static ModelConfig FromHuggingFace(JsonElement c, string source)
+    {
+        var config = FromHuggingFaceUniform(c, source);
+        int[]? heads = OptIntArray(c, source, "minnow_layer_heads", config.Layers);
+        int[]? kvHeads = OptIntArray(c, source, "minnow_layer_kv_heads", config.Layers);
+        int[]? ffn = OptIntArray(c, source, "minnow_layer_intermediate", config.Layers);
+        if (heads is null && kvHeads is null && ffn is null)
+        {
+            return config;
+        }
+
+        if (config.Architecture != Architecture.Llama && kvHeads != null && !kvHeads.SequenceEqual(heads ?? Enumerable.Repeat(config.Heads, config.Layers)))
+        {
+            throw new MinnowException($"{source}: {config.ModelType} has as many key/value heads as query heads in every layer; minnow_layer_kv_heads must equal minnow_layer_heads.");
+        }
+
+        return config with
+        {
+            LayerHeads = heads,
+            LayerKvHeads = kvHeads ?? (config.Architecture == Architecture.Llama ? null : heads),
+            LayerIntermediate = ffn,
+        };
+    }
+
+    private static ModelConfig FromHuggingFaceUniform(JsonElement c, string source)
     {
         string modelType = Str(c, "model_type") ?? throw new MinnowException($"{source}: no model_type; supported: {string.Join(", ", SupportedModelTypes)}.");
         switch (modelType)
@@ -221,6 +279,22 @@ public sealed record ModelConfig
         {
             throw new MinnowException($"{source}: rotary dimension {RotaryDim} must be even and at most the head size {HeadDim}.");
         }
+
+        foreach (var (key, values) in new[] { ("minnow_layer_heads", LayerHeads), ("minnow_layer_kv_heads", LayerKvHeads), ("minnow_layer_intermediate", LayerIntermediate) })
+        {
+            if (values != null && (values.Length != Layers || values.Any(v => v <= 0)))
+            {
+                throw new MinnowException($"{source}: {key} must list a positive size for each of the {Layers} layers (got [{string.Join(", ", values)}]).");
+            }
+        }
+
+        for (int l = 0; l < Layers && HasPerLayerShapes; l++)
+        {
+            if (HeadsOf(l) % KvHeadsOf(l) != 0)
+            {
+                throw new MinnowException($"{source}: layer {l} has {HeadsOf(l)} attention heads, not a multiple of its {KvHeadsOf(l)} key/value heads.");
+            }
+        }
     }
 
     private static Llama3RopeScaling? ReadRopeScaling(JsonElement c, string source)
@@ -254,6 +328,23 @@ public sealed record ModelConfig
             "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => Activation.GeluTanh,
             _ => throw new MinnowException($"{source}: {key} '{name}' is not supported (supported: silu, gelu, gelu_new)."),
         };
+    }
+
+    /// <summary>An optional array of one integer per layer; a wrong length or a non-integer is an error.</summary>
+    private static int[]? OptIntArray(JsonElement c, string source, string key, int layers)
+    {
+        if (!c.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+
+        if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() != layers ||
+            v.EnumerateArray().Any(e => e.ValueKind != JsonValueKind.Number || !e.TryGetInt32(out int n) || n <= 0))
+        {
+            throw new MinnowException($"{source}: '{key}' must be an array of {layers} positive integers, one per layer.");
+        }
+
+        return v.EnumerateArray().Select(e => e.GetInt32()).ToArray();
     }
 
     private static string? Str(JsonElement c, string key) =>

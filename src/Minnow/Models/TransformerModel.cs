@@ -92,17 +92,17 @@ public abstract unsafe class TransformerModel : IDisposable
 
         _buffers.Clear();
         var c = Config;
-        int wide = Math.Max(c.HiddenSize, c.QDim);
+        int wide = Math.Max(c.HiddenSize, c.MaxQDim);
         X = Alloc(tokens, wide);
         Xb = Alloc(tokens, wide);
         Xb2 = Alloc(tokens, wide);
-        Q = Alloc(tokens, c.QDim);
-        K = Alloc(tokens, c.KvDim);
-        V = Alloc(tokens, c.KvDim);
-        Qkv = Alloc(tokens, c.QDim + (2 * c.KvDim));
-        AttnOut = Alloc(tokens, c.QDim);
-        Hb = Alloc(tokens, c.IntermediateSize);
-        Hb2 = Alloc(tokens, c.IntermediateSize);
+        Q = Alloc(tokens, c.MaxQDim);
+        K = Alloc(tokens, c.MaxKvDim);
+        V = Alloc(tokens, c.MaxKvDim);
+        Qkv = Alloc(tokens, c.MaxQDim + (2 * c.MaxKvDim));
+        AttnOut = Alloc(tokens, c.MaxQDim);
+        Hb = Alloc(tokens, c.MaxIntermediate);
+        Hb2 = Alloc(tokens, c.MaxIntermediate);
         _cos ??= NativeBuffer.Floats(Math.Max(1, c.RotaryDim / 2));
         _sin ??= NativeBuffer.Floats(Math.Max(1, c.RotaryDim / 2));
         BatchCapacity = tokens;
@@ -167,15 +167,20 @@ public abstract unsafe class TransformerModel : IDisposable
 
     protected static void AddRows(float* x, float* y, int count, int width) => Kernels.Add.Compute(x, y, count * width);
 
-    /// <summary>Rotates q [count, heads·headDim] and k [count, kvHeads·headDim] for positions startPos...</summary>
-    protected void ApplyRope(float* q, float* k, int count, int startPos)
+    /// <summary>
+    /// Rotates q [count, heads·headDim] and k [count, kvHeads·headDim] of a layer (its own head counts) for
+    /// positions startPos...
+    /// </summary>
+    protected void ApplyRope(int layer, float* q, float* k, int count, int startPos)
     {
         var c = Config;
+        int heads = c.HeadsOf(layer), kvHeads = c.KvHeadsOf(layer);
+        int qDim = heads * c.HeadDim, kvDim = kvHeads * c.HeadDim;
         for (int t = 0; t < count; t++)
         {
             _rope!.Fill(startPos + t, _cos!.FloatPointer, _sin!.FloatPointer);
-            Rope.Apply(q + ((long)t * c.QDim), c.Heads, c.HeadDim, c.RotaryDim, _cos.FloatPointer, _sin.FloatPointer, c.RopeStyle);
-            Rope.Apply(k + ((long)t * c.KvDim), c.KvHeads, c.HeadDim, c.RotaryDim, _cos.FloatPointer, _sin.FloatPointer, c.RopeStyle);
+            Rope.Apply(q + ((long)t * qDim), heads, c.HeadDim, c.RotaryDim, _cos.FloatPointer, _sin.FloatPointer, c.RopeStyle);
+            Rope.Apply(k + ((long)t * kvDim), kvHeads, c.HeadDim, c.RotaryDim, _cos.FloatPointer, _sin.FloatPointer, c.RopeStyle);
         }
     }
 
@@ -183,40 +188,41 @@ public abstract unsafe class TransformerModel : IDisposable
     protected void Attend(KvCache cache, int layer, float* q, float* k, float* v, int count, int startPos, float* output)
     {
         var c = Config;
-        long offset = (long)startPos * c.KvDim;
-        long bytes = (long)count * c.KvDim * sizeof(float);
+        int kvDim = c.KvDimOf(layer);
+        long offset = (long)startPos * kvDim;
+        long bytes = (long)count * kvDim * sizeof(float);
         Buffer.MemoryCopy(k, cache.Keys(layer) + offset, bytes, bytes);
         Buffer.MemoryCopy(v, cache.Values(layer) + offset, bytes, bytes);
-        Attention.Compute(q, cache.Keys(layer), cache.Values(layer), output, count, startPos, c.Heads, c.KvHeads, c.HeadDim, Pool);
+        Attention.Compute(q, cache.Keys(layer), cache.Values(layer), output, count, startPos, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
     }
 
-    /// <summary>Splits a fused projection laid out per token as [q | k | v] (GPT-2's c_attn).</summary>
-    protected void SplitQkv(float* qkv, int count)
+    /// <summary>Splits a layer's fused projection laid out per token as [q | k | v] (GPT-2's c_attn).</summary>
+    protected void SplitQkv(int layer, float* qkv, int count)
     {
-        var c = Config;
-        int width = c.QDim + (2 * c.KvDim);
+        int qDim = Config.QDimOf(layer), kvDim = Config.KvDimOf(layer);
+        int width = qDim + (2 * kvDim);
         for (int t = 0; t < count; t++)
         {
             float* row = qkv + ((long)t * width);
-            Copy(row, Q + ((long)t * c.QDim), c.QDim);
-            Copy(row + c.QDim, K + ((long)t * c.KvDim), c.KvDim);
-            Copy(row + c.QDim + c.KvDim, V + ((long)t * c.KvDim), c.KvDim);
+            Copy(row, Q + ((long)t * qDim), qDim);
+            Copy(row + qDim, K + ((long)t * kvDim), kvDim);
+            Copy(row + qDim + kvDim, V + ((long)t * kvDim), kvDim);
         }
     }
 
-    /// <summary>Splits a fused projection laid out per head as [q_h | k_h | v_h] (GPT-NeoX's query_key_value).</summary>
-    protected void SplitQkvPerHead(float* qkv, int count)
+    /// <summary>Splits a layer's fused projection laid out per head as [q_h | k_h | v_h] (GPT-NeoX's query_key_value).</summary>
+    protected void SplitQkvPerHead(int layer, float* qkv, int count)
     {
-        var c = Config;
-        int hd = c.HeadDim;
+        int hd = Config.HeadDim, heads = Config.HeadsOf(layer);
+        int qDim = heads * hd;
         for (int t = 0; t < count; t++)
         {
-            for (int h = 0; h < c.Heads; h++)
+            for (int h = 0; h < heads; h++)
             {
-                float* head = qkv + ((long)t * 3 * c.QDim) + (h * 3 * hd);
-                Copy(head, Q + ((long)t * c.QDim) + (h * hd), hd);
-                Copy(head + hd, K + ((long)t * c.KvDim) + (h * hd), hd);
-                Copy(head + (2 * hd), V + ((long)t * c.KvDim) + (h * hd), hd);
+                float* head = qkv + ((long)t * 3 * qDim) + (h * 3 * hd);
+                Copy(head, Q + ((long)t * qDim) + (h * hd), hd);
+                Copy(head + hd, K + ((long)t * qDim) + (h * hd), hd);
+                Copy(head + (2 * hd), V + ((long)t * qDim) + (h * hd), hd);
             }
         }
     }
