@@ -3,6 +3,7 @@ using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Minnow.Formats.Safetensors;
+using Minnow.Tokenizers;
 
 namespace Minnow.Training;
 
@@ -64,7 +65,7 @@ public sealed partial class ByteLevelBpe
     }
 
     /// <summary>GPT-2's reversible map from bytes to printable characters (printable Latin-1 map to themselves).</summary>
-    public static readonly char[] ByteToChar = BuildByteMap();
+    public static readonly char[] ByteToChar = [.. Enumerable.Range(0, 256).Select(b => ByteLevelMapping.ByteToChar((byte)b))];
 
     public int VocabSize => _tokens.Length;
 
@@ -78,34 +79,6 @@ public sealed partial class ByteLevelBpe
 
     [GeneratedRegex(Gpt2Pattern)]
     public static partial Regex PreTokenizer();
-
-    private static char[] BuildByteMap()
-    {
-        var map = new char[256];
-        var direct = new bool[256];
-        for (int b = '!'; b <= '~'; b++)
-        {
-            direct[b] = true;
-        }
-
-        for (int b = 0xA1; b <= 0xAC; b++)
-        {
-            direct[b] = true;
-        }
-
-        for (int b = 0xAE; b <= 0xFF; b++)
-        {
-            direct[b] = true;
-        }
-
-        int next = 0;
-        for (int b = 0; b < 256; b++)
-        {
-            map[b] = direct[b] ? (char)b : (char)(256 + next++);
-        }
-
-        return map;
-    }
 
     /// <summary>The byte-level form of a piece of text (its UTF-8 bytes as mapped characters).</summary>
     public static string ToByteLevel(string text)
