@@ -80,10 +80,20 @@ internal static class PruneCommand
             }
 
             string sourceFolder = Directory.Exists(source.Path) ? source.Path : Path.GetDirectoryName(source.Path)!;
+            if (Path.GetFullPath(outFolder).TrimEnd(Path.DirectorySeparatorChar) == sourceFolder.TrimEnd(Path.DirectorySeparatorChar))
+            {
+                throw new MinnowException($"{outFolder}: --out must not be the model's own folder.");
+            }
+
             int context = Math.Min(r.GetValue(ctx), source.Config.MaxPositions);
             if (context < 4)
             {
                 throw new MinnowException($"--ctx must be at least 4 (got {context}).");
+            }
+
+            if (options.NeedsCalibration && r.GetValue(calib) is null && r.GetValue(calibIds) is null)
+            {
+                throw new MinnowException($"--method {PruningOptions.MethodName(options.Method)} needs calibration text (--calib FILE, or token ids with --calib-ids FILE).");
             }
 
             var codec = TextCodec.For(source);

@@ -26,7 +26,7 @@ public static class GgufExporter
         }
 
         var c = model.Config;
-        string arch = GgufNames.ArchitectureOf(c);
+        string arch = c.HasPerLayerShapes ? PerLayerArchitecture(c, model.Weights.Source) : GgufNames.ArchitectureOf(c);
         var writer = new GgufWriter();
         WriteMetadata(writer, c, arch, type);
         addTokenizer?.Invoke(writer);
@@ -56,6 +56,40 @@ public static class GgufExporter
 
         writer.Write(path);
     }
+
+    /// <summary>
+    /// A model whose layers differ in head count or MLP width (structured pruning) is written as llama.cpp's
+    /// "deci" architecture (Nemotron NAS): a Llama block whose loader reads head_count, head_count_kv and
+    /// feed_forward_length as per-layer arrays. llama.cpp's other architectures size every layer alike, so other
+    /// models with per-layer shapes cannot be exported.
+    /// </summary>
+    private static string PerLayerArchitecture(ModelConfig c, string source)
+    {
+        if (c.Architecture == Architecture.Llama && c.ModelType is "llama" or "mistral" && !c.QkvBias && c.RopeScaling is null)
+        {
+            return "deci";
+        }
+
+        throw new MinnowException($"{source}: its layers differ in head count or MLP width, which llama.cpp reads only for Llama-architecture models " +
+            $"without q/k/v bias or RoPE scaling (as its 'deci' architecture); a {c.ModelType} model like this cannot be exported to GGUF. Keep it as safetensors.");
+    }
+
+    /// <summary>The block index in a Hugging Face tensor name ("model.layers.3.…" → 3), or -1.</summary>
+    private static int LayerOf(string hfName)
+    {
+        const string prefix = "model.layers.";
+        if (!hfName.StartsWith(prefix, StringComparison.Ordinal))
+        {
+            return -1;
+        }
+
+        int end = hfName.IndexOf('.', prefix.Length);
+        return end > prefix.Length && int.TryParse(hfName.AsSpan(prefix.Length, end - prefix.Length), out int layer) ? layer : -1;
+    }
+
+    /// <summary>One number for every layer, or an array of per-layer numbers when the layers differ.</summary>
+    private static object PerLayer(ModelConfig c, Func<int, int> perLayer, int uniform) =>
+        c.HasPerLayerShapes ? Enumerable.Range(0, c.Layers).Select(l => (uint)perLayer(l)).ToArray() : (uint)uniform;
 
     private static DType StorageType(DType requested, long[] shape, string name)
     {
@@ -118,15 +152,16 @@ public static class GgufExporter
     /// <summary>For each output row, the source row it comes from; null when the order is unchanged.</summary>
     private static int[]? RowOrder(ModelConfig c, string arch, string hfName, long[] shape)
     {
-        bool permuteForInterleavedRope = arch == "llama" && c.RopeStyle == RopeStyle.RotateHalf;
+        bool permuteForInterleavedRope = arch is "llama" or "deci" && c.RopeStyle == RopeStyle.RotateHalf;
+        int layer = LayerOf(hfName);
         if (permuteForInterleavedRope && hfName.Contains(".self_attn.q_proj.", StringComparison.Ordinal))
         {
-            return InterleaveHalves(c.Heads, c.HeadDim);
+            return InterleaveHalves(layer >= 0 ? c.HeadsOf(layer) : c.Heads, c.HeadDim);
         }
 
         if (permuteForInterleavedRope && hfName.Contains(".self_attn.k_proj.", StringComparison.Ordinal))
         {
-            return InterleaveHalves(c.KvHeads, c.HeadDim);
+            return InterleaveHalves(layer >= 0 ? c.KvHeadsOf(layer) : c.KvHeads, c.HeadDim);
         }
 
         if (arch == "gptneox" && c.FusedQkvPerHead && hfName.Contains(".query_key_value.", StringComparison.Ordinal))
@@ -220,18 +255,18 @@ public static class GgufExporter
         });
         w.Set($"{arch}.context_length", (uint)c.MaxPositions);
         w.Set($"{arch}.embedding_length", (uint)c.HiddenSize);
-        w.Set($"{arch}.feed_forward_length", (uint)c.IntermediateSize);
+        w.Set($"{arch}.feed_forward_length", PerLayer(c, c.IntermediateOf, c.IntermediateSize));
         w.Set($"{arch}.block_count", (uint)c.Layers);
-        w.Set($"{arch}.attention.head_count", (uint)c.Heads);
+        w.Set($"{arch}.attention.head_count", PerLayer(c, c.HeadsOf, c.Heads));
         w.Set($"{arch}.vocab_size", (uint)c.VocabSize);
         switch (c.Architecture)
         {
             case Architecture.Llama:
-                w.Set($"{arch}.attention.head_count_kv", (uint)c.KvHeads);
+                w.Set($"{arch}.attention.head_count_kv", PerLayer(c, c.KvHeadsOf, c.KvHeads));
                 w.Set($"{arch}.attention.layer_norm_rms_epsilon", c.NormEps);
                 w.Set($"{arch}.rope.freq_base", (float)c.RopeTheta);
                 w.Set($"{arch}.rope.dimension_count", (uint)c.RotaryDim);
-                if (c.HeadDim != c.HiddenSize / c.Heads)
+                if (c.HeadDim != c.HiddenSize / c.Heads || c.HasPerLayerShapes)
                 {
                     w.Set($"{arch}.attention.key_length", (uint)c.HeadDim);
                     w.Set($"{arch}.attention.value_length", (uint)c.HeadDim);

@@ -35,9 +35,12 @@ public static unsafe class GgufModelReader
         int vocab = m.TryGetInt($"{arch}.vocab_size", out int vs) ? vs
             : tensors.TryGetValue(embedName, out var embed) ? embed.Rows
             : throw new MinnowException($"{source}: cannot tell the vocabulary size (no {arch}.vocab_size and no token_embd.weight).");
+        // llama.cpp's "deci" (and a structurally pruned Llama exported as one) lists head counts and MLP widths per layer.
+        int[]? PerLayer(string key) => m.TryGetArray<int>($"{arch}.{key}", out var values) ? values : null;
+        int[]? layerHeads = PerLayer("attention.head_count"), layerKvHeads = PerLayer("attention.head_count_kv"), layerFfn = PerLayer("feed_forward_length");
         int hidden = Required("embedding_length");
-        int heads = Required("attention.head_count");
-        int kvHeads = m.GetInt($"{arch}.attention.head_count_kv", heads);
+        int heads = layerHeads?.Max() ?? Required("attention.head_count");
+        int kvHeads = layerKvHeads?.Max() ?? m.GetInt($"{arch}.attention.head_count_kv", heads);
         int headDim = m.GetInt($"{arch}.attention.key_length", hidden / heads);
         int? bos = m.TryGetInt("tokenizer.ggml.bos_token_id", out int b) ? b : null;
         int? eos = m.TryGetInt("tokenizer.ggml.eos_token_id", out int e) ? e : null;
@@ -49,12 +52,15 @@ public static unsafe class GgufModelReader
 
         var config = arch switch
         {
-            "llama" or "qwen2" or "mistral" => new ModelConfig
+            "llama" or "qwen2" or "mistral" or "deci" => new ModelConfig
             {
                 Architecture = Architecture.Llama,
                 ModelType = arch == "qwen2" ? "qwen2" : "llama",
                 HiddenSize = hidden,
-                IntermediateSize = Required("feed_forward_length"),
+                IntermediateSize = layerFfn?.Max() ?? Required("feed_forward_length"),
+                LayerHeads = layerHeads,
+                LayerKvHeads = layerKvHeads,
+                LayerIntermediate = layerFfn,
                 Layers = Required("block_count"),
                 Heads = heads,
                 KvHeads = kvHeads,
@@ -113,7 +119,7 @@ public static unsafe class GgufModelReader
                 BosTokenId = bos,
                 EosTokenId = eos,
             },
-            _ => throw new MinnowException($"{source}: GGUF architecture '{arch}' is not supported; supported: llama, qwen2, gptneox, gpt2."),
+            _ => throw new MinnowException($"{source}: GGUF architecture '{arch}' is not supported; supported: llama, qwen2, deci, gptneox, gpt2."),
         };
 
         return (config, new WeightSet(tensors, source, file));

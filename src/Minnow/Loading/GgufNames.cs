@@ -75,10 +75,10 @@ public static class GgufNames
 
     private static ((string Gguf, string Hf)[] Global, (string Gguf, string Hf)[] PerLayer) Tables(string arch) => arch switch
     {
-        "llama" or "qwen2" or "mistral" => (LlamaGlobal, LlamaLayer),
+        "llama" or "qwen2" or "mistral" or "deci" => (LlamaGlobal, LlamaLayer),
         "gptneox" => (NeoXGlobal, NeoXLayer),
         "gpt2" => (Gpt2Global, Gpt2Layer),
-        _ => throw new MinnowException($"GGUF architecture '{arch}' is not supported; supported: llama, qwen2, gptneox, gpt2."),
+        _ => throw new MinnowException($"GGUF architecture '{arch}' is not supported; supported: llama, qwen2, deci, gptneox, gpt2."),
     };
 
     private static readonly (string, string)[] LlamaGlobal =

@@ -36,38 +36,38 @@ public static class LinearLayers
             switch (c.Architecture)
             {
                 case Architecture.Llama:
-                {
-                    string p = $"model.layers.{l}.";
-                    result.Add(new(p + "self_attn.q_proj.weight", l, LinearKind.Query, false));
-                    result.Add(new(p + "self_attn.k_proj.weight", l, LinearKind.Key, false));
-                    result.Add(new(p + "self_attn.v_proj.weight", l, LinearKind.Value, false));
-                    result.Add(new(p + "self_attn.o_proj.weight", l, LinearKind.AttentionOutput, false));
-                    result.Add(new(p + "mlp.gate_proj.weight", l, LinearKind.Gate, false));
-                    result.Add(new(p + "mlp.up_proj.weight", l, LinearKind.Up, false));
-                    result.Add(new(p + "mlp.down_proj.weight", l, LinearKind.Down, false));
-                    break;
-                }
+                    {
+                        string p = $"model.layers.{l}.";
+                        result.Add(new(p + "self_attn.q_proj.weight", l, LinearKind.Query, false));
+                        result.Add(new(p + "self_attn.k_proj.weight", l, LinearKind.Key, false));
+                        result.Add(new(p + "self_attn.v_proj.weight", l, LinearKind.Value, false));
+                        result.Add(new(p + "self_attn.o_proj.weight", l, LinearKind.AttentionOutput, false));
+                        result.Add(new(p + "mlp.gate_proj.weight", l, LinearKind.Gate, false));
+                        result.Add(new(p + "mlp.up_proj.weight", l, LinearKind.Up, false));
+                        result.Add(new(p + "mlp.down_proj.weight", l, LinearKind.Down, false));
+                        break;
+                    }
 
                 case Architecture.GptNeoX:
-                {
-                    string p = $"gpt_neox.layers.{l}.";
-                    result.Add(new(p + "attention.query_key_value.weight", l, LinearKind.FusedQkv, false));
-                    result.Add(new(p + "attention.dense.weight", l, LinearKind.AttentionOutput, false));
-                    result.Add(new(p + "mlp.dense_h_to_4h.weight", l, LinearKind.Up, false));
-                    result.Add(new(p + "mlp.dense_4h_to_h.weight", l, LinearKind.Down, false));
-                    break;
-                }
+                    {
+                        string p = $"gpt_neox.layers.{l}.";
+                        result.Add(new(p + "attention.query_key_value.weight", l, LinearKind.FusedQkv, false));
+                        result.Add(new(p + "attention.dense.weight", l, LinearKind.AttentionOutput, false));
+                        result.Add(new(p + "mlp.dense_h_to_4h.weight", l, LinearKind.Up, false));
+                        result.Add(new(p + "mlp.dense_4h_to_h.weight", l, LinearKind.Down, false));
+                        break;
+                    }
 
                 case Architecture.Gpt2:
-                {
-                    string p = (has("transformer.wte.weight") ? "transformer." : "") + $"h.{l}.";
-                    bool t = c.Conv1DLayout;
-                    result.Add(new(p + "attn.c_attn.weight", l, LinearKind.FusedQkv, t));
-                    result.Add(new(p + "attn.c_proj.weight", l, LinearKind.AttentionOutput, t));
-                    result.Add(new(p + "mlp.c_fc.weight", l, LinearKind.Up, t));
-                    result.Add(new(p + "mlp.c_proj.weight", l, LinearKind.Down, t));
-                    break;
-                }
+                    {
+                        string p = (has("transformer.wte.weight") ? "transformer." : "") + $"h.{l}.";
+                        bool t = c.Conv1DLayout;
+                        result.Add(new(p + "attn.c_attn.weight", l, LinearKind.FusedQkv, t));
+                        result.Add(new(p + "attn.c_proj.weight", l, LinearKind.AttentionOutput, t));
+                        result.Add(new(p + "mlp.c_fc.weight", l, LinearKind.Up, t));
+                        result.Add(new(p + "mlp.c_proj.weight", l, LinearKind.Down, t));
+                        break;
+                    }
 
                 default:
                     throw new MinnowException($"pruning does not support architecture {c.Architecture}.");

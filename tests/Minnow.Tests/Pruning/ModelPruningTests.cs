@@ -113,12 +113,14 @@ public class ModelPruningTests
         {
             path = folder;
             using var loaded = LoadedModel.Open(folder);
+            // A small slice keeps the test quick in Debug builds: 8 windows of 64 tokens calibrate, the next 8 score.
             string text = File.ReadAllText(Path.Combine(folder, "held-out.txt"));
-            var tokens = loaded.Tokenizer!.Encode(text[..Math.Min(text.Length, 40_000)], addSpecial: true, parseSpecial: false).ToArray();
-            int window = Math.Min(128, loaded.Config.MaxPositions);
+            var tokens = loaded.Tokenizer!.Encode(text[..Math.Min(text.Length, 8_000)], addSpecial: true, parseSpecial: false).ToArray();
+            const int window = 64;
             var windows = Enumerable.Range(0, tokens.Length / window).Select(i => tokens.AsSpan(i * window, window).ToArray()).ToList();
-            calibration = windows.Take(windows.Count / 2).ToList();
-            evaluation = windows.Skip(windows.Count / 2).ToList();
+            Assert.True(windows.Count >= 16, $"{windows.Count} windows");
+            calibration = windows.Take(8).ToList();
+            evaluation = windows.Skip(8).Take(8).ToList();
         }
         else
         {
