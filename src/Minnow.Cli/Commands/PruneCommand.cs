@@ -414,7 +414,13 @@ internal static class PruneCommand
             o.WriteLine($"layer {l}: {shape}; sparsity {F(100.0 * group.Sum(x => x.Zeros) / group.Sum(x => x.Count), "0.0")}%");
         }
 
-        if (!options.IsStructured)
+        if (options.IsStructured)
+        {
+            int heads0 = Enumerable.Range(0, original.Layers).Sum(original.HeadsOf), heads1 = Enumerable.Range(0, pruned.Layers).Sum(pruned.HeadsOf);
+            int ffn0 = Enumerable.Range(0, original.Layers).Sum(original.IntermediateOf), ffn1 = Enumerable.Range(0, pruned.Layers).Sum(pruned.IntermediateOf);
+            o.WriteLine($"kept {heads1}/{heads0} heads ({F(100.0 * heads1 / heads0, "0.#")}%; whole kv groups with GQA) and {ffn1}/{ffn0} MLP neurons ({F(100.0 * ffn1 / ffn0, "0.#")}%)");
+        }
+        else
         {
             o.WriteLine("note: the zeros are stored densely (no sparse format or kernel yet), so size and speed do not change.");
         }
