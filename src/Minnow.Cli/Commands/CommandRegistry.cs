@@ -11,6 +11,7 @@ internal static class CommandRegistry
         yield return GenerateCommand.Create();
         yield return PerplexityCommand.Create();
         yield return TrainCommand.Create();
+        yield return QuantizeCommand.Create();
         yield return PruneCommand.Create();
         yield return SynthCommand.Create();
         yield return BenchCommand.Create();

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Minnow.Inference;
 using Minnow.Loading;
+using Minnow.Quantization;
 using Spectre.Console;
 using static Minnow.Cli.Commands.CommandSupport;
 
@@ -30,10 +31,15 @@ internal static class PerplexityCommand
         {
             Description = "Token id put at the start of every window, or 'none' (default: the tokenizer's BOS when it adds one, else none).",
         };
+        var klBase = new Option<string?>("--kl-base")
+        {
+            Description = "A reference model (e.g. the original of a quantized model): also report the mean KL divergence of this model's " +
+                "next-token distributions from the reference's, and how often both rank the same token first (llama.cpp's --kl-divergence).",
+        };
         var json = JsonOption();
         var command = new Command("perplexity", "Measure perplexity on a text file (llama.cpp's method: windows of --ctx tokens, second half scored).")
         {
-            model, text, ids, ctx, chunks, bos, json,
+            model, text, ids, ctx, chunks, bos, klBase, json,
         };
 
         command.SetSyncAction((r, ct) =>
@@ -105,6 +111,15 @@ internal static class PerplexityCommand
                 result = PerplexityEvaluator.Evaluate(loaded.Model, tokens, context, maxChunks, bosToken, null, ct);
             }
 
+            ComparisonResult? kl = null;
+            string? klBasePath = r.GetValue(klBase);
+            if (klBasePath is not null)
+            {
+                using var reference = LoadedModel.Open(klBasePath);
+                kl = ModelComparison.Compare(reference.Model, loaded.Model, tokens, Math.Min(context, reference.Config.MaxPositions), maxChunks, bosToken, null, ct);
+                klBasePath = reference.Path;
+            }
+
             long peak = PeakMemoryBytes();
             var output = Out(r);
             if (r.GetValue(json))
@@ -129,6 +144,16 @@ internal static class PerplexityCommand
                         w.WriteNull("bos");
                     }
 
+                    if (kl is not null)
+                    {
+                        w.WriteString("kl_base", klBasePath);
+                        w.Number("ppl_base", kl.ReferencePerplexity);
+                        w.Number("kl_divergence", kl.MeanKl);
+                        w.Number("kl_divergence_stderr", kl.KlStandardError);
+                        w.Number("top1_agreement", kl.Top1Agreement);
+                        w.Number("top1_agreement_stderr", kl.Top1StandardError);
+                    }
+
                     w.Number("tokens_per_second", result.TokensPerSecond);
                     w.Number("seconds", result.Seconds);
                     w.WriteNumber("peak_memory_bytes", peak);
@@ -140,6 +165,11 @@ internal static class PerplexityCommand
                 output.WriteLine(
                     $"mean NLL {F(result.MeanNll, "0.000000")} over {Count(result.TokensScored)} scored tokens ({result.Chunks} windows of {result.Context}); " +
                     $"{F(result.TokensPerSecond, "0.0")} tok/s, {F(result.Seconds, "0.00")} s, peak memory {Bytes(peak)}");
+                if (kl is not null)
+                {
+                    output.WriteLine($"against {klBasePath} (perplexity {F(kl.ReferencePerplexity, "0.0000")}): KL divergence {F(kl.MeanKl, "0.000000")} ± " +
+                        $"{F(kl.KlStandardError, "0.000000")}, same top-1 {F(kl.Top1Agreement * 100, "0.00")} ± {F(kl.Top1StandardError * 100, "0.00")} %");
+                }
             }
 
             return 0;

@@ -1,0 +1,104 @@
+using Minnow.Tensors;
+
+namespace Minnow.Quantization;
+
+/// <summary>How the weights are rounded to the target format.</summary>
+public enum QuantizationMethod
+{
+    /// <summary>Round to nearest, block by block: llama.cpp's reference quantizer, bit for bit.</summary>
+    Rtn,
+
+    /// <summary>GPTQ (Frantar et al. 2022): column-by-column rounding with Hessian-based error feedback.</summary>
+    Gptq,
+
+    /// <summary>
+    /// AWQ-style activation-aware scaling (Lin et al. 2023): input channels of the layers fed by a norm are scaled
+    /// by mean|x|^α (the inverse folded into the norm), then rounded to nearest.
+    /// </summary>
+    Awq,
+}
+
+/// <summary>The knobs of <see cref="ModelQuantizer"/>.</summary>
+public sealed record QuantizationOptions
+{
+    /// <summary>The storage format of the linear layers: <see cref="DType.Q8_0"/> or <see cref="DType.Q4_0"/>.</summary>
+    public DType Scheme { get; init; } = DType.Q4_0;
+
+    public QuantizationMethod Method { get; init; } = QuantizationMethod.Rtn;
+
+    /// <summary>
+    /// Linear layers (by Hugging Face weight name) stored in another block format than <see cref="Scheme"/>: mixed
+    /// precision keeps the most sensitive ones at Q8_0 (<see cref="MixedPrecision"/>).
+    /// </summary>
+    public IReadOnlyDictionary<string, DType>? TypeOverrides { get; init; }
+
+    /// <summary>The block format of one linear layer.</summary>
+    public DType SchemeOf(string layer) =>
+        TypeOverrides is not null && TypeOverrides.TryGetValue(layer, out var type) ? type : Scheme;
+
+    /// <summary>GPTQ: dampening added to the Hessian's diagonal, as a fraction of its mean diagonal.</summary>
+    public double Dampening { get; init; } = 0.01;
+
+    /// <summary>GPTQ: quantize columns in order of decreasing Hessian diagonal ("act-order").</summary>
+    public bool ActOrder { get; init; } = true;
+
+    /// <summary>GPTQ: columns per lazy batch (error feedback to later columns is applied once per batch).</summary>
+    public int LazyBatchSize { get; init; } = 128;
+
+    /// <summary>
+    /// GPTQ Q4_0: pick each block's scale among a few candidates by Hessian-weighted error (false: llama.cpp's
+    /// rule d = max / -8 on the error-updated weights).
+    /// </summary>
+    public bool ScaleSearch { get; init; } = true;
+
+    /// <summary>AWQ: number of steps of the α grid over [0, 1] (α = 0 is plain round to nearest).</summary>
+    public int AwqGridSteps { get; init; } = 20;
+
+    public void Validate()
+    {
+        if (Scheme is not (DType.Q8_0 or DType.Q4_0))
+        {
+            throw new MinnowException($"quantization scheme must be q8_0 or q4_0, not {Scheme.Name()}.");
+        }
+
+        foreach (var (layer, type) in TypeOverrides ?? new Dictionary<string, DType>())
+        {
+            if (type is not (DType.Q8_0 or DType.Q4_0))
+            {
+                throw new MinnowException($"{layer}: a layer can be stored as q8_0 or q4_0, not {type.Name()}.");
+            }
+        }
+
+        if (Dampening is < 0 or > 10 || !double.IsFinite(Dampening))
+        {
+            throw new MinnowException($"the GPTQ dampening must be between 0 and 10 (got {Dampening}).");
+        }
+
+        if (LazyBatchSize < 1)
+        {
+            throw new MinnowException($"the GPTQ lazy batch size must be positive (got {LazyBatchSize}).");
+        }
+
+        if (AwqGridSteps < 1)
+        {
+            throw new MinnowException($"the AWQ grid must have at least one step (got {AwqGridSteps}).");
+        }
+    }
+
+    public static DType ParseScheme(string? text) => text?.Trim().ToLowerInvariant() switch
+    {
+        "q8_0" or "q8" => DType.Q8_0,
+        "q4_0" or "q4" => DType.Q4_0,
+        _ => throw new MinnowException($"--scheme '{text}' is not supported (q8_0, q4_0)."),
+    };
+
+    public static QuantizationMethod ParseMethod(string? text) => text?.Trim().ToLowerInvariant() switch
+    {
+        "rtn" => QuantizationMethod.Rtn,
+        "gptq" => QuantizationMethod.Gptq,
+        "awq" => QuantizationMethod.Awq,
+        _ => throw new MinnowException($"--method '{text}' is not supported (rtn, gptq, awq)."),
+    };
+
+    public static string MethodName(QuantizationMethod method) => method.ToString().ToLowerInvariant();
+}
