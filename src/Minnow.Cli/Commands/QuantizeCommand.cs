@@ -33,7 +33,8 @@ internal static class QuantizeCommand
         var output = new Option<string>("--out", "-o") { Description = "The GGUF file to write.", Required = true };
         var scheme = new Option<string>("--scheme", "-s")
         {
-            Description = "Weight format: q8_0, q4_0, or mixed (q4_0 with the layers that matter most kept at q8_0, within --max-size).",
+            Description = "Weight format: q8_0, q4_0, or mixed (q4_0 with the layers that matter most kept at q8_0, within --max-size). " +
+                "With --method llamacpp also llama.cpp's own types: q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m, q6_k.",
             DefaultValueFactory = _ => "q4_0",
         };
         var maxSize = new Option<string?>("--max-size")
@@ -75,18 +76,28 @@ internal static class QuantizeCommand
             var watch = Stopwatch.StartNew();
             string schemeName = r.GetValue(scheme)?.Trim().ToLowerInvariant() ?? "q4_0";
             bool mixed = schemeName == "mixed";
-            var type = mixed ? DType.Q4_0 : QuantizationOptions.ParseScheme(schemeName);
+            string methodName = r.GetValue(method)?.Trim().ToLowerInvariant() ?? "gptq";
+            bool llamaCpp = methodName is "llamacpp" or "llama.cpp";
+
+            // llama.cpp's quantizer also makes its own other types (q4_k_m, ...), for comparison.
+            bool llamaCppOnly = llamaCpp && schemeName is not ("q8_0" or "q8" or "q4_0" or "q4");
+            var type = mixed || llamaCppOnly ? DType.Q4_0 : QuantizationOptions.ParseScheme(schemeName);
+            if (llamaCppOnly)
+            {
+                LlamaCppQuantizer.ParseType(schemeName);
+            }
+
             long? budget = r.GetValue(maxSize) is string sizeText ? MixedPrecision.ParseSize(sizeText) : null;
             if (budget is not null && !mixed)
             {
                 throw new MinnowException("--max-size applies to --scheme mixed only.");
             }
-            string methodName = r.GetValue(method)?.Trim().ToLowerInvariant() ?? "gptq";
-            bool llamaCpp = methodName is "llamacpp" or "llama.cpp";
+
             if (llamaCpp && mixed)
             {
-                throw new MinnowException("--method llamacpp quantizes to q8_0 or q4_0 only, not mixed.");
+                throw new MinnowException("--method llamacpp makes llama.cpp's own types (q8_0, q4_0, q4_k_m, ...), not mixed.");
             }
+
             var options = new QuantizationOptions
             {
                 Scheme = type,
@@ -130,7 +141,7 @@ internal static class QuantizeCommand
             int context = Math.Min(requested, loaded.Config.MaxPositions);
             var tokenizer = GgufTokenizerMetadata.For(loaded.Path, loaded.Format, loaded.Config.VocabSize);
             bool bar = ErrIsTerminal(r);
-            var report = new Report { Mixed = mixed, Options = options, Method = llamaCpp ? "llamacpp" : QuantizationOptions.MethodName(options.Method), Texts = texts, Context = context };
+            var report = new Report { SchemeOverride = mixed ? "mixed" : llamaCppOnly ? schemeName : null, Options = options, Method = llamaCpp ? "llamacpp" : QuantizationOptions.MethodName(options.Method), Texts = texts, Context = context };
 
             Phases.Run(bar, err, phase =>
             {
@@ -154,7 +165,7 @@ internal static class QuantizeCommand
                 if (llamaCpp)
                 {
                     var progress = phase("llama.cpp quantizer");
-                    LlamaCppQuantizer.Quantize(loaded.Model, tokenizer.Write, target, type, ct);
+                    LlamaCppQuantizer.Quantize(loaded.Model, tokenizer.Write, target, llamaCppOnly ? schemeName : type.Name().ToLowerInvariant(), ct);
                     progress.Report((1, 1));
                 }
                 else
@@ -383,13 +394,14 @@ internal static class QuantizeCommand
 
     private sealed class Report
     {
-        public required bool Mixed { get; init; }
+        /// <summary>The scheme's name when it is not the block type of <see cref="Options"/> (mixed, llama.cpp's k-quants).</summary>
+        public required string? SchemeOverride { get; init; }
 
         public required QuantizationOptions Options { get; set; }
 
         public MixedPrecisionPlan? MixedPlan { get; set; }
 
-        private string SchemeName => Mixed ? "mixed" : Options.Scheme.Name().ToLowerInvariant();
+        private string SchemeName => SchemeOverride ?? Options.Scheme.Name().ToLowerInvariant();
 
         public required string Method { get; init; }
 
@@ -624,7 +636,27 @@ internal static class QuantizeCommand
     /// </summary>
     internal static class LlamaCppQuantizer
     {
-        public static void Quantize(TransformerModel model, Action<Formats.Gguf.GgufWriter>? tokenizer, string target, DType type, CancellationToken ct)
+        /// <summary>llama.cpp's type names (as its llama-quantize tool spells them) that this comparison offers.</summary>
+        public static readonly IReadOnlyDictionary<string, LLamaFtype> Types = new Dictionary<string, LLamaFtype>(StringComparer.Ordinal)
+        {
+            ["q8_0"] = LLamaFtype.MOSTLY_Q8_0,
+            ["q4_0"] = LLamaFtype.MOSTLY_Q4_0,
+            ["q4_1"] = LLamaFtype.MOSTLY_Q4_1,
+            ["q5_0"] = LLamaFtype.MOSTLY_Q5_0,
+            ["q5_1"] = LLamaFtype.MOSTLY_Q5_1,
+            ["q2_k"] = LLamaFtype.MOSTLY_Q2_K,
+            ["q3_k_m"] = LLamaFtype.MOSTLY_Q3_K_M,
+            ["q4_k_s"] = LLamaFtype.MOSTLY_Q4_K_S,
+            ["q4_k_m"] = LLamaFtype.MOSTLY_Q4_K_M,
+            ["q5_k_m"] = LLamaFtype.MOSTLY_Q5_K_M,
+            ["q6_k"] = LLamaFtype.MOSTLY_Q6_K,
+        };
+
+        public static LLamaFtype ParseType(string name) => Types.TryGetValue(name, out var type)
+            ? type
+            : throw new MinnowException($"--scheme '{name}' is not one of llama.cpp's types offered here ({string.Join(", ", Types.Keys)}).");
+
+        public static void Quantize(TransformerModel model, Action<Formats.Gguf.GgufWriter>? tokenizer, string target, string type, CancellationToken ct)
         {
             string folder = Path.GetDirectoryName(target)!;
             Directory.CreateDirectory(folder);
@@ -647,8 +679,17 @@ internal static class QuantizeCommand
         }
 
         /// <summary>llama_model_quantize on a GGUF file: Q4_0 or Q8_0, output head and token embedding at Q8_0.</summary>
-        public static void QuantizeFile(string source, string destination, DType type)
+        public static void QuantizeFile(string source, string destination, DType type) =>
+            QuantizeFile(source, destination, type.Name().ToLowerInvariant());
+
+        /// <summary>
+        /// llama_model_quantize on a GGUF file to one of <see cref="Types"/>. For Q4_0 and Q8_0 the output head and token
+        /// embedding are Q8_0 (as Minnow keeps them, so the files are the same format and size); the k-quant mixes keep
+        /// llama.cpp's own choices for them.
+        /// </summary>
+        public static void QuantizeFile(string source, string destination, string type)
         {
+            var ftype = ParseType(type);
             if (!NativeLibraryConfig.LLama.LibraryHasLoaded)
             {
                 NativeLibraryConfig.All.WithLogCallback((level, message) =>
@@ -663,13 +704,17 @@ internal static class QuantizeCommand
             // Loads the native library through LLamaSharp's resolver (the parameters' own import would not find it).
             NativeApi.llama_empty_call();
             var parameters = LLamaModelQuantizeParams.Default();
-            parameters.ftype = type == DType.Q8_0 ? LLamaFtype.MOSTLY_Q8_0 : LLamaFtype.MOSTLY_Q4_0;
-            parameters.output_tensor_type = GGMLType.GGML_TYPE_Q8_0;
-            parameters.token_embedding_type = GGMLType.GGML_TYPE_Q8_0;
+            parameters.ftype = ftype;
+            if (ftype is LLamaFtype.MOSTLY_Q8_0 or LLamaFtype.MOSTLY_Q4_0)
+            {
+                parameters.output_tensor_type = GGMLType.GGML_TYPE_Q8_0;
+                parameters.token_embedding_type = GGMLType.GGML_TYPE_Q8_0;
+            }
+
             parameters.nthread = WorkerPool.DefaultThreadCount;
             if (NativeApi.llama_model_quantize(source, destination, ref parameters) != 0)
             {
-                throw new MinnowException($"llama.cpp could not quantize {source} to {type.Name()} (see its log above).");
+                throw new MinnowException($"llama.cpp could not quantize {source} to {type} (see its log above).");
             }
         }
     }

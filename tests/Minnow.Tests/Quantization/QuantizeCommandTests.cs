@@ -83,6 +83,10 @@ public class QuantizeCommandTests
         string output = folder.File("x.gguf");
         Minnow.Tests.Cli.Cli.AssertFails(["quantize", model, "--out", output, "--scheme", "q3_k"], "--scheme", "q3_k");
         Minnow.Tests.Cli.Cli.AssertFails(["quantize", model, "--out", output, "--method", "magic"], "--method", "magic");
+        Minnow.Tests.Cli.Cli.AssertFails(["quantize", model, "--out", output, "--method", "llamacpp", "--scheme", "q9_z"], "--scheme", "q9_z", "q4_k_m");
+        Minnow.Tests.Cli.Cli.AssertFails(["quantize", model, "--out", output, "--method", "llamacpp", "--scheme", "mixed"], "mixed");
+        Minnow.Tests.Cli.Cli.AssertFails(["quantize", model, "--out", output, "--scheme", "q4_0", "--max-size", "1MB"], "--max-size");
+        Minnow.Tests.Cli.Cli.AssertFails(["quantize", model, "--out", output, "--scheme", "mixed", "--max-size", "lots"], "--max-size", "lots");
         Minnow.Tests.Cli.Cli.AssertFails(["quantize", model, "--out", output], "--ids");
         Minnow.Tests.Cli.Cli.AssertFails(["quantize", model, "--out", output, "--ids"], "--eval");
         File.WriteAllText(folder.File("few.txt"), "1 2 3");
