@@ -9,22 +9,65 @@ namespace Minnow.Loading;
 /// Builds a model from a GGUF file: the config from the <c>{arch}.*</c> metadata, the weights as views of the
 /// mapped tensors under Hugging Face names. llama.cpp stores Llama's q/k rows permuted for its interleaved RoPE,
 /// so a GGUF "llama" model runs with <see cref="RopeStyle.Interleaved"/> instead of being permuted back.
+/// Tensors in types Minnow has no kernels for (llama.cpp's Q4_1, Q5_0, Q5_1, Q8_1 and K-quants, see
+/// <see cref="DTypeInfo.IsLoadOnly"/>) are dequantized once, exactly, into F32 native memory the weights own; a
+/// note says so.
 /// </summary>
 public static unsafe class GgufModelReader
 {
-    public static (ModelConfig Config, WeightSet Weights) Read(GgufFile file)
+    public static (ModelConfig Config, WeightSet Weights) Read(GgufFile file) => Read(file, notes: null);
+
+    /// <summary>As <see cref="Read(GgufFile)"/>, adding to <paramref name="notes"/> a line about any conversion at load.</summary>
+    public static (ModelConfig Config, WeightSet Weights) Read(GgufFile file, ICollection<string>? notes)
+    {
+        var owner = new GgufWeightsOwner(file);
+        try
+        {
+            return Read(file, owner, notes);
+        }
+        catch
+        {
+            owner.DisposeConverted();
+            throw;
+        }
+    }
+
+    private static (ModelConfig Config, WeightSet Weights) Read(GgufFile file, GgufWeightsOwner owner, ICollection<string>? notes)
     {
         string source = file.Path;
         var m = file.Metadata;
         string arch = file.Architecture ?? throw new MinnowException($"{source}: no general.architecture in the GGUF metadata.");
         var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var converted = new SortedDictionary<DType, int>();
+        long convertedFileBytes = 0, convertedBytes = 0;
         foreach (var t in file.Tensors)
         {
             string? hf = GgufNames.ToHuggingFace(arch, t.Name);
-            if (hf != null)
+            if (hf == null)
+            {
+                continue;
+            }
+
+            if (t.Type.IsLoadOnly())
+            {
+                var f32 = ToF32(t, hf, owner);
+                converted[t.Type] = converted.GetValueOrDefault(t.Type) + 1;
+                convertedFileBytes += t.ByteSize;
+                convertedBytes += f32.ByteSize;
+                tensors[hf] = f32;
+            }
+            else
             {
                 tensors[hf] = new Tensor(hf, t.Type, t.Shape, t.Data, t.Owner);
             }
+        }
+
+        if (converted.Count > 0 && notes != null)
+        {
+            int count = converted.Values.Sum();
+            string types = string.Join(", ", converted.Select(c => $"{c.Value} {c.Key.Name()}"));
+            notes.Add($"{file.FileName}: {count} tensor{(count == 1 ? "" : "s")} ({types}) converted to F32 at load, as Minnow has no kernels for " +
+                $"{(converted.Count == 1 ? "this type" : "these types")} ({convertedFileBytes / 1048576.0:0.0} MiB in the file, {convertedBytes / 1048576.0:0.0} MiB in memory).");
         }
 
         int Required(string key) => m.TryGetInt($"{arch}.{key}", out int v)
@@ -47,7 +90,7 @@ public static unsafe class GgufModelReader
         float[]? ropeFactors = null;
         if (file.TryGetTensor("rope_freqs.weight", out var freqs))
         {
-            ropeFactors = freqs.ToFloatArray();
+            ropeFactors = DequantizeKQuants.ToFloats(freqs);
         }
 
         var config = arch switch
@@ -122,6 +165,51 @@ public static unsafe class GgufModelReader
             _ => throw new MinnowException($"{source}: GGUF architecture '{arch}' is not supported; supported: llama, qwen2, deci, gptneox, gpt2."),
         };
 
-        return (config, new WeightSet(tensors, source, file));
+        return (config, new WeightSet(tensors, source, owner));
+    }
+
+    /// <summary>Dequantizes a tensor into a new F32 tensor backed by native memory that <paramref name="owner"/> keeps.</summary>
+    private static Tensor ToF32(Tensor t, string name, GgufWeightsOwner owner)
+    {
+        var buffer = owner.Allocate(t.ElementCount * sizeof(float));
+        nint source = (nint)t.Data, destination = (nint)buffer.Pointer;
+        int rows = t.Rows, cols = t.Columns;
+        long rowBytes = t.RowBytes;
+        var type = t.Type;
+        const int RowsPerTask = 64;
+        Parallel.For(0, (rows + RowsPerTask - 1) / RowsPerTask, chunk =>
+        {
+            for (int r = chunk * RowsPerTask, end = Math.Min(rows, r + RowsPerTask); r < end; r++)
+            {
+                DequantizeKQuants.Row(type, (byte*)source + (r * rowBytes), new Span<float>((float*)destination + ((long)r * cols), cols));
+            }
+        });
+        return new Tensor(name, DType.F32, t.Shape, buffer.Pointer, buffer);
+    }
+
+    /// <summary>What the weights of a GGUF model own: the mapped file and the buffers of converted tensors.</summary>
+    private sealed class GgufWeightsOwner(GgufFile file) : IDisposable
+    {
+        private readonly List<NativeBuffer> _buffers = [];
+
+        public NativeBuffer Allocate(long bytes)
+        {
+            var buffer = new NativeBuffer(bytes);
+            _buffers.Add(buffer);
+            return buffer;
+        }
+
+        /// <summary>Frees the converted tensors only (the caller still owns the file when reading fails).</summary>
+        public void DisposeConverted()
+        {
+            _buffers.ForEach(b => b.Dispose());
+            _buffers.Clear();
+        }
+
+        public void Dispose()
+        {
+            DisposeConverted();
+            file.Dispose();
+        }
     }
 }

@@ -47,6 +47,13 @@ public sealed record ModelFacts
 
     public int? TokenizerVocabSize { get; init; }
 
+    /// <summary>
+    /// One line for each thing done at load the user should know of, e.g. that GGUF tensors in a type Minnow has
+    /// no kernels for (Q4_K, Q6_K, ...) were converted to F32 — <see cref="DType"/> then describes the weights in
+    /// memory, not in the file. Empty when there is nothing to say.
+    /// </summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
+
     /// <summary>"kind, vocab N" or "none".</summary>
     public string TokenizerDescription => TokenizerKind is null ? "none" : $"{TokenizerKind}, vocab {TokenizerVocabSize}";
 
@@ -90,6 +97,9 @@ public sealed class LoadedModel : IDisposable
 
     public ModelFacts Facts { get; }
 
+    /// <summary>What was done at load that the user should know of (see <see cref="ModelFacts.Notes"/>); print each line.</summary>
+    public IReadOnlyList<string> Notes => Facts.Notes;
+
     public static LoadedModel Open(string path, WorkerPool? pool = null)
     {
         if (string.IsNullOrWhiteSpace(path))
@@ -99,7 +109,8 @@ public sealed class LoadedModel : IDisposable
 
         string resolved = ResolveModelPath(System.IO.Path.GetFullPath(path));
         var format = ModelLoader.DetectFormat(resolved);
-        var model = ModelLoader.LoadModel(resolved, pool);
+        var notes = new List<string>();
+        var model = ModelLoader.LoadModel(resolved, pool, notes);
         try
         {
             var files = WeightFiles(resolved, format);
@@ -111,7 +122,7 @@ public sealed class LoadedModel : IDisposable
                 Architecture = model.Config.Architecture,
                 ModelType = model.Config.ModelType,
                 Parameters = model.Weights.ParameterCount,
-                DType = DescribeDTypes(model.Weights),
+                DType = DescribeDTypes(model.Weights, format == ModelFormat.Gguf ? resolved : null),
                 WeightFiles = files,
                 WeightFileBytes = files.Sum(f => new FileInfo(f).Length),
                 ContextLength = model.Config.MaxPositions,
@@ -122,6 +133,7 @@ public sealed class LoadedModel : IDisposable
                 VocabSize = model.Config.VocabSize,
                 TokenizerKind = tokenizer is null ? null : (tokenizer as TextTokenizer)?.Description ?? tokenizer.GetType().Name,
                 TokenizerVocabSize = tokenizer?.VocabSize,
+                Notes = notes,
             };
             return new LoadedModel(resolved, format, model, tokenizer, facts);
         }
@@ -187,9 +199,30 @@ public sealed class LoadedModel : IDisposable
     }
 
     /// <summary>"F32", or "mixed: Q8_0 + F32" listing the storage types by their share of the bytes.</summary>
-    public static string DescribeDTypes(WeightSet weights)
+    public static string DescribeDTypes(WeightSet weights) => DescribeDTypes(weights.All.Values);
+
+    /// <summary>
+    /// As <see cref="DescribeDTypes(WeightSet)"/>; when the weights came from the GGUF file at
+    /// <paramref name="ggufPath"/> and some were converted at load, also what the file stores:
+    /// "mixed: F32 + Q8_0 (stored as mixed: Q4_K + Q6_K + F32, converted to F32 at load)".
+    /// </summary>
+    public static string DescribeDTypes(WeightSet weights, string? ggufPath)
     {
-        var types = weights.All.Values
+        string inMemory = DescribeDTypes(weights);
+        if (ggufPath == null)
+        {
+            return inMemory;
+        }
+
+        using var file = GgufFile.Open(ggufPath);
+        return file.Tensors.Any(t => t.Type.IsLoadOnly())
+            ? $"{inMemory} (stored as {DescribeDTypes(file.Tensors)}, converted to F32 at load)"
+            : inMemory;
+    }
+
+    private static string DescribeDTypes(IEnumerable<Tensor> tensors)
+    {
+        var types = tensors
             .GroupBy(t => t.Type)
             .Select(g => (Type: g.Key, Bytes: g.Sum(t => t.ByteSize)))
             .OrderByDescending(g => g.Bytes)

@@ -56,64 +56,70 @@ public static class ModelLoader
     }
 
     /// <summary>Loads the weights and config of a model (no tokenizer).</summary>
-    public static TransformerModel LoadModel(string path, WorkerPool? pool = null)
+    public static TransformerModel LoadModel(string path, WorkerPool? pool = null) => LoadModel(path, pool, notes: null);
+
+    /// <summary>
+    /// Loads the weights and config of a model (no tokenizer), adding to <paramref name="notes"/> one line for
+    /// anything done at load that the user should know of (GGUF tensors converted to F32, for instance).
+    /// </summary>
+    public static TransformerModel LoadModel(string path, WorkerPool? pool, ICollection<string>? notes)
     {
         switch (DetectFormat(path))
         {
             case ModelFormat.HuggingFace:
-            {
-                string folder = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
-                var config = ModelConfig.FromHuggingFace(Path.Combine(folder, "config.json"));
-                var checkpoint = SafetensorsCheckpoint.Open(path);
-                var weights = new WeightSet(checkpoint.Tensors, path, checkpoint);
-                try
                 {
-                    return ModelFactory.Create(config, weights, pool);
-                }
-                catch
-                {
-                    weights.Dispose();
-                    throw;
-                }
-            }
-
-            case ModelFormat.Gguf:
-            {
-                var file = GgufFile.Open(path);
-                WeightSet? weights = null;
-                try
-                {
-                    (var config, weights) = GgufModelReader.Read(file);
-                    return ModelFactory.Create(config, weights, pool);
-                }
-                catch
-                {
-                    if (weights != null)
+                    string folder = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
+                    var config = ModelConfig.FromHuggingFace(Path.Combine(folder, "config.json"));
+                    var checkpoint = SafetensorsCheckpoint.Open(path);
+                    var weights = new WeightSet(checkpoint.Tensors, path, checkpoint);
+                    try
+                    {
+                        return ModelFactory.Create(config, weights, pool);
+                    }
+                    catch
                     {
                         weights.Dispose();
+                        throw;
                     }
-                    else
-                    {
-                        file.Dispose();
-                    }
-
-                    throw;
                 }
-            }
+
+            case ModelFormat.Gguf:
+                {
+                    var file = GgufFile.Open(path);
+                    WeightSet? weights = null;
+                    try
+                    {
+                        (var config, weights) = GgufModelReader.Read(file, notes);
+                        return ModelFactory.Create(config, weights, pool);
+                    }
+                    catch
+                    {
+                        if (weights != null)
+                        {
+                            weights.Dispose();
+                        }
+                        else
+                        {
+                            file.Dispose();
+                        }
+
+                        throw;
+                    }
+                }
 
             case ModelFormat.Llama2c:
-            {
-                var (config, weights) = Llama2cCheckpoint.Open(path);
-                try
                 {
-                    return ModelFactory.Create(config, weights, pool);
+                    var (config, weights) = Llama2cCheckpoint.Open(path);
+                    try
+                    {
+                        return ModelFactory.Create(config, weights, pool);
+                    }
+                    catch
+                    {
+                        weights.Dispose();
+                        throw;
+                    }
                 }
-                catch
-                {
-                    weights.Dispose();
-                    throw;
-                }
-            }
 
             default:
                 throw new MinnowException($"{path}: this format is not supported yet.");

@@ -10,6 +10,28 @@ public enum DType
     Q8_0,
     /// <summary>GGUF Q4_0: blocks of 32 values, one fp16 scale + 16 bytes of 4-bit values (offset 8).</summary>
     Q4_0,
+
+    // The types below occur in GGUF files quantized by llama.cpp. Minnow has no kernels for them: a model's tensors
+    // in these types are converted to F32 when it is loaded (see DequantizeKQuants for the block layouts).
+
+    /// <summary>GGUF Q4_1: blocks of 32 values, fp16 scale and minimum + 16 bytes of 4-bit values.</summary>
+    Q4_1,
+    /// <summary>GGUF Q5_0: blocks of 32 values, fp16 scale + 4 bytes of fifth bits + 16 bytes of low nibbles (offset 16).</summary>
+    Q5_0,
+    /// <summary>GGUF Q5_1: blocks of 32 values, fp16 scale and minimum + 4 bytes of fifth bits + 16 bytes of low nibbles.</summary>
+    Q5_1,
+    /// <summary>GGUF Q8_1: blocks of 32 values, fp16 scale and fp16 sum + 32 int8.</summary>
+    Q8_1,
+    /// <summary>GGUF Q2_K: super-blocks of 256 values, 2-bit quants with 4-bit scales and minimums.</summary>
+    Q2_K,
+    /// <summary>GGUF Q3_K: super-blocks of 256 values, 3-bit quants with 6-bit scales.</summary>
+    Q3_K,
+    /// <summary>GGUF Q4_K: super-blocks of 256 values, 4-bit quants with 6-bit scales and minimums.</summary>
+    Q4_K,
+    /// <summary>GGUF Q5_K: super-blocks of 256 values, 5-bit quants with 6-bit scales and minimums.</summary>
+    Q5_K,
+    /// <summary>GGUF Q6_K: super-blocks of 256 values, 6-bit quants with int8 scales.</summary>
+    Q6_K,
 }
 
 public static class DTypeInfo
@@ -17,7 +39,8 @@ public static class DTypeInfo
     /// <summary>Number of elements in one storage block (1 for plain floating types).</summary>
     public static int BlockSize(this DType type) => type switch
     {
-        DType.Q8_0 or DType.Q4_0 => 32,
+        DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q8_1 => 32,
+        DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
         _ => 1,
     };
 
@@ -28,11 +51,27 @@ public static class DTypeInfo
         DType.F16 or DType.BF16 => 2,
         DType.Q8_0 => 34,
         DType.Q4_0 => 18,
+        DType.Q4_1 => 20,
+        DType.Q5_0 => 22,
+        DType.Q5_1 => 24,
+        DType.Q8_1 => 36,
+        DType.Q2_K => 84,
+        DType.Q3_K => 110,
+        DType.Q4_K => 144,
+        DType.Q5_K => 176,
+        DType.Q6_K => 210,
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 
     /// <summary>Bytes needed to store <paramref name="elements"/> values (a multiple of the block size).</summary>
     public static long ByteCount(this DType type, long elements) => elements / type.BlockSize() * type.BlockBytes();
+
+    /// <summary>
+    /// True for the types Minnow reads from GGUF files but has no kernels for (Q4_1, Q5_0, Q5_1, Q8_1 and the
+    /// K-quants): their tensors are converted to F32 when a model is loaded.
+    /// </summary>
+    public static bool IsLoadOnly(this DType type) => type is DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q8_1
+        or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     public static string Name(this DType type) => type switch
     {
@@ -41,6 +80,15 @@ public static class DTypeInfo
         DType.BF16 => "BF16",
         DType.Q8_0 => "Q8_0",
         DType.Q4_0 => "Q4_0",
+        DType.Q4_1 => "Q4_1",
+        DType.Q5_0 => "Q5_0",
+        DType.Q5_1 => "Q5_1",
+        DType.Q8_1 => "Q8_1",
+        DType.Q2_K => "Q2_K",
+        DType.Q3_K => "Q3_K",
+        DType.Q4_K => "Q4_K",
+        DType.Q5_K => "Q5_K",
+        DType.Q6_K => "Q6_K",
         _ => type.ToString(),
     };
 }

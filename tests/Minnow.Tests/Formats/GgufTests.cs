@@ -385,9 +385,9 @@ public sealed class GgufTests : IDisposable
     [Fact]
     public void RejectsUnsupportedTensorTypes()
     {
-        byte[] bytes = new RawGguf(tensors: 1).Tensor("blk.0.ffn_up.weight", 12, 0, 256, 2).PadTo(32).Bytes();
+        byte[] bytes = new RawGguf(tensors: 1).Tensor("blk.0.ffn_up.weight", GgmlType.IQ2_XXS, 0, 256, 2).PadTo(32).Bytes();
         string message = Expect([.. bytes, .. new byte[1024]]);
-        Assert.Contains("tensor 'blk.0.ffn_up.weight' has type Q4_K, which Minnow does not support", message);
+        Assert.Contains("tensor 'blk.0.ffn_up.weight' has type IQ2_XXS, which Minnow does not support", message);
     }
 
     [Fact]

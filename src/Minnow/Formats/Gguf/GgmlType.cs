@@ -8,8 +8,21 @@ public static class GgmlType
     public const uint F32 = 0;
     public const uint F16 = 1;
     public const uint Q4_0 = 2;
+    public const uint Q4_1 = 3;
+    public const uint Q5_0 = 6;
+    public const uint Q5_1 = 7;
     public const uint Q8_0 = 8;
+    public const uint Q8_1 = 9;
+    public const uint Q2_K = 10;
+    public const uint Q3_K = 11;
+    public const uint Q4_K = 12;
+    public const uint Q5_K = 13;
+    public const uint Q6_K = 14;
+    public const uint IQ2_XXS = 16;
     public const uint BF16 = 30;
+
+    /// <summary>The ggml types Minnow loads, for messages ("F32, F16, ...").</summary>
+    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 
     private static readonly string[] Names =
     [
@@ -29,6 +42,15 @@ public static class GgmlType
         Q4_0 => DType.Q4_0,
         Q8_0 => DType.Q8_0,
         BF16 => DType.BF16,
+        Q4_1 => DType.Q4_1,
+        Q5_0 => DType.Q5_0,
+        Q5_1 => DType.Q5_1,
+        Q8_1 => DType.Q8_1,
+        Q2_K => DType.Q2_K,
+        Q3_K => DType.Q3_K,
+        Q4_K => DType.Q4_K,
+        Q5_K => DType.Q5_K,
+        Q6_K => DType.Q6_K,
         _ => null,
     };
 
@@ -39,6 +61,15 @@ public static class GgmlType
         DType.Q4_0 => Q4_0,
         DType.Q8_0 => Q8_0,
         DType.BF16 => BF16,
+        DType.Q4_1 => Q4_1,
+        DType.Q5_0 => Q5_0,
+        DType.Q5_1 => Q5_1,
+        DType.Q8_1 => Q8_1,
+        DType.Q2_K => Q2_K,
+        DType.Q3_K => Q3_K,
+        DType.Q4_K => Q4_K,
+        DType.Q5_K => Q5_K,
+        DType.Q6_K => Q6_K,
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 }

@@ -8,7 +8,9 @@ namespace Minnow.Formats.Gguf;
 /// A GGUF (version 2 or 3) file, memory-mapped: the metadata is parsed when opened and the tensors are
 /// <see cref="Tensor"/> views into the mapping (nothing is copied). GGUF lists dimensions innermost-first;
 /// <see cref="Tensor.Shape"/> is the reverse (row-major), so a GGUF <c>[ne0=cols, ne1=rows]</c> becomes
-/// <c>[rows, cols]</c>. Dispose the file when its tensors are no longer used.
+/// <c>[rows, cols]</c>. Tensors keep the type stored in the file, including those Minnow has no kernels for
+/// (<see cref="DTypeInfo.IsLoadOnly"/>; the model loader converts them). Dispose the file when its tensors are no
+/// longer used.
 /// </summary>
 public sealed unsafe class GgufFile : IDisposable
 {
@@ -192,7 +194,8 @@ public sealed unsafe class GgufFile : IDisposable
         foreach (var (name, dims, type, offset) in infos)
         {
             DType dtype = GgmlType.ToDType(type) ?? throw new MinnowException(
-                $"{source}: tensor '{name}' has type {GgmlType.Name(type)}, which Minnow does not support (supported: F32, F16, BF16, Q8_0, Q4_0).");
+                $"{source}: tensor '{name}' has type {GgmlType.Name(type)}, which Minnow does not support (supported: {GgmlType.SupportedNames}); " +
+                "re-quantize the original F16/F32 model to one of these, e.g. with llama.cpp's llama-quantize to Q4_K_M or Q8_0.");
             long elements = 1;
             foreach (long d in dims)
             {
