@@ -6,7 +6,9 @@ namespace Minnow.Kernels;
 
 /// <summary>
 /// y[t, o] = Σ_i x[t, i] · W[o, i] (+ bias[o]) for a weight matrix W [outputs, inputs] of any storage type and
-/// <c>tokens</c> rows of float32 activations; all arithmetic is float32.
+/// <c>tokens</c> rows of float32 activations; all arithmetic is float32. Q8_0 and Q4_0 weights go by default to
+/// <see cref="QuantizedMatMul"/> instead (activations quantized to Q8_0, integer dot products, as llama.cpp); the
+/// description below is the float path, which they take with <c>MINNOW_Q8_ACTIVATIONS=0</c>.
 /// <para>
 /// Output rows are spread over the worker pool in groups of four. Decoding (one token) streams each group's
 /// weights once, converting them to float in registers. With several tokens a group is converted once into a
@@ -38,13 +40,30 @@ public static unsafe class MatMul
 
     private struct ScratchTag;
 
-    public static void Compute(Tensor weight, float* x, int tokens, float* y, float* bias = null, WorkerPool? pool = null) =>
-        Compute(weight, x, tokens, y, bias, pool, KernelIsa.Current);
+    /// <summary>
+    /// Whether Q8_0 and Q4_0 weights multiply Q8_0-quantized activations with integer dot products
+    /// (<see cref="QuantizedMatMul"/>, as llama.cpp does) rather than unpacking the weights to float. On unless the
+    /// environment variable <c>MINNOW_Q8_ACTIVATIONS</c> is <c>0</c> when the process starts.
+    /// </summary>
+    internal static readonly bool QuantizedActivations = Environment.GetEnvironmentVariable("MINNOW_Q8_ACTIVATIONS") != "0";
 
-    internal static void Compute(Tensor weight, float* x, int tokens, float* y, float* bias, WorkerPool? pool, VectorWidth width)
+    public static void Compute(Tensor weight, float* x, int tokens, float* y, float* bias = null, WorkerPool? pool = null) =>
+        Compute(weight, x, tokens, y, bias, pool, KernelIsa.Current, QuantizedActivations);
+
+    internal static void Compute(Tensor weight, float* x, int tokens, float* y, float* bias, WorkerPool? pool, VectorWidth width) =>
+        Compute(weight, x, tokens, y, bias, pool, width, QuantizedActivations);
+
+    /// <param name="quantizeActivations">Whether Q8_0 / Q4_0 weights take the integer path; other types ignore it.</param>
+    internal static void Compute(Tensor weight, float* x, int tokens, float* y, float* bias, WorkerPool? pool, VectorWidth width, bool quantizeActivations)
     {
         if (tokens <= 0 || weight.Rows == 0)
         {
+            return;
+        }
+
+        if (quantizeActivations && QuantizedMatMul.Supports(weight))
+        {
+            QuantizedMatMul.Compute(weight, x, tokens, y, bias, pool ?? WorkerPool.Shared, QuantizedMatMul.PathFor(width));
             return;
         }
 

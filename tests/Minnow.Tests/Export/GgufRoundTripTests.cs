@@ -137,8 +137,11 @@ public unsafe class GgufRoundTripTests
                 return;
             }
 
-            Assert.True(agree >= compared - 1, $"{name} {typeName}: argmax agrees at {agree}/{compared} clear positions; NLL {nllExported} vs {nllOriginal}");
-            Assert.True(Math.Abs(nllExported - nllOriginal) <= 0.02 * nllOriginal, $"{name} {typeName}: NLL {nllExported} vs {nllOriginal}");
+            // Q8_0 weights also run with 8-bit activations (as in llama.cpp: MatMul quantizes each activation row to
+            // Q8_0), which costs a 64-wide model a few percent more than the weights alone.
+            (int slack, double nll) = type == DType.Q8_0 ? (2, 0.05) : (1, 0.02);
+            Assert.True(agree >= compared - slack, $"{name} {typeName}: argmax agrees at {agree}/{compared} clear positions; NLL {nllExported} vs {nllOriginal}");
+            Assert.True(Math.Abs(nllExported - nllOriginal) <= nll * nllOriginal, $"{name} {typeName}: NLL {nllExported} vs {nllOriginal}");
         }
         finally
         {

@@ -69,7 +69,8 @@ public unsafe class MatMulTests : IDisposable
             {
                 using (KernelIsa.Force(width))
                 {
-                    MatMul.Compute(Weight, px, Tokens, py, Bias != null ? pb : null, pool);
+                    // The float path (Q8_0 / Q4_0 otherwise go to QuantizedMatMul, tested in QuantizedMatMulTests).
+                    MatMul.Compute(Weight, px, Tokens, py, Bias != null ? pb : null, pool, KernelIsa.Current, quantizeActivations: false);
                 }
             }
 
@@ -227,20 +228,24 @@ public unsafe class MatMulTests : IDisposable
         }
     }
 
-    [Fact]
-    public void LongRowsNeedNoAllocationPerCall()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void LongRowsNeedNoAllocationPerCall(bool quantizeActivations)
     {
         // The old scalar kernel allocated for rows over 8192 columns.
         var p = Make(DType.Q8_0, 8, 16384, 3, false, 7);
         var y = new float[3 * 8];
-        fixed (float* px = p.X, py = y)
+        var reference = new float[3 * 8];
+        fixed (float* px = p.X, py = y, pr = reference)
         {
-            MatMul.Compute(p.Weight, px, 3, py, null, _one);
+            MatMul.Compute(p.Weight, px, 3, py, null, _one, KernelIsa.Current, quantizeActivations);
             long before = GC.GetAllocatedBytesForCurrentThread();
-            MatMul.Compute(p.Weight, px, 3, py, null, _one);
+            MatMul.Compute(p.Weight, px, 3, py, null, _one, KernelIsa.Current, quantizeActivations);
             Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+            MatMul.Compute(p.Weight, px, 3, pr, null, _one, VectorWidth.Scalar, quantizeActivations);
         }
 
-        AssertClose(p.Run(_one, VectorWidth.Scalar), y, 1e-5, 1e-4);
+        AssertClose(reference, y, 1e-5, 1e-4);
     }
 }

@@ -1,0 +1,402 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Minnow.Kernels;
+using Minnow.Tensors;
+using static Minnow.Tests.Kernels.KernelTestSupport;
+
+namespace Minnow.Tests.Kernels;
+
+public unsafe class QuantizedMatMulTests : IDisposable
+{
+    private static readonly DType[] Types = [DType.Q8_0, DType.Q4_0];
+
+    /// <summary>Every integer path this machine can run (each falls back to the next narrower where absent).</summary>
+    private static readonly Int8Path[] Paths = [Int8Path.Scalar, Int8Path.Portable, Int8Path.V128, Int8Path.Avx2, Int8Path.AvxVnni];
+
+    /// <summary>Rows off multiples of four, one block and many.</summary>
+    private static readonly (int Rows, int Cols)[] Shapes = [(1, 32), (3, 64), (5, 96), (13, 160), (70, 256), (9, 1536)];
+
+    private readonly WorkerPool _one = new(1);
+    private readonly WorkerPool _two = new(2);
+
+    public void Dispose()
+    {
+        _one.Dispose();
+        _two.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    public static TheoryData<DType, int> PathCases()
+    {
+        var data = new TheoryData<DType, int>();
+        foreach (var type in Types)
+        {
+            foreach (var path in Paths)
+            {
+                data.Add(type, (int)path);
+            }
+        }
+
+        return data;
+    }
+
+    public static TheoryData<DType, VectorWidth> TypesAndWidths()
+    {
+        var data = new TheoryData<DType, VectorWidth>();
+        foreach (var type in Types)
+        {
+            foreach (var width in AllWidths)
+            {
+                data.Add(type, width);
+            }
+        }
+
+        return data;
+    }
+
+    private sealed class Problem
+    {
+        public required Tensor Weight;
+        public required float[] X;
+        public required float[]? Bias;
+        public required int Tokens;
+
+        public float[] Run(WorkerPool pool, Int8Path path)
+        {
+            var y = new float[Tokens * Weight.Rows];
+            fixed (float* px = X, py = y, pb = Bias)
+            {
+                QuantizedMatMul.Compute(Weight, px, Tokens, py, Bias != null ? pb : null, pool, path);
+            }
+
+            return y;
+        }
+
+        public float[] Run(WorkerPool pool, VectorWidth width)
+        {
+            var y = new float[Tokens * Weight.Rows];
+            fixed (float* px = X, py = y, pb = Bias)
+            {
+                using (KernelIsa.Force(width))
+                {
+                    MatMul.Compute(Weight, px, Tokens, py, Bias != null ? pb : null, pool, KernelIsa.Current, quantizeActivations: true);
+                }
+            }
+
+            return y;
+        }
+    }
+
+    private static Problem Make(DType type, int rows, int cols, int tokens, bool bias, int seed) => new()
+    {
+        Weight = MakeTensor(type, rows, cols, Random(rows * cols, seed, 0.5f)),
+        X = Activations(tokens * cols, seed + 1),
+        Bias = bias ? Random(rows, seed + 2, 1f) : null,
+        Tokens = tokens,
+    };
+
+    /// <summary>Random activations with some blocks of zeros, of one spike, and of exact halves after scaling.</summary>
+    private static float[] Activations(int n, int seed)
+    {
+        float[] x = Random(n, seed, 2f);
+        for (int b = 0; b < n / 32; b++)
+        {
+            var block = x.AsSpan(b * 32, 32);
+            switch (b % 5)
+            {
+                case 1:
+                    block.Clear();
+                    break;
+                case 2:
+                    block.Clear();
+                    block[b % 32] = -3.5f;
+                    break;
+                case 3:
+                    // amax 127 gives d = 1, id = 1: every k + 0.5 is a tie (away from zero: ±(k + 1)).
+                    for (int j = 0; j < 32; j++)
+                    {
+                        block[j] = j == 0 ? 127f : (j % 2 == 0 ? 1 : -1) * (j + 0.5f);
+                    }
+
+                    break;
+            }
+        }
+
+        return x;
+    }
+
+    [Theory]
+    [MemberData(nameof(Widths), MemberType = typeof(KernelTestSupport))]
+    public void ActivationQuantizationMatchesDequantizeFromFloats(VectorWidth width)
+    {
+        foreach (int n in new[] { 32, 64, 896, 4864 })
+        {
+            float[] x = Activations(n, n);
+            byte[] expected = Dequantize.FromFloats(DType.Q8_0, x);
+            int blocks = n / 32;
+            var quants = new sbyte[n];
+            var scales = new float[blocks];
+            var sums = new int[blocks];
+            fixed (float* px = x, ps = scales)
+            fixed (sbyte* pq = quants)
+            fixed (int* pu = sums)
+            {
+                QuantizeActivations.ToQ8_0(px, n, pq, ps, pu, width);
+            }
+
+            for (int b = 0; b < blocks; b++)
+            {
+                ushort d = (ushort)(expected[b * 34] | (expected[(b * 34) + 1] << 8));
+                Assert.True(d == BitConverter.HalfToUInt16Bits((Half)scales[b]), $"{width} n={n} block {b}: scale {scales[b]}");
+                Assert.Equal((float)BitConverter.UInt16BitsToHalf(d), scales[b]);
+                int sum = 0;
+                for (int j = 0; j < 32; j++)
+                {
+                    sbyte q = (sbyte)expected[(b * 34) + 2 + j];
+                    Assert.True(q == quants[(b * 32) + j], $"{width} n={n} block {b} [{j}]: {quants[(b * 32) + j]} vs {q}");
+                    sum += q;
+                }
+
+                Assert.Equal(sum, sums[b]);
+            }
+        }
+    }
+
+    [Fact]
+    public void RoundingIsHalfAwayFromZeroEvenJustBelowAHalf()
+    {
+        // 0.49999997 · 1 must round to 0 (adding 0.5 first would give 1); 2.5 to 3, −2.5 to −3.
+        float[] x = new float[32];
+        x[0] = 127f;
+        x[1] = 0.49999997f;
+        x[2] = 2.5f;
+        x[3] = -2.5f;
+        x[4] = -0.49999997f;
+        foreach (var width in AllWidths)
+        {
+            var quants = new sbyte[32];
+            float scale;
+            int sum;
+            fixed (float* px = x)
+            fixed (sbyte* pq = quants)
+            {
+                QuantizeActivations.ToQ8_0(px, 32, pq, &scale, &sum, width);
+            }
+
+            Assert.Equal(new sbyte[] { 127, 0, 3, -3, 0 }, quants.AsSpan(0, 5).ToArray());
+            Assert.Equal(127, sum);
+        }
+    }
+
+    [Fact]
+    public void BlockDotsAreExactOnEveryImplementation()
+    {
+        // Extremes included: −128 weights (not written by quantizers but valid int8), ±127 activations.
+        var random = new Random(17);
+        var w = new sbyte[4 * 32];
+        var q = new byte[4 * 16];
+        var x = new sbyte[32];
+        for (int trial = 0; trial < 200; trial++)
+        {
+            for (int i = 0; i < w.Length; i++)
+            {
+                w[i] = trial % 4 == 0 ? (sbyte)(random.Next(2) == 0 ? -128 : 127) : (sbyte)random.Next(-128, 128);
+            }
+
+            random.NextBytes(q);
+            for (int i = 0; i < x.Length; i++)
+            {
+                x[i] = trial % 4 == 1 ? (sbyte)(random.Next(2) == 0 ? -127 : 127) : (sbyte)random.Next(-127, 128);
+            }
+
+            fixed (sbyte* pw = w, px = x)
+            fixed (byte* pq = q)
+            {
+                var signed = Vector128.Create(
+                    ScalarInt8Dot.Signed(pw, px), ScalarInt8Dot.Signed(pw + 32, px), ScalarInt8Dot.Signed(pw + 64, px), ScalarInt8Dot.Signed(pw + 96, px));
+                var nibbles = Vector128.Create(
+                    ScalarInt8Dot.Nibbles(pq, px), ScalarInt8Dot.Nibbles(pq + 16, px), ScalarInt8Dot.Nibbles(pq + 32, px), ScalarInt8Dot.Nibbles(pq + 48, px));
+                for (int r = 0; r < 4; r++)
+                {
+                    int expectedSigned = 0, expectedNibbles = 0;
+                    for (int j = 0; j < 32; j++)
+                    {
+                        expectedSigned += w[(r * 32) + j] * x[j];
+                        int nibble = j < 16 ? q[(r * 16) + j] & 15 : q[(r * 16) + j - 16] >> 4;
+                        expectedNibbles += nibble * x[j];
+                    }
+
+                    Assert.Equal(expectedSigned, signed.GetElement(r));
+                    Assert.Equal(expectedNibbles, nibbles.GetElement(r));
+                }
+
+                Assert.Equal(signed, PortableInt8Dot.Signed(pw, pw + 32, pw + 64, pw + 96, px));
+                Assert.Equal(nibbles, PortableInt8Dot.Nibbles(pq, pq + 16, pq + 32, pq + 48, px));
+                Assert.Equal(signed, Vector128Int8Dot.Signed(pw, pw + 32, pw + 64, pw + 96, px));
+                Assert.Equal(nibbles, Vector128Int8Dot.Nibbles(pq, pq + 16, pq + 32, pq + 48, px));
+                Assert.Equal(signed, Avx2Int8Dot.Signed(pw, pw + 32, pw + 64, pw + 96, px));
+                Assert.Equal(nibbles, Avx2Int8Dot.Nibbles(pq, pq + 16, pq + 32, pq + 48, px));
+                Assert.Equal(signed, AvxVnniInt8Dot.Signed(pw, pw + 32, pw + 64, pw + 96, px));
+                Assert.Equal(nibbles, AvxVnniInt8Dot.Nibbles(pq, pq + 16, pq + 32, pq + 48, px));
+            }
+        }
+    }
+
+    [Fact]
+    public void TheDefaultPathUsesTheBestInstructionsPresent()
+    {
+        var expected = AvxVnni.IsSupported ? Int8Path.AvxVnni : Avx2.IsSupported ? Int8Path.Avx2 : Int8Path.V128;
+        Assert.Equal(expected, QuantizedMatMul.PathFor(VectorWidth.V256));
+        Assert.Equal(expected, QuantizedMatMul.PathFor(VectorWidth.V512));
+        Assert.Equal(Int8Path.V128, QuantizedMatMul.PathFor(VectorWidth.V128));
+        Assert.Equal(Int8Path.Scalar, QuantizedMatMul.PathFor(VectorWidth.Scalar));
+    }
+
+    [Theory]
+    [MemberData(nameof(PathCases))]
+    public void EveryPathGivesTheScalarReferenceBitForBit(DType type, int path)
+    {
+        foreach (var (rows, cols) in Shapes)
+        {
+            foreach (int tokens in new[] { 1, 2, 7 })
+            {
+                var p = Make(type, rows, cols, tokens, tokens != 2, rows + cols + tokens);
+                float[] reference = p.Run(_one, Int8Path.Scalar);
+                AssertBitwiseEqual(reference, p.Run(_two, (Int8Path)path), $"{type} {(Int8Path)path} {rows}x{cols} tokens={tokens}");
+                AssertBitwiseEqual(reference, p.Run(_one, (Int8Path)path), $"{type} {(Int8Path)path} {rows}x{cols} tokens={tokens} one thread");
+            }
+        }
+    }
+
+    [Fact]
+    public void TheScalarReferenceIsTheDocumentedSum()
+    {
+        // Σ_b isum_b · (d_w · d_x) in block order from exact integers, plus the bias, recomputed here from the bytes.
+        foreach (var type in Types)
+        {
+            var p = Make(type, 5, 160, 3, true, 23);
+            float[] y = p.Run(_two, Int8Path.Scalar);
+            int cols = 160, blocks = cols / 32, blockBytes = type == DType.Q8_0 ? 34 : 18;
+            var weight = new ReadOnlySpan<byte>(p.Weight.Data, (int)(p.Weight.RowBytes * 5));
+            for (int t = 0; t < 3; t++)
+            {
+                byte[] xq = Dequantize.FromFloats(DType.Q8_0, p.X.AsSpan(t * cols, cols));
+                for (int o = 0; o < 5; o++)
+                {
+                    float sum = 0;
+                    for (int b = 0; b < blocks; b++)
+                    {
+                        var wb = weight.Slice((int)(o * p.Weight.RowBytes) + (b * blockBytes), blockBytes);
+                        int isum = 0;
+                        for (int j = 0; j < 32; j++)
+                        {
+                            int wq = type == DType.Q8_0 ? (sbyte)wb[2 + j] : (j < 16 ? wb[2 + j] & 15 : wb[2 + j - 16] >> 4) - 8;
+                            isum += wq * (sbyte)xq[(b * 34) + 2 + j];
+                        }
+
+                        float dw = (float)BitConverter.UInt16BitsToHalf((ushort)(wb[0] | (wb[1] << 8)));
+                        float dx = (float)BitConverter.UInt16BitsToHalf((ushort)(xq[b * 34] | (xq[(b * 34) + 1] << 8)));
+                        sum += isum * (dw * dx);
+                    }
+
+                    AssertBitwiseEqual([sum + p.Bias![o]], [y[(t * 5) + o]], $"{type} t={t} o={o}");
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(TypesAndWidths))]
+    public void EveryWidthThroughMatMulGivesTheScalarReference(DType type, VectorWidth width)
+    {
+        foreach (var (rows, cols) in Shapes)
+        {
+            var p = Make(type, rows, cols, 3, true, 7 * (rows + cols));
+            AssertBitwiseEqual(p.Run(_one, Int8Path.Scalar), p.Run(_two, width), $"{type} {width} {rows}x{cols}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(TypesAndWidths))]
+    public void IdenticalAcrossThreadCountsAndBatching(DType type, VectorWidth width)
+    {
+        foreach (var (rows, cols) in Shapes)
+        {
+            var p = Make(type, rows, cols, 7, true, 3 * (rows + cols));
+            float[] one = p.Run(_one, width);
+            float[] two = p.Run(_two, width);
+            AssertBitwiseEqual(one, two, $"{type} {width} {rows}x{cols} threads");
+
+            // Each token alone (decode) gives the same bits as the batch (prefill).
+            for (int t = 0; t < p.Tokens; t++)
+            {
+                var single = new Problem { Weight = p.Weight, X = p.X.AsSpan(t * cols, cols).ToArray(), Bias = p.Bias, Tokens = 1 };
+                AssertBitwiseEqual(one.AsSpan(t * rows, rows), single.Run(_two, width), $"{type} {width} {rows}x{cols} token {t}");
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(TypesAndWidths))]
+    public void ApproximatesTheFloatProductWithinTheActivationQuantizationError(DType type, VectorWidth width)
+    {
+        // Each activation becomes q · d16 with |q · d − x| ≤ d / 2 and |q| · |d16 − d| ≤ 127 · d · 2^−11, so
+        // |Σ w · (x̂ − x)| ≤ Σ |w| · 0.562 d per block; float rounding adds far less than 1e-5 of Σ |w · x|.
+        foreach (var (rows, cols) in Shapes)
+        {
+            var p = Make(type, rows, cols, 3, true, 11 * (rows + cols));
+            float[] y = p.Run(_two, width);
+            float[] w = p.Weight.ToFloatArray();
+            for (int t = 0; t < p.Tokens; t++)
+            {
+                for (int o = 0; o < rows; o++)
+                {
+                    double sum = 0, magnitude = 0, bound = 0;
+                    for (int b = 0; b < cols / 32; b++)
+                    {
+                        double amax = 0;
+                        for (int j = 0; j < 32; j++)
+                        {
+                            amax = Math.Max(amax, Math.Abs(p.X[(t * cols) + (b * 32) + j]));
+                        }
+
+                        for (int j = 0; j < 32; j++)
+                        {
+                            int i = (b * 32) + j;
+                            double term = (double)w[(o * cols) + i] * p.X[(t * cols) + i];
+                            sum += term;
+                            magnitude += Math.Abs(term);
+                            bound += Math.Abs(w[(o * cols) + i]) * amax / 127 * 0.5625;
+                        }
+                    }
+
+                    double expected = sum + p.Bias![o];
+                    double tolerance = bound + (1e-5 * (magnitude + Math.Abs(p.Bias[o]))) + 1e-30;
+                    int k = (t * rows) + o;
+                    Assert.True(Math.Abs(y[k] - expected) <= tolerance, $"{type} {width} {rows}x{cols} t={t} o={o}: {y[k]} vs {expected} (bound {tolerance})");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void DecodeAndPrefillAllocateNothingOnceWarm()
+    {
+        foreach (var type in Types)
+        {
+            var decode = Make(type, 64, 512, 1, true, 5);
+            var prefill = Make(type, 64, 512, 5, false, 6);
+            var y = new float[5 * 64];
+            var path = QuantizedMatMul.PathFor(KernelIsa.Current);
+            fixed (float* px1 = decode.X, px5 = prefill.X, py = y, pb = decode.Bias)
+            {
+                QuantizedMatMul.Compute(decode.Weight, px1, 1, py, pb, _two, path);
+                QuantizedMatMul.Compute(prefill.Weight, px5, 5, py, null, _two, path);
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                QuantizedMatMul.Compute(decode.Weight, px1, 1, py, pb, _two, path);
+                QuantizedMatMul.Compute(prefill.Weight, px5, 5, py, null, _two, path);
+                Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+            }
+        }
+    }
+}
