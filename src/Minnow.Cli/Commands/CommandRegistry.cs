@@ -8,6 +8,8 @@ internal static class CommandRegistry
     public static IEnumerable<Command> All()
     {
         yield return InfoCommand.Create();
+        yield return OptimizeCommand.Create();
+        yield return CheckCommand.Create();
         yield return GenerateCommand.Create();
         yield return PerplexityCommand.Create();
         yield return TrainCommand.Create();

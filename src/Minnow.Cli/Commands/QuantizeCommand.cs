@@ -143,7 +143,7 @@ internal static class QuantizeCommand
             bool bar = ErrIsTerminal(r);
             var report = new Report { SchemeOverride = mixed ? "mixed" : llamaCppOnly ? schemeName : null, Options = options, Method = llamaCpp ? "llamacpp" : QuantizationOptions.MethodName(options.Method), Texts = texts, Context = context };
 
-            Phases.Run(bar, err, phase =>
+            ProgressPhases.Run(bar, err, phase =>
             {
                 var calibWatch = Stopwatch.StartNew();
                 using var statistics = Calibration.Collect(loaded.Model, texts.Calibration, phase($"calibrating ({Count(texts.CalibrationTokens)} tokens)"), ct);
@@ -181,7 +181,12 @@ internal static class QuantizeCommand
                 // Measure what was written, as every other command will load it.
                 using var written = ModelLoader.LoadModel(target);
                 report.FileBytes = new FileInfo(target).Length;
-                report.TensorBytes = written.Weights.ByteSize;
+                using (var file = Formats.Gguf.GgufFile.Open(target))
+                {
+                    // As stored: llama.cpp's k-quant tensors are converted to F32 when loaded.
+                    report.TensorBytes = file.Tensors.Sum(t => t.ByteSize);
+                }
+
                 report.Parameters = written.Weights.ParameterCount;
                 report.OriginalBytes = loaded.Model.Weights.ByteSize;
                 if (llamaCpp)
@@ -446,7 +451,7 @@ internal static class QuantizeCommand
                 $"({F(CalibrationSeconds, "0.0")} s); quantization {F(QuantizeSeconds, "0.0")} s");
             o.WriteLine($"evaluation: {Texts.EvaluationSource}, {Count(c.TokensScored)} tokens scored ({c.Chunks} windows of {c.Context})");
             o.WriteLine($"perplexity: {F(c.ReferencePerplexity, "0.0000")} ± {F(c.ReferenceStandardError, "0.0000")} → {F(c.Perplexity, "0.0000")} ± {F(c.StandardError, "0.0000")} " +
-                $"({F(((c.Perplexity / c.ReferencePerplexity) - 1) * 100, "+0.00;-0.00")} %)");
+                $"({F(((c.Perplexity / c.ReferencePerplexity) - 1) * 100, "+0.00;-0.00;+0.00")} %)");
             o.WriteLine($"KL divergence: {F(c.MeanKl, "0.000000")} ± {F(c.KlStandardError, "0.000000")}; same top-1: {F(c.Top1Agreement * 100, "0.00")} ± {F(c.Top1StandardError * 100, "0.00")} %");
             o.WriteLine($"decode: {F(OriginalDecode, "0.0")} → {F(Decode, "0.0")} tokens/s");
             if (MixedPlan is { } mix)
@@ -578,54 +583,6 @@ internal static class QuantizeCommand
             }
 
             w.WriteEndArray();
-        }
-    }
-
-    /// <summary>One progress bar per phase on stderr when it is a terminal; otherwise one line per phase.</summary>
-    private static class Phases
-    {
-        public static void Run(bool bar, TextWriter err, Action<Func<string, IProgress<(int Done, int Total)>>> body)
-        {
-            if (!bar)
-            {
-                body(name =>
-                {
-                    err.WriteLine(name + "...");
-                    return new Inline(_ => { });
-                });
-                return;
-            }
-
-            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-            console.Progress()
-                .AutoClear(true)
-                .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
-                .Start(context =>
-                {
-                    ProgressTask? previous = null;
-                    body(name =>
-                    {
-                        if (previous is not null)
-                        {
-                            previous.Value = previous.MaxValue;
-                            previous.StopTask();
-                        }
-
-                        var task = context.AddTask(Markup.Escape(name));
-                        previous = task;
-                        return new Inline(p =>
-                        {
-                            task.MaxValue = Math.Max(1, p.Total);
-                            task.Value = p.Done;
-                        });
-                    });
-                });
-        }
-
-        /// <summary>Reports on the calling thread (System.Progress would post to the thread pool).</summary>
-        private sealed class Inline(Action<(int Done, int Total)> report) : IProgress<(int Done, int Total)>
-        {
-            public void Report((int Done, int Total) value) => report(value);
         }
     }
 

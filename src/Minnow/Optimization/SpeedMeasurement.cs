@@ -1,0 +1,95 @@
+using System.Diagnostics;
+using Minnow.Inference;
+using Minnow.Models;
+
+namespace Minnow.Optimization;
+
+/// <summary>Per-token latency of one model: prefill, decode of one sequence, and decode of four sequences side by side.</summary>
+public sealed record Latency(double PrefillTokensPerSecond, double DecodeMsPerToken, double Batch4MsPerStep)
+{
+    /// <summary>Tokens per second over the four sequences.</summary>
+    public double Batch4TokensPerSecond => 4000 / Batch4MsPerStep;
+}
+
+/// <summary>
+/// Measures <see cref="Latency"/>: a prompt of up to 64 tokens, then decode steps; the best of a few runs (the least
+/// disturbed by other work on the machine). Batch 4 is four independent sequences, each advanced by one token per
+/// step — the time a step takes is the latency each of four concurrent users sees. (Minnow has no batched
+/// multi-sequence decode kernel yet: the four are run one after another within a step.)
+/// </summary>
+public static class SpeedMeasurement
+{
+    /// <summary>
+    /// Runs at least <paramref name="repeats"/> times, and more (up to 30) until about half a second has been spent,
+    /// so that a small model's sub-millisecond tokens are timed over enough of them.
+    /// </summary>
+    public static Latency Measure(TransformerModel model, int repeats = 2, CancellationToken cancellation = default)
+    {
+        int max = model.Config.MaxPositions;
+        int prompt = Math.Max(1, Math.Min(64, max / 2));
+        int steps = Math.Max(1, Math.Min(32, max - prompt));
+        int vocab = model.Config.VocabSize;
+        var ids = Enumerable.Range(0, prompt).Select(i => ((i * 7) + 3) % vocab).ToArray();
+        var sessions = Enumerable.Range(0, 4).Select(_ => new InferenceSession(model, prompt + steps)).ToArray();
+        try
+        {
+            double bestPrefill = 0, bestDecode = double.MaxValue, bestBatch = double.MaxValue;
+            var total = Stopwatch.StartNew();
+            for (int run = 0; run < Math.Max(1, repeats) || (run < 30 && total.Elapsed.TotalSeconds < 0.5); run++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                var tokens = new int[sessions.Length];
+                var watch = Stopwatch.StartNew();
+                for (int s = 0; s < sessions.Length; s++)
+                {
+                    sessions[s].Reset();
+                    watch.Restart();
+                    sessions[s].Prefill(ids, cancellation);
+                    if (s == 0)
+                    {
+                        bestPrefill = Math.Max(bestPrefill, prompt / Math.Max(watch.Elapsed.TotalSeconds, 1e-9));
+                    }
+
+                    tokens[s] = Sampler.ArgMax(sessions[s].Logits);
+                }
+
+                // One sequence: half the steps.
+                int single = Math.Max(1, steps / 2);
+                watch.Restart();
+                for (int i = 0; i < single; i++)
+                {
+                    sessions[0].Decode(tokens[0]);
+                    tokens[0] = Sampler.ArgMax(sessions[0].Logits);
+                }
+
+                bestDecode = Math.Min(bestDecode, watch.Elapsed.TotalMilliseconds / single);
+
+                // Four sequences: the other half, one token each per step.
+                int batched = Math.Max(1, steps - single);
+                watch.Restart();
+                for (int i = 0; i < batched; i++)
+                {
+                    for (int s = 0; s < sessions.Length; s++)
+                    {
+                        if (sessions[s].Position < prompt + steps)
+                        {
+                            sessions[s].Decode(tokens[s]);
+                            tokens[s] = Sampler.ArgMax(sessions[s].Logits);
+                        }
+                    }
+                }
+
+                bestBatch = Math.Min(bestBatch, watch.Elapsed.TotalMilliseconds / batched);
+            }
+
+            return new Latency(bestPrefill, bestDecode, bestBatch);
+        }
+        finally
+        {
+            foreach (var session in sessions)
+            {
+                session.Dispose();
+            }
+        }
+    }
+}
