@@ -17,6 +17,17 @@ public class EndToEndTests(ITestOutputHelper output)
 {
     private const int Bos = 1;
 
+    private static float MaxOf(ReadOnlySpan<float> values)
+    {
+        float max = float.MinValue;
+        foreach (float v in values)
+        {
+            max = MathF.Max(max, v);
+        }
+
+        return max;
+    }
+
     [Fact]
     public void Stories260kGptqQ4BeatsRoundToNearestOnHeldOutSamples()
     {
@@ -65,13 +76,28 @@ public class EndToEndTests(ITestOutputHelper output)
                 Assert.Equal(DType.Q4_0, reloaded.Weights.Get("model.layers.0.self_attn.q_proj.weight").Type);
                 Assert.Equal(DType.Q8_0, reloaded.Weights.Get("model.embed_tokens.weight").Type);
                 Assert.Equal(DType.F16, reloaded.Weights.Get("model.layers.0.mlp.down_proj.weight").Type);
+                AssertSameBlocks(gptqModel.Model, reloaded);
+
+                // And computes the same function: the same next token wherever the choice is clear.
                 var ids = heldOut.Take(48).ToArray();
                 var expected = Logits(gptqModel.Model, ids);
                 var actual = Logits(reloaded, ids);
-                float tolerance = 1e-4f * MathF.Max(1, expected.Max(MathF.Abs));
-                for (int i = 0; i < expected.Length; i++)
+                int vocab = original.Config.VocabSize;
+                for (int p = 0; p < ids.Length; p++)
                 {
-                    Assert.True(MathF.Abs(expected[i] - actual[i]) <= tolerance, $"logit {i}: {actual[i]} vs {expected[i]}");
+                    var row = expected.AsSpan(p * vocab, vocab);
+                    int top = row.IndexOf(MaxOf(row));
+                    float second = float.MinValue;
+                    for (int v = 0; v < vocab; v++)
+                    {
+                        second = v != top ? MathF.Max(second, row[v]) : second;
+                    }
+
+                    if (row[top] - second > 0.5f)
+                    {
+                        var other = actual.AsSpan(p * vocab, vocab);
+                        Assert.Equal(top, other.IndexOf(MaxOf(other)));
+                    }
                 }
             }
             finally

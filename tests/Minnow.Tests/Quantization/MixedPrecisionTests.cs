@@ -108,32 +108,7 @@ public class MixedPrecisionTests(ITestOutputHelper output)
         }
 
         // And the file holds exactly the quantized blocks made in memory (Q and K rows reordered for llama.cpp's RoPE).
-        foreach (var (name, tensor) in quantized.Model.Weights.All)
-        {
-            var stored = reloaded.Weights.Get(name);
-            Assert.Equal(tensor.Type, stored.Type);
-            Assert.Equal(tensor.Shape, stored.Shape);
-            var rows = Rows(tensor);
-            var storedRows = Rows(stored);
-            if (name.Contains("q_proj", StringComparison.Ordinal) || name.Contains("k_proj", StringComparison.Ordinal))
-            {
-                rows.Sort(StringComparer.Ordinal);
-                storedRows.Sort(StringComparer.Ordinal);
-            }
-
-            Assert.True(rows.SequenceEqual(storedRows), name);
-        }
-    }
-
-    private static unsafe List<string> Rows(Tensor tensor)
-    {
-        var rows = new List<string>(tensor.Rows);
-        for (int r = 0; r < tensor.Rows; r++)
-        {
-            rows.Add(Convert.ToHexString(new ReadOnlySpan<byte>(tensor.Data + (r * tensor.RowBytes), checked((int)tensor.RowBytes))));
-        }
-
-        return rows;
+        AssertSameBlocks(quantized.Model, reloaded);
     }
 
     [Fact]
