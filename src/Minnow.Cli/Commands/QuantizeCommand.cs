@@ -191,14 +191,13 @@ internal static class QuantizeCommand
                 report.OriginalBytes = loaded.Model.Weights.ByteSize;
                 if (llamaCpp)
                 {
-                    report.Tensors = LayerErrors(loaded.Model, written, statistics);
+                    report.Tensors = LayerErrors(loaded.Model, written, statistics, target);
                 }
 
                 report.Comparison = ModelComparison.Compare(loaded.Model, written, texts.Evaluation, context, r.GetValue(chunks), texts.Bos,
                     phase("evaluating"), ct);
-                int start = texts.Bos ?? loaded.Config.BosTokenId ?? 0;
-                report.OriginalDecode = ModelComparison.DecodeTokensPerSecond(loaded.Model, start);
-                report.Decode = ModelComparison.DecodeTokensPerSecond(written, start);
+                report.OriginalDecode = ModelComparison.DecodeTokensPerSecond(loaded.Model);
+                report.Decode = ModelComparison.DecodeTokensPerSecond(written);
             });
 
             report.Seconds = watch.Elapsed.TotalSeconds;
@@ -221,8 +220,12 @@ internal static class QuantizeCommand
     /// come back in llama.cpp's interleaved order; the error is the same whichever order the rows are in, so they
     /// are compared row-for-row after undoing the permutation.
     /// </summary>
-    private static List<TensorReport> LayerErrors(TransformerModel original, TransformerModel written, ActivationStatistics statistics)
+    private static List<TensorReport> LayerErrors(TransformerModel original, TransformerModel written, ActivationStatistics statistics, string file)
     {
+        // The types as stored (k-quant tensors are F32 once loaded).
+        using var gguf = Formats.Gguf.GgufFile.Open(file);
+        string arch = GgufNames.ArchitectureOf(original.Config);
+        var stored = gguf.Tensors.ToDictionary(t => t.Name, t => t, StringComparer.Ordinal);
         var reports = new List<TensorReport>();
         var plan = statistics.Plan;
         foreach (var layer in plan.Layers)
@@ -243,16 +246,24 @@ internal static class QuantizeCommand
             }
 
             using var error = new OutputError(statistics.Hessian(layer.Group), layer.Columns);
-            var rtn = BlockCodec.RoundToNearest(type: tensor.Type is DType.Q4_0 or DType.Q8_0 ? tensor.Type : DType.Q8_0, w, layer.Rows, layer.Columns).ToFloats();
+            string? ggufName = GgufNames.FromHuggingFace(arch, layer.Name.StartsWith("transformer.", StringComparison.Ordinal) ? layer.Name["transformer.".Length..] : layer.Name);
+            var file0 = ggufName is not null && stored.TryGetValue(ggufName, out var s0) ? s0 : tensor;
+            double? rtnError = null;
+            if (file0.Type is DType.Q4_0 or DType.Q8_0)
+            {
+                var rtn = BlockCodec.RoundToNearest(file0.Type, w, layer.Rows, layer.Columns).ToFloats();
+                rtnError = error.Relative(w, rtn, layer.Rows);
+            }
+
             reports.Add(new TensorReport
             {
                 Name = layer.Name,
-                Type = tensor.Type,
+                Type = file0.Type,
                 Shape = [layer.Rows, layer.Columns],
-                Bytes = tensor.ByteSize,
+                Bytes = file0.ByteSize,
                 Method = "llamacpp",
                 RelativeOutputError = error.Relative(w, q, layer.Rows),
-                RoundToNearestError = tensor.Type is DType.Q4_0 or DType.Q8_0 ? error.Relative(w, rtn, layer.Rows) : null,
+                RoundToNearestError = rtnError,
             });
         }
 

@@ -156,30 +156,11 @@ public static unsafe class ModelComparison
         };
     }
 
-    /// <summary>Decode speed: tokens per second generating <paramref name="tokens"/> tokens greedily after BOS (after a short warm-up).</summary>
-    public static double DecodeTokensPerSecond(TransformerModel model, int bos, int tokens = 64)
-    {
-        int length = Math.Min(model.Config.MaxPositions, tokens + 9);
-        using var session = new InferenceSession(model, length, batchSize: 1);
-        session.Prefill([bos]);
-        int next = Sampler.ArgMax(session.Logits);
-        for (int i = 0; i < 8 && session.Position < length; i++)
-        {
-            session.Decode(next);
-            next = Sampler.ArgMax(session.Logits);
-        }
-
-        var watch = Stopwatch.StartNew();
-        int decoded = 0;
-        while (session.Position < length)
-        {
-            session.Decode(next);
-            next = Sampler.ArgMax(session.Logits);
-            decoded++;
-        }
-
-        return decoded / watch.Elapsed.TotalSeconds;
-    }
+    /// <summary>
+    /// Decode speed at batch 1 in tokens per second: the best of repeated timed runs (<see cref="SpeedMeasurement"/>),
+    /// so the figure is not that of code the JIT has not optimized yet.
+    /// </summary>
+    public static double DecodeTokensPerSecond(TransformerModel model) => 1000 / SpeedMeasurement.Measure(model).DecodeMsPerToken;
 
     private static (double Ppl, double StdErr) Perplexity(double sum, double sumSquares, int n)
     {

@@ -1,8 +1,7 @@
 using System.Diagnostics;
-using Minnow.Inference;
 using Minnow.Models;
 
-namespace Minnow.Optimization;
+namespace Minnow.Inference;
 
 /// <summary>Per-token latency of one model: prefill, decode of one sequence, and decode of four sequences side by side.</summary>
 public sealed record Latency(double PrefillTokensPerSecond, double DecodeMsPerToken, double Batch4MsPerStep)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Reproduces the README's quantization tables: every scheme of `minnow quantize` and llama.cpp's own quantizer
+# (through LLamaSharp) on the default model (calibrated on the first 32K tokens of its held-out text, evaluated on
+# the rest) and on stories260K (token ids sampled from its F32 self). One JSON report per run in OUT (default
+# out/quantization).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-$root/out/quantization}"
+mkdir -p "$out"
+minnow() { dotnet run --project "$root/src/Minnow.Cli" -c Release --no-build -- "$@"; }
+dotnet build "$root/src/Minnow.Cli" -c Release >/dev/null
+
+default="$root/models/default"
+run() { # name model args...
+    local name="$1"; shift
+    echo "== $name" >&2
+    minnow quantize "$@" --out "$out/$name.gguf" --json > "$out/$name.json" || { echo "$name failed" >&2; rm -f "$out/$name.json"; }
+}
+for spec in "q8_0 rtn" "q4_0 rtn" "q4_0 gptq" "q4_0 awq" "mixed gptq" "q8_0 llamacpp" "q4_0 llamacpp" "q4_k_m llamacpp"; do
+    set -- $spec
+    run "default-$1-$2" "$default" --scheme "$1" --method "$2"
+done
+
+# stories260K: no tokenizer here, so calibration and evaluation are token ids sampled from the model itself.
+stories="${STORIES260K:-$root/../shared/reference/golden/stories260k-hf}"
+if [ -d "$stories" ]; then
+    for set in calib:1:64 eval:2:64; do
+        IFS=: read -r kind seed count <<< "$set"
+        : > "$out/stories-$kind.txt"
+        for i in $(seq 1 "$count"); do
+            minnow generate "$stories" --prompt-ids 1 -n 255 --temperature 1 --top-k 0 --top-p 1 --min-p 0 --ignore-eos \
+                --seed "$((seed * 1000 + i))" --json | sed -n 's/.*"token_ids":\[\([0-9,]*\)\].*/1,\1/p' >> "$out/stories-$kind.txt"
+        done
+    done
+    for spec in "q8_0 rtn" "q4_0 rtn" "q4_0 gptq" "q4_0 awq" "mixed gptq" "q8_0 llamacpp" "q4_0 llamacpp" "q4_k_m llamacpp"; do
+        set -- $spec
+        run "stories-$1-$2" "$stories" --scheme "$1" --method "$2" --ids --calib "$out/stories-calib.txt" --eval "$out/stories-eval.txt" \
+            --bos 1 --ctx 256 --calib-seq 128
+    done
+fi
