@@ -120,7 +120,7 @@ public partial class ReadmeExamplesTests
         string? root = SharedData.RepositoryRoot;
         Assert.NotNull(root);
         var examples = ExtractExamples(File.ReadAllText(Path.Combine(root, "README.md")));
-        foreach (string command in new[] { "info", "generate", "perplexity" })
+        foreach (string command in new[] { "info", "optimize", "check", "generate", "perplexity", "quantize", "prune" })
         {
             Assert.Contains(examples, e => e.StartsWith($"minnow {command}", StringComparison.Ordinal));
         }
@@ -140,8 +140,16 @@ public partial class ReadmeExamplesTests
     public void ReadmeExampleRuns(string line)
     {
         string root = SharedData.RepositoryRoot!;
-        var args = SplitArgs(line).Skip(1).Select(a =>
+        using var outputs = new TempFolder();
+        var split = SplitArgs(line).Skip(1).ToList();
+        var args = split.Select((a, i) =>
         {
+            // What an example writes (--out / -o) goes to a temporary folder, not into the repository.
+            if (i > 0 && split[i - 1] is "--out" or "-o" && !Path.IsPathRooted(a))
+            {
+                return Path.Combine(outputs.Path, a);
+            }
+
             // A relative path that exists from the repository root (e.g. models/default/held-out.txt).
             string candidate = Path.Combine(root, a);
             return !a.StartsWith('-') && !Path.IsPathRooted(a) && a.Contains('/') && (File.Exists(candidate) || Directory.Exists(candidate)) ? candidate : a;
