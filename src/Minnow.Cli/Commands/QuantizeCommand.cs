@@ -468,7 +468,7 @@ internal static class QuantizeCommand
             if (MixedPlan is { } mix)
             {
                 var kept = mix.Promoted.ToList();
-                o.WriteLine($"mixed: {kept.Count} of {mix.Layers.Count} layers kept at q8_0 within {Bytes(mix.Budget)} (weights {Bytes(mix.Bytes)}): " +
+                o.WriteLine($"mixed: {kept.Count} of {mix.Layers.Count} tensors kept at q8_0 within {Bytes(mix.Budget)} (weights {Bytes(mix.Bytes)}): " +
                     (kept.Count == 0 ? "none" : string.Join(", ", kept)));
             }
             var layers = Layers.ToList();
@@ -550,7 +550,7 @@ internal static class QuantizeCommand
                     w.WriteString("name", l.Name);
                     w.Number("kl_divergence_q4_0", l.KlDivergence);
                     w.Number("delta_nll_q4_0", l.DeltaNll);
-                    w.WriteString("type", mix.Overrides.ContainsKey(l.Name) ? "q8_0" : "q4_0");
+                    w.WriteString("type", mix.Overrides.GetValueOrDefault(l.Name, DType.Q4_0).Name().ToLowerInvariant());
                     w.WriteEndObject();
                 }
 

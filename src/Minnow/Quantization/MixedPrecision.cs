@@ -9,7 +9,7 @@ public sealed record LayerSensitivity(string Name, long LowBytes, long HighBytes
 /// <summary>The result of a mixed-precision plan: the layers kept at 8 bits and the size it comes to.</summary>
 public sealed record MixedPrecisionPlan(IReadOnlyList<LayerSensitivity> Layers, IReadOnlyDictionary<string, DType> Overrides, long Bytes, long Budget)
 {
-    public IEnumerable<string> Promoted => Layers.Where(l => Overrides.ContainsKey(l.Name)).Select(l => l.Name);
+    public IEnumerable<string> Promoted => Layers.Where(l => Overrides.GetValueOrDefault(l.Name) == DType.Q8_0).Select(l => l.Name);
 }
 
 /// <summary>
@@ -45,9 +45,10 @@ public static class MixedPrecision
             }
             else
             {
-                // Embeddings and the output head: Q8_0 (or the scheme, when it is Q8_0); learned position embeddings F32.
+                // Embeddings and the output head: Q8_0 unless mixed precision chose otherwise; learned position embeddings F32.
                 bool position = name.EndsWith("wpe.weight", StringComparison.Ordinal);
-                total += position ? tensor.ElementCount * sizeof(float) : BlockBytes(DType.Q8_0, tensor.ElementCount / tensor.Shape[^1], tensor.Shape[^1]);
+                var type = options.TypeOverrides is not null && options.TypeOverrides.TryGetValue(name, out var chosen) ? chosen : DType.Q8_0;
+                total += position ? tensor.ElementCount * sizeof(float) : BlockBytes(type, tensor.ElementCount / tensor.Shape[^1], tensor.Shape[^1]);
             }
         }
 
@@ -58,8 +59,7 @@ public static class MixedPrecision
     public static List<LayerSensitivity> Scan(TransformerModel source, IReadOnlyList<int> tokens, int ctx, int? maxChunks, int? bos,
         IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default)
     {
-        var plan = LayerPlan.For(source.Config, source.Weights.Has);
-        var layers = plan.Layers.Where(l => source.Weights.Has(l.Name) && l.Columns % BlockCodec.BlockSize == 0).ToList();
+        var layers = ScannedTensors(source);
         var result = new List<LayerSensitivity>(layers.Count);
         for (int i = 0; i < layers.Count; i++)
         {
@@ -76,13 +76,36 @@ public static class MixedPrecision
     }
 
     /// <summary>
+    /// The tensors a mixed-precision plan chooses a format for: every linear layer whose rows are whole blocks, and the
+    /// token embedding and output head (llama.cpp's Q4_0 keeps those at Q8_0; here they compete for the budget too).
+    /// </summary>
+    public static List<LinearLayer> ScannedTensors(TransformerModel source)
+    {
+        var plan = LayerPlan.For(source.Config, source.Weights.Has);
+        var layers = plan.Layers.Where(l => source.Weights.Has(l.Name) && l.Columns % BlockCodec.BlockSize == 0).ToList();
+        string arch = Loading.GgufNames.ArchitectureOf(source.Config);
+        foreach (var (name, tensor) in source.Weights.All.OrderBy(t => t.Key, StringComparer.Ordinal))
+        {
+            string hfName = arch == "gpt2" && name.StartsWith("transformer.", StringComparison.Ordinal) ? name["transformer.".Length..] : name;
+            if (plan.Find(name) is null && tensor.Rank == 2 && tensor.Shape[^1] % BlockCodec.BlockSize == 0 &&
+                Loading.GgufNames.FromHuggingFace(arch, hfName) is "token_embd.weight" or "output.weight")
+            {
+                layers.Add(new LinearLayer(name, (int)tensor.Shape[0], (int)tensor.Shape[1], "", false));
+            }
+        }
+
+        return layers;
+    }
+
+    /// <summary>
     /// Keeps layers at Q8_0, most KL per extra byte first, while the estimated size stays within
     /// <paramref name="budget"/>; the rest are Q4_0. A budget below the all-Q4_0 size is an error.
     /// </summary>
     public static MixedPrecisionPlan Choose(TransformerModel source, IReadOnlyList<LayerSensitivity> sensitivities, long budget)
     {
-        var overrides = new Dictionary<string, DType>(StringComparer.Ordinal);
-        long bytes = EstimateBytes(source, new QuantizationOptions { Scheme = DType.Q4_0 });
+        // Everything scanned starts at Q4_0 (the embedding and head too), then the budget buys Q8_0.
+        var overrides = sensitivities.ToDictionary(l => l.Name, _ => DType.Q4_0, StringComparer.Ordinal);
+        long bytes = EstimateBytes(source, new QuantizationOptions { Scheme = DType.Q4_0, TypeOverrides = overrides });
         if (bytes > budget)
         {
             throw new MinnowException($"--max-size {FormatBytes(budget)} is below the size with every layer at 4 bits ({FormatBytes(bytes)}); give a larger budget.");

@@ -224,7 +224,9 @@ public static unsafe class ModelQuantizer
                     }
                     else
                     {
-                        var type = StorageType(options.Scheme, source1.Shape, ggufName);
+                        var type = options.TypeOverrides is not null && options.TypeOverrides.TryGetValue(name, out var chosen) && source1.Shape[^1] % BlockCodec.BlockSize == 0
+                            ? chosen
+                            : StorageType(options.Scheme, source1.Shape, ggufName);
                         if (type == source1.Type)
                         {
                             tensor = owner.Store(name, type, source1.Shape, new ReadOnlySpan<byte>(source1.Data, checked((int)source1.ByteSize)).ToArray());

@@ -50,7 +50,9 @@ public class MixedPrecisionTests(ITestOutputHelper output)
         const int Ctx = 128;
 
         var sensitivities = MixedPrecision.Scan(original, scan, Ctx, 8, null);
-        Assert.Equal(28, sensitivities.Count); // 4 blocks × q, k, v, o, gate, up, down
+        // 4 blocks × q, k, v, o, gate, up, down, and the token embedding (tied to the output head in this model).
+        Assert.Equal(29, sensitivities.Count);
+        Assert.Contains(sensitivities, s => s.Name == "model.embed_tokens.weight");
         Assert.All(sensitivities, s => Assert.True(s.KlDivergence > 0, s.Name));
         Assert.All(sensitivities, s => Assert.True(s.HighBytes > s.LowBytes, s.Name));
 
@@ -58,7 +60,8 @@ public class MixedPrecisionTests(ITestOutputHelper output)
         long q4Bytes = MixedPrecision.EstimateBytes(original, q4Options);
         long budget = q4Bytes + 200_000;
         var plan = MixedPrecision.Choose(original, sensitivities, budget);
-        Assert.NotEmpty(plan.Overrides);
+        Assert.NotEmpty(plan.Promoted);
+        Assert.Contains(plan.Overrides.Values, t => t == DType.Q4_0);
         Assert.True(plan.Bytes <= budget);
 
         // The most sensitive layer per extra byte is among those kept at 8 bits.
@@ -76,11 +79,16 @@ public class MixedPrecisionTests(ITestOutputHelper output)
 
         var a = ModelComparison.Compare(original, all4.Model, heldOut, Ctx);
         var m = ModelComparison.Compare(original, mixed.Model, heldOut, Ctx);
-        output.WriteLine($"all q4_0 {all4.Bytes} B: KL {a.MeanKl:0.000000}, ppl {a.Perplexity:0.000}; mixed {mixed.Bytes} B ({plan.Overrides.Count} layers q8_0): " +
+        output.WriteLine($"all q4_0 {all4.Bytes} B: KL {a.MeanKl:0.000000}, ppl {a.Perplexity:0.000}; mixed {mixed.Bytes} B ({plan.Promoted.Count()} tensors q8_0): " +
             $"KL {m.MeanKl:0.000000}, ppl {m.Perplexity:0.000} (F32 {a.ReferencePerplexity:0.000})");
         Assert.True(m.MeanKl < a.MeanKl, $"mixed KL {m.MeanKl} vs all-q4_0 {a.MeanKl}");
 
-        Assert.Throws<MinnowException>(() => MixedPrecision.Choose(original, sensitivities, q4Bytes - 1));
+        // The smallest the plan can make: everything scanned at Q4_0, the embedding included.
+        var allFour = sensitivities.ToDictionary(x => x.Name, _ => DType.Q4_0);
+        long smallest = MixedPrecision.EstimateBytes(original, q4Options with { TypeOverrides = allFour });
+        Assert.True(smallest < q4Bytes);
+        Assert.Equal(smallest, MixedPrecision.Choose(original, sensitivities, smallest).Bytes);
+        Assert.Throws<MinnowException>(() => MixedPrecision.Choose(original, sensitivities, smallest - 1));
     }
 
     [Fact]
