@@ -5,6 +5,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Minnow.Export;
+using Minnow.Inference;
 using Minnow.Loading;
 using Minnow.Optimization;
 using Minnow.Quantization;
@@ -124,9 +125,10 @@ internal static class OptimizeCommand
 
             if (result!.Chosen is not null)
             {
-                // The checklist on the file as written, with the search's models released first.
+                // The checklist on the file as written, in a fresh process as a deployment would run it (in this one when
+                // the executable cannot be started: its memory then includes what the search left behind).
                 err.WriteLine("deployment check...");
-                check = DeploymentCheck.Run(target, budget, context, ct);
+                check = CheckInFreshProcess(target, budget, context, err, ct) ?? DeploymentCheck.Run(target, budget, context, ct);
             }
             else
             {
@@ -181,6 +183,67 @@ internal static class OptimizeCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Runs <c>minnow check --json</c> on the model in a child process; null when that is not possible.</summary>
+    private static CheckResult? CheckInFreshProcess(string model, Budget budget, int context, TextWriter err, CancellationToken ct)
+    {
+        string executable = Path.Combine(AppContext.BaseDirectory, OperatingSystem.IsWindows() ? "Minnow.Cli.exe" : "Minnow.Cli");
+        if (!File.Exists(executable))
+        {
+            return null;
+        }
+
+        var start = new ProcessStartInfo(executable) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in new[] { "check", model, "--ctx", context.ToString(CultureInfo.InvariantCulture), "--json" })
+        {
+            start.ArgumentList.Add(a);
+        }
+
+        if (budget.RamBytes is long ram)
+        {
+            start.ArgumentList.Add("--ram");
+            start.ArgumentList.Add(ram.ToString(CultureInfo.InvariantCulture));
+        }
+
+        if (budget.LatencyMs is double ms)
+        {
+            start.ArgumentList.Add("--latency");
+            start.ArgumentList.Add(ms.ToString("R", CultureInfo.InvariantCulture) + "ms");
+        }
+
+        try
+        {
+            using var process = Process.Start(start);
+            if (process is null)
+            {
+                return null;
+            }
+
+            using var registration = ct.Register(() => process.Kill(entireProcessTree: true));
+            var stdout = process.StandardOutput.ReadToEndAsync(CancellationToken.None);
+            var stderr = process.StandardError.ReadToEndAsync(CancellationToken.None);
+            process.WaitForExit();
+            ct.ThrowIfCancellationRequested();
+            if (process.ExitCode is not (0 or 1))
+            {
+                err.WriteLine($"note: the check could not run in its own process ({stderr.Result.Trim()}); checking in this one.");
+                return null;
+            }
+
+            using var json = JsonDocument.Parse(stdout.Result);
+            var root = json.RootElement;
+            var items = root.GetProperty("items").EnumerateArray()
+                .Select(i => new CheckItem(i.GetProperty("name").GetString()!, i.GetProperty("status").GetString()!, i.GetProperty("figure").GetString()!)).ToList();
+            var latency = new Latency(root.GetProperty("prefill_tok_s").GetDouble(), root.GetProperty("decode_ms_per_token").GetDouble(),
+                root.GetProperty("batch4_ms_per_step").GetDouble());
+            return new CheckResult(items, root.GetProperty("peak_rss_bytes").GetInt64(), root.GetProperty("threads").GetInt32(), latency);
+        }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or JsonException or InvalidOperationException or KeyNotFoundException)
+        {
+            err.WriteLine($"note: the check could not run in its own process ({e.Message}); checking in this one.");
+            return null;
+        }
     }
 
     private static IReadOnlyList<Recipe> SelectRecipes(string[]? names)
