@@ -48,23 +48,7 @@ internal static class CheckCommand
                 WriteJson(o, w =>
                 {
                     w.WriteString("model", Path.GetFullPath(path));
-                    w.WriteBoolean("passed", result.Passed);
-                    w.WriteNumber("peak_rss_bytes", result.PeakRssBytes);
-                    w.WriteNumber("threads", result.Threads);
-                    w.Number("decode_ms_per_token", result.Latency.DecodeMsPerToken);
-                    w.Number("batch4_ms_per_step", result.Latency.Batch4MsPerStep);
-                    w.Number("prefill_tok_s", result.Latency.PrefillTokensPerSecond);
-                    w.WriteStartArray("items");
-                    foreach (var item in result.Items)
-                    {
-                        w.WriteStartObject();
-                        w.WriteString("name", item.Name);
-                        w.WriteString("status", item.Status);
-                        w.WriteString("figure", item.Figure);
-                        w.WriteEndObject();
-                    }
-
-                    w.WriteEndArray();
+                    result.WriteProperties(w);
                 });
             }
             else

@@ -14,6 +14,28 @@ public sealed record CheckItem(string Name, string Status, string Figure);
 public sealed record CheckResult(IReadOnlyList<CheckItem> Items, long PeakRssBytes, int Threads, Latency Latency)
 {
     public bool Passed => Items.All(i => i.Status != "FAIL");
+
+    /// <summary>The result's fields inside an object the caller opened (what <c>minnow check --json</c> prints and report.json holds).</summary>
+    public void WriteProperties(System.Text.Json.Utf8JsonWriter w)
+    {
+        w.WriteBoolean("passed", Passed);
+        w.WriteNumber("peak_rss_bytes", PeakRssBytes);
+        w.WriteNumber("threads", Threads);
+        w.WriteNumber("decode_ms_per_token", Latency.DecodeMsPerToken);
+        w.WriteNumber("batch4_ms_per_step", Latency.Batch4MsPerStep);
+        w.WriteNumber("prefill_tok_s", Latency.PrefillTokensPerSecond);
+        w.WriteStartArray("items");
+        foreach (var item in Items)
+        {
+            w.WriteStartObject();
+            w.WriteString("name", item.Name);
+            w.WriteString("status", item.Status);
+            w.WriteString("figure", item.Figure);
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+    }
 }
 
 /// <summary>

@@ -109,20 +109,7 @@ public sealed record OptimizationReport
         if (Check is { } check)
         {
             w.WriteStartObject("check");
-            w.WriteBoolean("passed", check.Passed);
-            w.WriteNumber("peak_rss_bytes", check.PeakRssBytes);
-            w.WriteNumber("threads", check.Threads);
-            w.WriteStartArray("items");
-            foreach (var item in check.Items)
-            {
-                w.WriteStartObject();
-                w.WriteString("name", item.Name);
-                w.WriteString("status", item.Status);
-                w.WriteString("figure", item.Figure);
-                w.WriteEndObject();
-            }
-
-            w.WriteEndArray();
+            check.WriteProperties(w);
             w.WriteEndObject();
         }
 
