@@ -125,14 +125,7 @@ public static class DeploymentCheck
             return (true, "no quantized tensors: the model runs on the F32/F16 kernels already");
         }
 
-        var owner = new ModelQuantizer.BufferOwner();
-        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (name, t) in model.Weights.All)
-        {
-            tensors[name] = t.Type is DType.Q8_0 or DType.Q4_0 ? owner.Store(name, DType.F32, t.Shape, Dequantize.FromFloats(DType.F32, t.ToFloatArray())) : t;
-        }
-
-        using var fallback = ModelFactory.Create(model.Config, new WeightSet(tensors, model.Weights.Source + " (F32 fallback)", owner), pool);
+        using var fallback = ModelConversion.Convert(model, t => t.Type is DType.Q8_0 or DType.Q4_0 ? DType.F32 : t.Type, shareUnchanged: true, pool);
         int n = Math.Min(32, model.Config.MaxPositions);
         var ids = Enumerable.Range(0, n).Select(i => ((i * 11) + 5) % model.Config.VocabSize).ToArray();
         var a = MinnowEngine.AllLogits(model, ids, cancellation: cancellation);

@@ -93,12 +93,12 @@ public sealed record Recipe(WeightScheme Scheme, QuantizationMethod Method = Qua
             {
                 if (Scheme == WeightScheme.F16)
                 {
-                    var halved = Convert(model, DType.F16, pool);
+                    var halved = ModelConversion.Convert(model, t => t.Rank >= 2 ? DType.F16 : DType.F32, shareUnchanged: false, pool);
                     pruned?.Dispose();
                     return halved;
                 }
 
-                return pruned ?? Convert(model, DType.F32, pool);
+                return pruned ?? ModelConversion.Convert(model, t => DType.F32, shareUnchanged: false, pool);
             }
 
             var quantization = new QuantizationOptions { Scheme = Scheme == WeightScheme.Q8_0 ? DType.Q8_0 : DType.Q4_0, Method = Method };
@@ -117,37 +117,6 @@ public sealed record Recipe(WeightScheme Scheme, QuantizationMethod Method = Qua
         catch
         {
             pruned?.Dispose();
-            throw;
-        }
-    }
-
-    /// <summary>A self-contained copy with every matrix in <paramref name="type"/> (F32 or F16) and vectors in F32.</summary>
-    private static TransformerModel Convert(TransformerModel model, DType type, WorkerPool? pool)
-    {
-        var owner = new ModelQuantizer.BufferOwner();
-        try
-        {
-            var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-            foreach (var (name, t) in model.Weights.All)
-            {
-                var storeAs = t.Rank >= 2 ? type : DType.F32;
-                tensors[name] = owner.Store(name, storeAs, t.Shape, Dequantize.FromFloats(storeAs, t.ToFloatArray()));
-            }
-
-            var set = new WeightSet(tensors, model.Weights.Source + $" ({type.Name()})", owner);
-            try
-            {
-                return ModelFactory.Create(model.Config, set, pool);
-            }
-            catch
-            {
-                set.Dispose();
-                throw;
-            }
-        }
-        catch
-        {
-            owner.Dispose();
             throw;
         }
     }
