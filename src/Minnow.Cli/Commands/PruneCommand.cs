@@ -227,12 +227,12 @@ internal static class PruneCommand
         return windows;
     }
 
-    private sealed record Measurement(long Parameters, long NonZero, long FileBytes, PerplexityResult? Perplexity, SpeedResult? Speed);
+    private sealed record Measurement(long Parameters, long NonZero, long FileBytes, PerplexityResult? Perplexity, Latency? Speed);
 
     private static Measurement Measure(LoadedModel model, int[]? evalTokens, int context, int? maxChunks, int? bos, bool speed, long? zeros, CancellationToken ct)
     {
         var perplexity = evalTokens is null ? null : PerplexityEvaluator.Evaluate(model.Model, evalTokens, context, maxChunks, bos, null, ct);
-        var rate = speed ? SpeedProbe.Measure(model.Model, cancellation: ct) : null;
+        var rate = speed ? SpeedMeasurement.Measure(model.Model, cancellation: ct) : null;
         long parameters = model.Model.Weights.ParameterCount;
         return new Measurement(parameters, parameters - (zeros ?? CountZeros(model.Model.Weights)), model.Facts.WeightFileBytes, perplexity, rate);
     }

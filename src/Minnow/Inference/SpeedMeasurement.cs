@@ -6,6 +6,9 @@ namespace Minnow.Inference;
 /// <summary>Per-token latency of one model: prefill, decode of one sequence, and decode of four sequences side by side.</summary>
 public sealed record Latency(double PrefillTokensPerSecond, double DecodeMsPerToken, double Batch4MsPerStep)
 {
+    /// <summary>Tokens per second decoding one sequence.</summary>
+    public double DecodeTokensPerSecond => 1000 / DecodeMsPerToken;
+
     /// <summary>Tokens per second over the four sequences.</summary>
     public double Batch4TokensPerSecond => 4000 / Batch4MsPerStep;
 }

@@ -160,7 +160,7 @@ public static unsafe class ModelComparison
     /// Decode speed at batch 1 in tokens per second: the best of repeated timed runs (<see cref="SpeedMeasurement"/>),
     /// so the figure is not that of code the JIT has not optimized yet.
     /// </summary>
-    public static double DecodeTokensPerSecond(TransformerModel model) => 1000 / SpeedMeasurement.Measure(model).DecodeMsPerToken;
+    public static double DecodeTokensPerSecond(TransformerModel model) => SpeedMeasurement.Measure(model).DecodeTokensPerSecond;
 
     private static (double Ppl, double StdErr) Perplexity(double sum, double sumSquares, int n)
     {
