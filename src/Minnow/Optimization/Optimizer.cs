@@ -81,6 +81,9 @@ public sealed record SearchResult(Measurement Baseline, IReadOnlyList<Candidate>
 /// </summary>
 public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget budget, CandidateCache? cache = null, WorkerPool? pool = null)
 {
+    /// <summary>The calibration sequences as one token stream (BOS dropped), for the mixed-precision scan.</summary>
+    private readonly List<int> _scanTokens = texts.Calibration.SelectMany(s => texts.Bos is null ? s : s.Skip(1)).ToList();
+
     /// <summary>Reports each stage: a description, done, total.</summary>
     public Action<string, int, int>? Progress { get; init; }
 
@@ -334,9 +337,8 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
     /// <summary>Builds a recipe's model in memory (also used to write the chosen one).</summary>
     public TransformerModel Build(Recipe recipe, CancellationToken cancellation = default)
     {
-        var scan = texts.Calibration.SelectMany(s => texts.Bos is null ? s : s.Skip(1)).ToList();
         int scanContext = Math.Min(texts.Context, texts.Calibration.Count > 0 ? texts.Calibration[0].Length : texts.Context);
-        return recipe.Build(source, texts.Calibration, scan, scanContext, texts.Bos, pool, cancellation);
+        return recipe.Build(source, texts.Calibration, _scanTokens, scanContext, texts.Bos, pool, cancellation);
     }
 
     private PerplexityResult Evaluate(TransformerModel model, int? chunks, CancellationToken cancellation) =>
