@@ -6,73 +6,62 @@ using System.Runtime.Intrinsics.X86;
 namespace Minnow.Kernels;
 
 /// <summary>
-/// Integer dot products of one 32-value block, for four weight rows against one row of Q8_0 activation quants:
-/// the exact int32 sums Σ_j w_r[j] · x[j], r = 0..3. Integer sums are exact, so every implementation returns the
-/// same numbers as the scalar loop; they differ only in the instructions. Weights are either signed bytes (Q8_0)
-/// or the 16 packed bytes of a Q4_0 block, whose nibbles (0..15, before the −8 offset) are values j (low) and
-/// j + 16 (high).
+/// Integer dot products of one 32-value block of eight interleaved weight rows (<see cref="InterleavedWeights"/>)
+/// against one row of Q8_0 activation quants: lane r holds the exact int32 sum Σ_j w_r[j] · x[j]. The block's
+/// values come in 32-byte chunks, each holding four consecutive values of every row (row r at bytes 4r..4r+3), so
+/// a chunk times four activations broadcast to every lane gives each row's partial sum in its own lane: no
+/// horizontal reduction. Q8_0 blocks are eight such chunks of signed bytes (values 4k..4k+3 in chunk k); Q4_0
+/// blocks are four chunks of nibble bytes (the low nibbles are values 4m..4m+3, the high ones 16 + 4m..16 + 4m + 3,
+/// both 0..15 before the −8 offset). Integer sums are exact, so every implementation returns the scalar loop's
+/// numbers; they differ only in the instructions. The 128-bit methods compute four rows: those of the 16 bytes
+/// at the start of each chunk (rows 0..3), or, given the pointer plus 16, rows 4..7.
 /// </summary>
-internal unsafe interface IInt8BlockDot
+internal unsafe interface IInt8RowsDot
 {
-    /// <summary>Σ_j w_r[j] · x[j] for four rows of 32 signed bytes.</summary>
-    static abstract Vector128<int> Signed(sbyte* w0, sbyte* w1, sbyte* w2, sbyte* w3, sbyte* x);
+    /// <summary>Σ_j w_r[j] · x[j] for the eight rows of an interleaved Q8_0 block (256 bytes).</summary>
+    static abstract Vector256<int> Signed8(byte* q, sbyte* x);
 
-    /// <summary>Σ_j nibble_r[j] · x[j] for four Q4_0 blocks' 16 bytes of nibbles.</summary>
-    static abstract Vector128<int> Nibbles(byte* q0, byte* q1, byte* q2, byte* q3, sbyte* x);
+    /// <summary>Σ_j nibble_r[j] · x[j] for the eight rows of an interleaved Q4_0 block (128 bytes).</summary>
+    static abstract Vector256<int> Nibbles8(byte* q, sbyte* x);
 
-    /// <summary>Σ_j u_r[j] · x[j] for four rows of 32 bytes 0..127 (unpacked nibbles), which read the same signed.</summary>
-    static abstract Vector128<int> Unsigned(byte* u0, byte* u1, byte* u2, byte* u3, sbyte* x);
+    /// <summary><see cref="Signed8"/> for four rows (chunks 32 bytes apart, 16 bytes of each read).</summary>
+    static abstract Vector128<int> Signed4(byte* q, sbyte* x);
 
-    /// <summary>Whether <see cref="Signed2"/> and <see cref="Unsigned2"/> are native (256-bit) rather than two calls.</summary>
-    static virtual bool PairsTokens => false;
-
-    /// <summary>[<see cref="Signed"/>(xa), <see cref="Signed"/>(xb)] for four rows 32 bytes apart: each weight loaded once.</summary>
-    static virtual Vector256<int> Signed2(sbyte* w, sbyte* xa, sbyte* xb) => throw new NotSupportedException();
-
-    /// <summary>[<see cref="Unsigned"/>(xa), <see cref="Unsigned"/>(xb)] for four rows 32 bytes apart.</summary>
-    static virtual Vector256<int> Unsigned2(byte* u, sbyte* xa, sbyte* xb) => throw new NotSupportedException();
+    /// <summary><see cref="Nibbles8"/> for four rows (chunks 32 bytes apart, 16 bytes of each read).</summary>
+    static abstract Vector128<int> Nibbles4(byte* q, sbyte* x);
 }
 
-/// <summary>The plain loops: the reference of every other implementation.</summary>
-internal readonly unsafe struct ScalarInt8Dot : IInt8BlockDot
+/// <summary>The plain loops over the interleaved layout: the reference of every other implementation.</summary>
+internal readonly unsafe struct ScalarInt8Dot : IInt8RowsDot
 {
-    public static Vector128<int> Signed(sbyte* w0, sbyte* w1, sbyte* w2, sbyte* w3, sbyte* x) =>
-        Vector128.Create(Signed(w0, x), Signed(w1, x), Signed(w2, x), Signed(w3, x));
+    public static Vector256<int> Signed8(byte* q, sbyte* x) => Vector256.Create(Signed4(q, x), Signed4(q + 16, x));
 
-    public static Vector128<int> Nibbles(byte* q0, byte* q1, byte* q2, byte* q3, sbyte* x) =>
-        Vector128.Create(Nibbles(q0, x), Nibbles(q1, x), Nibbles(q2, x), Nibbles(q3, x));
+    public static Vector256<int> Nibbles8(byte* q, sbyte* x) => Vector256.Create(Nibbles4(q, x), Nibbles4(q + 16, x));
 
-    public static Vector128<int> Unsigned(byte* u0, byte* u1, byte* u2, byte* u3, sbyte* x) =>
-        Vector128.Create(Unsigned(u0, x), Unsigned(u1, x), Unsigned(u2, x), Unsigned(u3, x));
+    public static Vector128<int> Signed4(byte* q, sbyte* x) =>
+        Vector128.Create(SignedRow(q, x, 0), SignedRow(q, x, 1), SignedRow(q, x, 2), SignedRow(q, x, 3));
 
-    public static int Unsigned(byte* u, sbyte* x)
+    public static Vector128<int> Nibbles4(byte* q, sbyte* x) =>
+        Vector128.Create(NibbleRow(q, x, 0), NibbleRow(q, x, 1), NibbleRow(q, x, 2), NibbleRow(q, x, 3));
+
+    private static int SignedRow(byte* q, sbyte* x, int r)
     {
         int sum = 0;
         for (int j = 0; j < 32; j++)
         {
-            sum += u[j] * x[j];
+            sum += ((sbyte*)q)[(32 * (j / 4)) + (4 * r) + (j % 4)] * x[j];
         }
 
         return sum;
     }
 
-    public static int Signed(sbyte* w, sbyte* x)
-    {
-        int sum = 0;
-        for (int j = 0; j < 32; j++)
-        {
-            sum += w[j] * x[j];
-        }
-
-        return sum;
-    }
-
-    public static int Nibbles(byte* q, sbyte* x)
+    private static int NibbleRow(byte* q, sbyte* x, int r)
     {
         int sum = 0;
         for (int j = 0; j < 16; j++)
         {
-            sum += ((q[j] & 0x0F) * x[j]) + ((q[j] >> 4) * x[j + 16]);
+            byte b = q[(32 * (j / 4)) + (4 * r) + (j % 4)];
+            sum += ((b & 0x0F) * x[j]) + ((b >> 4) * x[j + 16]);
         }
 
         return sum;
@@ -80,351 +69,254 @@ internal readonly unsafe struct ScalarInt8Dot : IInt8BlockDot
 }
 
 /// <summary>Portable <see cref="Vector128"/> operations only (what runs where no integer dot instruction is known).</summary>
-internal readonly unsafe struct PortableInt8Dot : IInt8BlockDot
+internal readonly unsafe struct PortableInt8Dot : IInt8RowsDot
 {
-    public static Vector128<int> Signed(sbyte* w0, sbyte* w1, sbyte* w2, sbyte* w3, sbyte* x)
+    public static Vector256<int> Signed8(byte* q, sbyte* x) => Vector256.Create(Signed4(q, x), Signed4(q + 16, x));
+
+    public static Vector256<int> Nibbles8(byte* q, sbyte* x) => Vector256.Create(Nibbles4(q, x), Nibbles4(q + 16, x));
+
+    public static Vector128<int> Signed4(byte* q, sbyte* x)
     {
-        Vector128<sbyte> xl = Vector128.Load(x), xh = Vector128.Load(x + 16);
-        return Vector128.Create(Row(w0, xl, xh), Row(w1, xl, xh), Row(w2, xl, xh), Row(w3, xl, xh));
+        Vector128<int> r01 = Vector128<int>.Zero, r23 = Vector128<int>.Zero;
+        for (int k = 0; k < 8; k++)
+        {
+            Accumulate(Vector128.Load((sbyte*)q + (32 * k)), Broadcast(x + (4 * k)), ref r01, ref r23);
+        }
+
+        return Finish(r01, r23);
     }
 
-    public static Vector128<int> Nibbles(byte* q0, byte* q1, byte* q2, byte* q3, sbyte* x)
+    public static Vector128<int> Nibbles4(byte* q, sbyte* x)
     {
-        Vector128<sbyte> xl = Vector128.Load(x), xh = Vector128.Load(x + 16);
-        return Vector128.Create(Row(q0, xl, xh), Row(q1, xl, xh), Row(q2, xl, xh), Row(q3, xl, xh));
+        Vector128<int> r01 = Vector128<int>.Zero, r23 = Vector128<int>.Zero;
+        for (int m = 0; m < 4; m++)
+        {
+            var v = Vector128.Load(q + (32 * m));
+            Accumulate((v & Vector128.Create((byte)0x0F)).AsSByte(), Broadcast(x + (4 * m)), ref r01, ref r23);
+            Accumulate((v >>> 4).AsSByte(), Broadcast(x + 16 + (4 * m)), ref r01, ref r23);
+        }
+
+        return Finish(r01, r23);
     }
 
-    public static Vector128<int> Unsigned(byte* u0, byte* u1, byte* u2, byte* u3, sbyte* x) =>
-        Signed((sbyte*)u0, (sbyte*)u1, (sbyte*)u2, (sbyte*)u3, x);
-
-    private static int Row(sbyte* w, Vector128<sbyte> xl, Vector128<sbyte> xh) =>
-        Vector128.Sum(Products(Vector128.Load(w), xl) + Products(Vector128.Load(w + 16), xh));
-
-    private static int Row(byte* q, Vector128<sbyte> xl, Vector128<sbyte> xh)
-    {
-        var v = Vector128.Load(q);
-        return Vector128.Sum(Products((v & Vector128.Create((byte)0x0F)).AsSByte(), xl) + Products((v >>> 4).AsSByte(), xh));
-    }
-
-    /// <summary>Sixteen products in 16 bits (|w · x| ≤ 128 · 127 fits), widened and summed to four int32 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> Products(Vector128<sbyte> w, Vector128<sbyte> x)
+    private static Vector128<sbyte> Broadcast(sbyte* x) => Vector128.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
+
+    /// <summary>Sixteen products in 16 bits (|w · x| ≤ 128 · 127 fits), widened: rows 0 and 1 to r01, 2 and 3 to r23.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Accumulate(Vector128<sbyte> w, Vector128<sbyte> x, ref Vector128<int> r01, ref Vector128<int> r23)
     {
         var (wl, wh) = Vector128.Widen(w);
         var (xl, xh) = Vector128.Widen(x);
         var (a, b) = Vector128.Widen(wl * xl);
         var (c, d) = Vector128.Widen(wh * xh);
-        return (a + b) + (c + d);
+        r01 += Vector128.Create(Vector128.Sum(a), Vector128.Sum(b), 0, 0);
+        r23 += Vector128.Create(Vector128.Sum(c), Vector128.Sum(d), 0, 0);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Finish(Vector128<int> r01, Vector128<int> r23) =>
+        Vector128.Create(r01.GetElement(0), r01.GetElement(1), r23.GetElement(0), r23.GetElement(1));
 }
 
 /// <summary>
-/// 128-bit instructions: Arm64 SDOT (<see cref="Dp"/>), else Arm64 widening multiplies; x86 SSSE3 <c>pmaddubsw</c>
-/// with ggml's sign trick (|w| unsigned times x with w's sign) then <c>pmaddwd</c> by ones; else portable.
+/// 128-bit instructions: Arm64 SDOT (<see cref="Dp"/>, one instruction per chunk), else Arm64 widening multiplies
+/// and pairwise adds; x86 SSSE3 <c>pmaddubsw</c> (with ggml's sign trick for signed weights) and <c>pmaddwd</c>;
+/// else portable.
 /// </summary>
-internal readonly unsafe struct Vector128Int8Dot : IInt8BlockDot
+internal readonly unsafe struct Vector128Int8Dot : IInt8RowsDot
 {
-    public static Vector128<int> Signed(sbyte* w0, sbyte* w1, sbyte* w2, sbyte* w3, sbyte* x)
-    {
-        if (!Ssse3.IsSupported && !AdvSimd.Arm64.IsSupported)
-        {
-            return PortableInt8Dot.Signed(w0, w1, w2, w3, x);
-        }
+    public static Vector256<int> Signed8(byte* q, sbyte* x) => Vector256.Create(Signed4(q, x), Signed4(q + 16, x));
 
-        Vector128<sbyte> xl = Vector128.Load(x), xh = Vector128.Load(x + 16);
-        return Reduce(
-            Row(Vector128.Load(w0), Vector128.Load(w0 + 16), xl, xh),
-            Row(Vector128.Load(w1), Vector128.Load(w1 + 16), xl, xh),
-            Row(Vector128.Load(w2), Vector128.Load(w2 + 16), xl, xh),
-            Row(Vector128.Load(w3), Vector128.Load(w3 + 16), xl, xh));
-    }
+    public static Vector256<int> Nibbles8(byte* q, sbyte* x) => Vector256.Create(Nibbles4(q, x), Nibbles4(q + 16, x));
 
-    public static Vector128<int> Nibbles(byte* q0, byte* q1, byte* q2, byte* q3, sbyte* x)
-    {
-        if (!Ssse3.IsSupported && !AdvSimd.Arm64.IsSupported)
-        {
-            return PortableInt8Dot.Nibbles(q0, q1, q2, q3, x);
-        }
-
-        Vector128<sbyte> xl = Vector128.Load(x), xh = Vector128.Load(x + 16);
-        return Reduce(NibbleRow(q0, xl, xh), NibbleRow(q1, xl, xh), NibbleRow(q2, xl, xh), NibbleRow(q3, xl, xh));
-    }
-
-    public static Vector128<int> Unsigned(byte* u0, byte* u1, byte* u2, byte* u3, sbyte* x)
-    {
-        if (!Ssse3.IsSupported)
-        {
-            return AdvSimd.Arm64.IsSupported ? Signed((sbyte*)u0, (sbyte*)u1, (sbyte*)u2, (sbyte*)u3, x) : PortableInt8Dot.Unsigned(u0, u1, u2, u3, x);
-        }
-
-        Vector128<sbyte> xl = Vector128.Load(x), xh = Vector128.Load(x + 16);
-        return Reduce(UnsignedRow(u0, xl, xh), UnsignedRow(u1, xl, xh), UnsignedRow(u2, xl, xh), UnsignedRow(u3, xl, xh));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> UnsignedRow(byte* u, Vector128<sbyte> xl, Vector128<sbyte> xh) =>
-        Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(Vector128.Load(u), xl), Vector128<short>.One)
-        + Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(Vector128.Load(u + 16), xh), Vector128<short>.One);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> NibbleRow(byte* q, Vector128<sbyte> xl, Vector128<sbyte> xh)
-    {
-        var v = Vector128.Load(q);
-        var low = v & Vector128.Create((byte)0x0F);
-        var high = v >>> 4;
-        if (Ssse3.IsSupported)
-        {
-            // Nibbles are already unsigned: no sign trick.
-            return Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(low, xl), Vector128<short>.One)
-                + Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(high, xh), Vector128<short>.One);
-        }
-
-        return Row(low.AsSByte(), high.AsSByte(), xl, xh);
-    }
-
-    /// <summary>Four int32 partial sums of one row's 32 products.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> Row(Vector128<sbyte> wl, Vector128<sbyte> wh, Vector128<sbyte> xl, Vector128<sbyte> xh)
+    public static Vector128<int> Signed4(byte* q, sbyte* x)
     {
         if (Ssse3.IsSupported)
         {
-            // |w| · (x with w's sign) = w · x; pair sums ≤ 2 · 128 · 127 cannot saturate.
-            return Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(Ssse3.Abs(wl), Ssse3.Sign(xl, wl)), Vector128<short>.One)
-                + Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(Ssse3.Abs(wh), Ssse3.Sign(xh, wh)), Vector128<short>.One);
+            var sum = Vector128<int>.Zero;
+            for (int k = 0; k < 8; k++)
+            {
+                var w = Vector128.Load((sbyte*)q + (32 * k));
+                sum += Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(Ssse3.Abs(w), Ssse3.Sign(Broadcast(x + (4 * k)), w)), Vector128<short>.One);
+            }
+
+            return sum;
         }
 
+        if (AdvSimd.Arm64.IsSupported)
+        {
+            var sum = Vector128<int>.Zero;
+            for (int k = 0; k < 8; k++)
+            {
+                sum = Arm(sum, Vector128.Load((sbyte*)q + (32 * k)), Broadcast(x + (4 * k)));
+            }
+
+            return sum;
+        }
+
+        return PortableInt8Dot.Signed4(q, x);
+    }
+
+    public static Vector128<int> Nibbles4(byte* q, sbyte* x)
+    {
+        if (Ssse3.IsSupported)
+        {
+            // Nibbles are unsigned already; eight pair sums of at most 2 · 15 · 127 stay exact in 16 bits.
+            var sum = Vector128<short>.Zero;
+            for (int m = 0; m < 4; m++)
+            {
+                var v = Vector128.Load(q + (32 * m));
+                sum += Ssse3.MultiplyAddAdjacent(v & Vector128.Create((byte)0x0F), Broadcast(x + (4 * m)));
+                sum += Ssse3.MultiplyAddAdjacent((v.AsUInt16() >>> 4).AsByte() & Vector128.Create((byte)0x0F), Broadcast(x + 16 + (4 * m)));
+            }
+
+            return Sse2.MultiplyAddAdjacent(sum, Vector128<short>.One);
+        }
+
+        if (AdvSimd.Arm64.IsSupported)
+        {
+            var sum = Vector128<int>.Zero;
+            for (int m = 0; m < 4; m++)
+            {
+                var v = Vector128.Load(q + (32 * m));
+                sum = Arm(sum, (v & Vector128.Create((byte)0x0F)).AsSByte(), Broadcast(x + (4 * m)));
+                sum = Arm(sum, (v >>> 4).AsSByte(), Broadcast(x + 16 + (4 * m)));
+            }
+
+            return sum;
+        }
+
+        return PortableInt8Dot.Nibbles4(q, x);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<sbyte> Broadcast(sbyte* x) => Vector128.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
+
+    /// <summary>sum + each lane's four products: SDOT, or widening multiplies and two rounds of pairwise adds.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Arm(Vector128<int> sum, Vector128<sbyte> w, Vector128<sbyte> x)
+    {
         if (Dp.IsSupported)
         {
-            return Dp.DotProduct(Dp.DotProduct(Vector128<int>.Zero, wl, xl), wh, xh);
+            return Dp.DotProduct(sum, w, x);
         }
 
-        var low = AdvSimd.MultiplyWideningLower(wl.GetLower(), xl.GetLower()) + AdvSimd.MultiplyWideningUpper(wl, xl);
-        var high = AdvSimd.MultiplyWideningLower(wh.GetLower(), xh.GetLower()) + AdvSimd.MultiplyWideningUpper(wh, xh);
-        return AdvSimd.AddPairwiseWidening(low) + AdvSimd.AddPairwiseWidening(high);
-    }
-
-    /// <summary>[Σa0, Σa1, Σa2, Σa3] by two rounds of pairwise adds.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> Reduce(Vector128<int> a0, Vector128<int> a1, Vector128<int> a2, Vector128<int> a3)
-    {
-        if (Ssse3.IsSupported)
-        {
-            return Ssse3.HorizontalAdd(Ssse3.HorizontalAdd(a0, a1), Ssse3.HorizontalAdd(a2, a3));
-        }
-
-        return AdvSimd.Arm64.AddPairwise(AdvSimd.Arm64.AddPairwise(a0, a1), AdvSimd.Arm64.AddPairwise(a2, a3));
+        var low = AdvSimd.AddPairwiseWidening(AdvSimd.MultiplyWideningLower(w.GetLower(), x.GetLower()));
+        var high = AdvSimd.AddPairwiseWidening(AdvSimd.MultiplyWideningUpper(w, x));
+        return sum + AdvSimd.Arm64.AddPairwise(low, high);
     }
 }
 
 /// <summary>
-/// AVX2, as ggml's <c>mul_sum_i8_pairs</c>: one 256-bit <c>vpmaddubsw</c> (with the sign trick for signed
-/// weights) and <c>vpmaddwd</c> by ones per row, then three <c>vphaddd</c> for the four rows. Without AVX2 it
-/// falls back to <see cref="Vector128Int8Dot"/>.
+/// AVX2: one 256-bit <c>vpmaddubsw</c> per chunk against four activations broadcast to every lane
+/// (<c>vpbroadcastd</c> from memory), with ggml's sign trick for signed weights, then <c>vpmaddwd</c> by ones.
+/// Without AVX2 it falls back to <see cref="Vector128Int8Dot"/>.
 /// </summary>
-internal readonly unsafe struct Avx2Int8Dot : IInt8BlockDot
+internal readonly unsafe struct Avx2Int8Dot : IInt8RowsDot
 {
-    public static Vector128<int> Signed(sbyte* w0, sbyte* w1, sbyte* w2, sbyte* w3, sbyte* x)
+    public static Vector256<int> Signed8(byte* q, sbyte* x)
     {
         if (!Avx2.IsSupported)
         {
-            return Vector128Int8Dot.Signed(w0, w1, w2, w3, x);
+            return Vector128Int8Dot.Signed8(q, x);
         }
 
-        var xv = Vector256.Load(x);
-        return Reduce(SignedRow(w0, xv), SignedRow(w1, xv), SignedRow(w2, xv), SignedRow(w3, xv));
+        // Pair sums reach 2 · 128 · 127: two would overflow 16 bits, so each chunk widens on its own.
+        var sum0 = Vector256<int>.Zero;
+        var sum1 = Vector256<int>.Zero;
+        for (int k = 0; k < 8; k += 2)
+        {
+            sum0 += SignedChunk(q + (32 * k), x + (4 * k));
+            sum1 += SignedChunk(q + (32 * (k + 1)), x + (4 * (k + 1)));
+        }
+
+        return sum0 + sum1;
     }
 
-    public static Vector128<int> Nibbles(byte* q0, byte* q1, byte* q2, byte* q3, sbyte* x)
+    public static Vector256<int> Nibbles8(byte* q, sbyte* x)
     {
         if (!Avx2.IsSupported)
         {
-            return Vector128Int8Dot.Nibbles(q0, q1, q2, q3, x);
+            return Vector128Int8Dot.Nibbles8(q, x);
         }
 
-        var xv = Vector256.Load(x);
-        return ReduceSmall(
-            Avx2.MultiplyAddAdjacent(Unpack(q0), xv), Avx2.MultiplyAddAdjacent(Unpack(q1), xv),
-            Avx2.MultiplyAddAdjacent(Unpack(q2), xv), Avx2.MultiplyAddAdjacent(Unpack(q3), xv));
-    }
-
-    public static Vector128<int> Unsigned(byte* u0, byte* u1, byte* u2, byte* u3, sbyte* x)
-    {
-        if (!Avx2.IsSupported)
+        // Eight pair sums of at most 2 · 15 · 127 stay exact in 16 bits: one widening for the whole block.
+        var mask = Vector256.Create((byte)0x0F);
+        var sum = Vector256<short>.Zero;
+        for (int m = 0; m < 4; m++)
         {
-            return Vector128Int8Dot.Unsigned(u0, u1, u2, u3, x);
+            var v = Vector256.Load(q + (32 * m));
+            sum += Avx2.MultiplyAddAdjacent(v & mask, Broadcast(x + (4 * m)));
+            sum += Avx2.MultiplyAddAdjacent((v.AsUInt16() >>> 4).AsByte() & mask, Broadcast(x + 16 + (4 * m)));
         }
 
-        var xv = Vector256.Load(x);
-        return ReduceSmall(
-            Avx2.MultiplyAddAdjacent(Vector256.Load(u0), xv), Avx2.MultiplyAddAdjacent(Vector256.Load(u1), xv),
-            Avx2.MultiplyAddAdjacent(Vector256.Load(u2), xv), Avx2.MultiplyAddAdjacent(Vector256.Load(u3), xv));
+        return Avx2.MultiplyAddAdjacent(sum, Vector256<short>.One);
     }
 
-    public static bool PairsTokens => Avx2.IsSupported;
+    public static Vector128<int> Signed4(byte* q, sbyte* x) => Vector128Int8Dot.Signed4(q, x);
 
-    public static Vector256<int> Signed2(sbyte* w, sbyte* xa, sbyte* xb)
+    public static Vector128<int> Nibbles4(byte* q, sbyte* x) => Vector128Int8Dot.Nibbles4(q, x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<sbyte> Broadcast(sbyte* x) => Avx2.BroadcastScalarToVector256((int*)x).AsSByte();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SignedChunk(byte* q, sbyte* x)
     {
-        Vector256<sbyte> w0 = Vector256.Load(w), w1 = Vector256.Load(w + 32), w2 = Vector256.Load(w + 64), w3 = Vector256.Load(w + 96);
-        Vector256<byte> u0 = Avx2.Abs(w0), u1 = Avx2.Abs(w1), u2 = Avx2.Abs(w2), u3 = Avx2.Abs(w3);
-        Vector256<sbyte> a = Vector256.Load(xa), b = Vector256.Load(xb);
-        return Reduce(
-            Pairs(u0, Avx2.Sign(a, w0)), Pairs(u1, Avx2.Sign(a, w1)), Pairs(u2, Avx2.Sign(a, w2)), Pairs(u3, Avx2.Sign(a, w3)),
-            Pairs(u0, Avx2.Sign(b, w0)), Pairs(u1, Avx2.Sign(b, w1)), Pairs(u2, Avx2.Sign(b, w2)), Pairs(u3, Avx2.Sign(b, w3)));
-    }
-
-    public static Vector256<int> Unsigned2(byte* u, sbyte* xa, sbyte* xb)
-    {
-        Vector256<byte> u0 = Vector256.Load(u), u1 = Vector256.Load(u + 32), u2 = Vector256.Load(u + 64), u3 = Vector256.Load(u + 96);
-        Vector256<sbyte> a = Vector256.Load(xa), b = Vector256.Load(xb);
-        var sa = ReduceSmall(Avx2.MultiplyAddAdjacent(u0, a), Avx2.MultiplyAddAdjacent(u1, a), Avx2.MultiplyAddAdjacent(u2, a), Avx2.MultiplyAddAdjacent(u3, a));
-        var sb = ReduceSmall(Avx2.MultiplyAddAdjacent(u0, b), Avx2.MultiplyAddAdjacent(u1, b), Avx2.MultiplyAddAdjacent(u2, b), Avx2.MultiplyAddAdjacent(u3, b));
-        return Vector256.Create(sa, sb);
-    }
-
-    /// <summary>
-    /// [Σp0, Σp1, Σp2, Σp3] of four rows' <c>vpmaddubsw</c> outputs with small weights (nibbles: |pair sum| ≤
-    /// 2 · 15 · 127 = 3810): two rounds of <c>vphaddw</c> stay exact in 16 bits (≤ 15240), so one <c>vpmaddwd</c>
-    /// by ones widens all four rows at once, saving three multiplies per block.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> ReduceSmall(Vector256<short> p0, Vector256<short> p1, Vector256<short> p2, Vector256<short> p3)
-    {
-        var h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
-        var s = Avx2.MultiplyAddAdjacent(h, Vector256<short>.One);
-        return s.GetLower() + s.GetUpper();
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Pairs(Vector256<byte> u, Vector256<sbyte> x) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x), Vector256<short>.One);
-
-    /// <summary>[Σa0 … Σa3, Σb0 … Σb3].</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<int> Reduce(
-        Vector256<int> a0, Vector256<int> a1, Vector256<int> a2, Vector256<int> a3, Vector256<int> b0, Vector256<int> b1, Vector256<int> b2, Vector256<int> b3)
-    {
-        var a = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a0, a1), Avx2.HorizontalAdd(a2, a3));
-        var b = Avx2.HorizontalAdd(Avx2.HorizontalAdd(b0, b1), Avx2.HorizontalAdd(b2, b3));
-        return Avx2.Permute2x128(a, b, 0x20) + Avx2.Permute2x128(a, b, 0x31);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> UnsignedRow(byte* u, Vector256<sbyte> x) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.Load(u), x), Vector256<short>.One);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<int> SignedRow(sbyte* w, Vector256<sbyte> x)
-    {
-        var wv = Vector256.Load(w);
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wv), Avx2.Sign(x, wv)), Vector256<short>.One);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<int> NibbleRow(byte* q, Vector256<sbyte> x) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Unpack(q), x), Vector256<short>.One);
-
-    /// <summary>A Q4_0 block's 32 nibbles in value order: the low nibbles, then the high ones.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<byte> Unpack(byte* q)
-    {
-        var v = Vector128.Load(q);
-        return Vector256.Create(v, Sse2.ShiftRightLogical(v.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
-    }
-
-    /// <summary>[Σa0, Σa1, Σa2, Σa3]: three horizontal adds leave each row's two half-sums in the two 128-bit lanes.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<int> Reduce(Vector256<int> a0, Vector256<int> a1, Vector256<int> a2, Vector256<int> a3)
-    {
-        var h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a0, a1), Avx2.HorizontalAdd(a2, a3));
-        return h.GetLower() + h.GetUpper();
+        var w = Vector256.Load((sbyte*)q);
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(Broadcast(x), w)), Vector256<short>.One);
     }
 }
 
 /// <summary>
-/// AVX-VNNI <c>vpdpbusd</c>: unsigned × signed bytes summed in fours straight into int32 lanes (no 16-bit step).
-/// Without AVX-VNNI it falls back to <see cref="Avx2Int8Dot"/>. (.NET 10 exposes no separate AVX-512 VNNI class;
-/// the 512-bit path uses these 256-bit bodies, one block per vector.)
+/// AVX-VNNI <c>vpdpbusd</c>: unsigned × signed bytes summed in fours straight into int32 lanes, one instruction
+/// per chunk. Without AVX-VNNI it falls back to <see cref="Avx2Int8Dot"/>. (.NET 10 exposes no separate AVX-512
+/// VNNI class; the 512-bit path uses these 256-bit bodies.)
 /// </summary>
-internal readonly unsafe struct AvxVnniInt8Dot : IInt8BlockDot
+internal readonly unsafe struct AvxVnniInt8Dot : IInt8RowsDot
 {
-    public static Vector128<int> Signed(sbyte* w0, sbyte* w1, sbyte* w2, sbyte* w3, sbyte* x)
+    public static Vector256<int> Signed8(byte* q, sbyte* x)
     {
         if (!AvxVnni.IsSupported)
         {
-            return Avx2Int8Dot.Signed(w0, w1, w2, w3, x);
+            return Avx2Int8Dot.Signed8(q, x);
         }
 
-        var xv = Vector256.Load(x);
-        return Avx2Int8Dot.Reduce(SignedRow(w0, xv), SignedRow(w1, xv), SignedRow(w2, xv), SignedRow(w3, xv));
+        var sum0 = Vector256<int>.Zero;
+        var sum1 = Vector256<int>.Zero;
+        for (int k = 0; k < 8; k += 2)
+        {
+            var w0 = Vector256.Load((sbyte*)q + (32 * k));
+            var w1 = Vector256.Load((sbyte*)q + (32 * (k + 1)));
+            sum0 = AvxVnni.MultiplyWideningAndAdd(sum0, Avx2.Abs(w0), Avx2.Sign(Avx2Int8Dot.Broadcast(x + (4 * k)), w0));
+            sum1 = AvxVnni.MultiplyWideningAndAdd(sum1, Avx2.Abs(w1), Avx2.Sign(Avx2Int8Dot.Broadcast(x + (4 * (k + 1))), w1));
+        }
+
+        return sum0 + sum1;
     }
 
-    public static Vector128<int> Nibbles(byte* q0, byte* q1, byte* q2, byte* q3, sbyte* x)
+    public static Vector256<int> Nibbles8(byte* q, sbyte* x)
     {
         if (!AvxVnni.IsSupported)
         {
-            return Avx2Int8Dot.Nibbles(q0, q1, q2, q3, x);
+            return Avx2Int8Dot.Nibbles8(q, x);
         }
 
-        var xv = Vector256.Load(x);
-        return Avx2Int8Dot.Reduce(NibbleRow(q0, xv), NibbleRow(q1, xv), NibbleRow(q2, xv), NibbleRow(q3, xv));
-    }
-
-    public static Vector128<int> Unsigned(byte* u0, byte* u1, byte* u2, byte* u3, sbyte* x)
-    {
-        if (!AvxVnni.IsSupported)
+        var mask = Vector256.Create((byte)0x0F);
+        var sum0 = Vector256<int>.Zero;
+        var sum1 = Vector256<int>.Zero;
+        for (int m = 0; m < 4; m++)
         {
-            return Avx2Int8Dot.Unsigned(u0, u1, u2, u3, x);
+            var v = Vector256.Load(q + (32 * m));
+            sum0 = AvxVnni.MultiplyWideningAndAdd(sum0, v & mask, Avx2Int8Dot.Broadcast(x + (4 * m)));
+            sum1 = AvxVnni.MultiplyWideningAndAdd(sum1, (v.AsUInt16() >>> 4).AsByte() & mask, Avx2Int8Dot.Broadcast(x + 16 + (4 * m)));
         }
 
-        var xv = Vector256.Load(x);
-        return Avx2Int8Dot.Reduce(
-            AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Load(u0), xv),
-            AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Load(u1), xv),
-            AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Load(u2), xv),
-            AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Load(u3), xv));
+        return sum0 + sum1;
     }
 
-    public static bool PairsTokens => Avx2.IsSupported;
+    public static Vector128<int> Signed4(byte* q, sbyte* x) => Vector128Int8Dot.Signed4(q, x);
 
-    public static Vector256<int> Signed2(sbyte* w, sbyte* xa, sbyte* xb)
-    {
-        if (!AvxVnni.IsSupported)
-        {
-            return Avx2Int8Dot.Signed2(w, xa, xb);
-        }
-
-        Vector256<sbyte> w0 = Vector256.Load(w), w1 = Vector256.Load(w + 32), w2 = Vector256.Load(w + 64), w3 = Vector256.Load(w + 96);
-        Vector256<byte> u0 = Avx2.Abs(w0), u1 = Avx2.Abs(w1), u2 = Avx2.Abs(w2), u3 = Avx2.Abs(w3);
-        Vector256<sbyte> a = Vector256.Load(xa), b = Vector256.Load(xb);
-        return Avx2Int8Dot.Reduce(
-            Dot(u0, Avx2.Sign(a, w0)), Dot(u1, Avx2.Sign(a, w1)), Dot(u2, Avx2.Sign(a, w2)), Dot(u3, Avx2.Sign(a, w3)),
-            Dot(u0, Avx2.Sign(b, w0)), Dot(u1, Avx2.Sign(b, w1)), Dot(u2, Avx2.Sign(b, w2)), Dot(u3, Avx2.Sign(b, w3)));
-    }
-
-    public static Vector256<int> Unsigned2(byte* u, sbyte* xa, sbyte* xb)
-    {
-        if (!AvxVnni.IsSupported)
-        {
-            return Avx2Int8Dot.Unsigned2(u, xa, xb);
-        }
-
-        Vector256<byte> u0 = Vector256.Load(u), u1 = Vector256.Load(u + 32), u2 = Vector256.Load(u + 64), u3 = Vector256.Load(u + 96);
-        Vector256<sbyte> a = Vector256.Load(xa), b = Vector256.Load(xb);
-        return Avx2Int8Dot.Reduce(Dot(u0, a), Dot(u1, a), Dot(u2, a), Dot(u3, a), Dot(u0, b), Dot(u1, b), Dot(u2, b), Dot(u3, b));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Dot(Vector256<byte> u, Vector256<sbyte> x) =>
-        AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, x);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> SignedRow(sbyte* w, Vector256<sbyte> x)
-    {
-        var wv = Vector256.Load(w);
-        return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Avx2.Abs(wv), Avx2.Sign(x, wv));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> NibbleRow(byte* q, Vector256<sbyte> x) =>
-        AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Avx2Int8Dot.Unpack(q), x);
+    public static Vector128<int> Nibbles4(byte* q, sbyte* x) => Vector128Int8Dot.Nibbles4(q, x);
 }

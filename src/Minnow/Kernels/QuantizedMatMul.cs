@@ -29,7 +29,8 @@ internal enum Int8Path
 /// y[t, o] = Σ_i x[t, i] · W[o, i] (+ bias[o]) for Q8_0 and Q4_0 weights with the activations quantized to Q8_0,
 /// as llama.cpp's <c>ggml_vec_dot_q8_0_q8_0</c> and <c>ggml_vec_dot_q4_0_q8_0</c>: each token's row is quantized
 /// once per call (<see cref="QuantizeActivations"/>) on the calling thread, then the pool's workers multiply groups
-/// of four weight rows by every token with exact integer dot products per block.
+/// of eight weight rows, interleaved once (<see cref="InterleavedWeights"/>), by every token with exact integer dot
+/// products per block, each row's sum in its own vector lane.
 /// <para>
 /// The order of the float arithmetic is fixed and the same on every path: for each output, a float sum starts at
 /// zero and, block by block in order, adds isum_b · (d_w,b · d_x,b) (three roundings: the scale product, the
@@ -39,13 +40,16 @@ internal enum Int8Path
 /// </summary>
 internal static unsafe class QuantizedMatMul
 {
-    private const int GroupRows = 4;
+    private const int GroupRows = InterleavedWeights.GroupRows;
     private const int BlockSize = QuantizeActivations.BlockSize;
 
     private struct Job
     {
         public byte* Weight;
         public long RowBytes;
+        public byte* Interleaved;
+        public long BlockStride;
+        public long GroupStride;
         public int Blocks;
         public int Rows;
         public sbyte* Quants;
@@ -57,8 +61,6 @@ internal static unsafe class QuantizedMatMul
     }
 
     private struct ActivationTag;
-
-    private struct GroupTag;
 
     /// <summary>True for the weight types this kernel multiplies.</summary>
     public static bool Supports(Tensor weight) =>
@@ -113,6 +115,14 @@ internal static unsafe class QuantizedMatMul
             Bias = bias,
             Tokens = tokens,
         };
+        if (path != Int8Path.Scalar)
+        {
+            var interleaved = InterleavedWeights.For(weight, pool);
+            job.Interleaved = interleaved.Data;
+            job.BlockStride = interleaved.BlockStride;
+            job.GroupStride = interleaved.GroupStride;
+        }
+
         int groups = (job.Rows + GroupRows - 1) / GroupRows;
 
         // About four blocks per thread for balance, but no block under ~64K multiply-adds.
@@ -126,13 +136,14 @@ internal static unsafe class QuantizedMatMul
         where TWeight : struct, IInt8Weight => path switch
         {
             Int8Path.Scalar => &RunGroupsScalar<TWeight>,
-            Int8Path.Portable => &RunGroups<TWeight, PortableInt8Dot>,
-            Int8Path.V128 => &RunGroups<TWeight, Vector128Int8Dot>,
-            Int8Path.Avx2 => &RunGroups<TWeight, Avx2Int8Dot>,
-            _ => &RunGroups<TWeight, AvxVnniInt8Dot>,
+            Int8Path.Portable => &RunNarrow<TWeight, PortableInt8Dot>,
+            Int8Path.V128 => &RunNarrow<TWeight, Vector128Int8Dot>,
+            _ when !Avx2.IsSupported => &RunNarrow<TWeight, Vector128Int8Dot>,
+            Int8Path.Avx2 => &RunWide<TWeight, Avx2Int8Dot>,
+            _ => &RunWide<TWeight, AvxVnniInt8Dot>,
         };
 
-    // ---- Scalar reference ----
+// ---- Scalar reference ----
 
     private static void RunGroupsScalar<TWeight>(void* context, int start, int end)
         where TWeight : struct, IInt8Weight
@@ -169,167 +180,115 @@ internal static unsafe class QuantizedMatMul
 
     // ---- Vector paths ----
 
-    private static void RunGroups<TWeight, TDot>(void* context, int start, int end)
+    /// <summary>256-bit: a group's eight outputs for a token are one vector; each block adds one vector product.</summary>
+    private static void RunWide<TWeight, TDot>(void* context, int start, int end)
         where TWeight : struct, IInt8Weight
-        where TDot : struct, IInt8BlockDot
+        where TDot : struct, IInt8RowsDot
     {
         ref Job job = ref *(Job*)context;
-        int rows = job.Rows;
-        int rowEnd = Math.Min(end * GroupRows, rows);
-
-        // Several tokens: each group's blocks are unpacked once into a per-thread buffer, block by block with the
-        // four rows side by side (32 bytes each), and the four scales of every block converted once.
-        float* groupScales = null;
-        byte* unpacked = null;
-        if (job.Tokens > 1)
+        int blocks = job.Blocks;
+        long stride = job.BlockStride;
+        for (int g = start; g < end; g++)
         {
-            groupScales = Scratch<GroupTag>.Get((GroupRows * job.Blocks) + (GroupRows * BlockSize * job.Blocks / sizeof(float)));
-            unpacked = (byte*)(groupScales + (GroupRows * job.Blocks));
-        }
-
-        for (int r = start * GroupRows; r < rowEnd; r += GroupRows)
-        {
-            // A short last group repeats its last row in the missing lanes and stores only the real ones.
-            int count = Math.Min(GroupRows, rowEnd - r);
-            byte* w0 = job.Weight + (r * job.RowBytes);
-            byte* w1 = job.Weight + ((r + Math.Min(1, count - 1)) * job.RowBytes);
-            byte* w2 = job.Weight + ((r + Math.Min(2, count - 1)) * job.RowBytes);
-            byte* w3 = job.Weight + ((r + Math.Min(3, count - 1)) * job.RowBytes);
-            var bias = Vector128<float>.Zero;
+            int r = g * GroupRows;
+            int count = Math.Min(GroupRows, job.Rows - r);
+            var bias = Vector256<float>.Zero;
             if (job.Bias != null)
             {
-                bias = count == GroupRows
-                    ? Vector128.Load(job.Bias + r)
-                    : Vector128.Create(job.Bias[r], job.Bias[r + Math.Min(1, count - 1)], job.Bias[r + Math.Min(2, count - 1)], job.Bias[r + Math.Min(3, count - 1)]);
+                bias = count == GroupRows ? Vector256.Load(job.Bias + r) : LoadPartial(job.Bias + r, count);
             }
 
-            if (unpacked != null)
+            byte* group = job.Interleaved + (g * job.GroupStride);
+            for (int t = 0; t < job.Tokens; t++)
             {
-                Unpack4<TWeight>(w0, w1, w2, w3, job.Blocks, groupScales, unpacked);
-            }
-
-            int t = 0;
-            if (TDot.PairsTokens && unpacked != null)
-            {
-                // Two tokens at a time: every unpacked weight vector is loaded once for both.
-                for (; t + 2 <= job.Tokens; t += 2)
+                long a = (long)t * blocks;
+                sbyte* quants = job.Quants + (a * BlockSize);
+                float* scales = job.Scales + a;
+                int* sums = job.Sums + a;
+                var acc = Vector256<float>.Zero;
+                byte* block = group;
+                for (int b = 0; b < blocks; b++, block += stride)
                 {
-                    long a = (long)t * job.Blocks, b = a + job.Blocks;
-                    var s = DotUnpacked4x2<TWeight, TDot>(
-                        unpacked, groupScales, job.Quants + (a * BlockSize), job.Quants + (b * BlockSize), job.Scales + a, job.Scales + b, job.Sums + a, job.Sums + b, job.Blocks);
-                    Store(ref job, t, r, count, s.GetLower() + bias);
-                    Store(ref job, t + 1, r, count, s.GetUpper() + bias);
+                    var isum = TWeight.Dot8<TDot>(block + (GroupRows * sizeof(float)), quants + (b * BlockSize), sums[b]);
+                    acc += Vector256.ConvertToSingle(isum) * (Vector256.Load((float*)block) * Vector256.Create(scales[b]));
+                }
+
+                float* y = job.Y + ((long)t * job.Rows) + r;
+                acc += bias;
+                if (count == GroupRows)
+                {
+                    acc.Store(y);
+                }
+                else
+                {
+                    for (int k = 0; k < count; k++)
+                    {
+                        y[k] = acc.GetElement(k);
+                    }
                 }
             }
+        }
+    }
 
-            for (; t < job.Tokens; t++)
+    /// <summary>128-bit: the same arithmetic lane for lane, a group as two halves of four rows.</summary>
+    private static void RunNarrow<TWeight, TDot>(void* context, int start, int end)
+        where TWeight : struct, IInt8Weight
+        where TDot : struct, IInt8RowsDot
+    {
+        ref Job job = ref *(Job*)context;
+        int blocks = job.Blocks;
+        long stride = job.BlockStride;
+        for (int g = start; g < end; g++)
+        {
+            int r = g * GroupRows;
+            int count = Math.Min(GroupRows, job.Rows - r);
+            Vector128<float> biasLow = Vector128<float>.Zero, biasHigh = Vector128<float>.Zero;
+            if (job.Bias != null)
             {
-                long a = (long)t * job.Blocks;
+                var bias = count == GroupRows ? Vector256.Load(job.Bias + r) : LoadPartial(job.Bias + r, count);
+                biasLow = bias.GetLower();
+                biasHigh = bias.GetUpper();
+            }
+
+            byte* group = job.Interleaved + (g * job.GroupStride);
+            for (int t = 0; t < job.Tokens; t++)
+            {
+                long a = (long)t * blocks;
                 sbyte* quants = job.Quants + (a * BlockSize);
-                var s = unpacked != null
-                    ? DotUnpacked4<TWeight, TDot>(unpacked, groupScales, quants, job.Scales + a, job.Sums + a, job.Blocks)
-                    : Dot4<TWeight, TDot>(w0, w1, w2, w3, quants, job.Scales + a, job.Sums + a, job.Blocks);
-                Store(ref job, t, r, count, s + bias);
+                float* scales = job.Scales + a;
+                int* sums = job.Sums + a;
+                Vector128<float> low = Vector128<float>.Zero, high = Vector128<float>.Zero;
+                byte* block = group;
+                for (int b = 0; b < blocks; b++, block += stride)
+                {
+                    byte* q = block + (GroupRows * sizeof(float));
+                    sbyte* x = quants + (b * BlockSize);
+                    var xs = Vector128.Create(scales[b]);
+                    low += Vector128.ConvertToSingle(TWeight.Dot4<TDot>(q, x, sums[b])) * (Vector128.Load((float*)block) * xs);
+                    high += Vector128.ConvertToSingle(TWeight.Dot4<TDot>(q + 16, x, sums[b])) * (Vector128.Load((float*)block + 4) * xs);
+                }
+
+                float* y = job.Y + ((long)t * job.Rows) + r;
+                low += biasLow;
+                high += biasHigh;
+                for (int k = 0; k < count; k++)
+                {
+                    y[k] = k < 4 ? low.GetElement(k) : high.GetElement(k - 4);
+                }
             }
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(ref Job job, int t, int r, int count, Vector128<float> s)
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static Vector256<float> LoadPartial(float* p, int count)
     {
-        float* y = job.Y + ((long)t * job.Rows) + r;
-        if (count == GroupRows)
+        var v = Vector256<float>.Zero;
+        for (int k = 0; k < count; k++)
         {
-            s.Store(y);
-        }
-        else
-        {
-            for (int k = 0; k < count; k++)
-            {
-                y[k] = s.GetElement(k);
-            }
-        }
-    }
-
-    /// <summary>Four rows times one token: each lane follows <see cref="DotScalar"/>'s order exactly.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<float> Dot4<TWeight, TDot>(byte* w0, byte* w1, byte* w2, byte* w3, sbyte* quants, float* scales, int* sums, int blocks)
-        where TWeight : struct, IInt8Weight
-        where TDot : struct, IInt8BlockDot
-    {
-        var acc = Vector128<float>.Zero;
-        for (int b = 0; b < blocks; b++)
-        {
-            long offset = (long)b * TWeight.BlockBytes;
-            byte* p0 = w0 + offset, p1 = w1 + offset, p2 = w2 + offset, p3 = w3 + offset;
-            Vector128<int> isum = TWeight.Dot4<TDot>(p0, p1, p2, p3, quants + (b * BlockSize), sums[b]);
-            Vector128<float> scale = HalfConversion.ToSingle(Vector128.Create(
-                (int)Unsafe.ReadUnaligned<short>(p0), Unsafe.ReadUnaligned<short>(p1), Unsafe.ReadUnaligned<short>(p2), Unsafe.ReadUnaligned<short>(p3)));
-            acc += Vector128.ConvertToSingle(isum) * (scale * Vector128.Create(scales[b]));
+            v = v.WithElement(k, p[k]);
         }
 
-        return acc;
-    }
-
-    /// <summary>
-    /// Converts four rows' block scales (as <see cref="Dot4"/> does) and unpacks their quants
-    /// (<see cref="IInt8Weight.Unpack"/>) into <paramref name="unpacked"/>: block b's rows at 128b, 128b + 32, ….
-    /// </summary>
-    private static void Unpack4<TWeight>(byte* w0, byte* w1, byte* w2, byte* w3, int blocks, float* scales, byte* unpacked)
-        where TWeight : struct, IInt8Weight
-    {
-        for (int b = 0; b < blocks; b++)
-        {
-            long offset = (long)b * TWeight.BlockBytes;
-            byte* p0 = w0 + offset, p1 = w1 + offset, p2 = w2 + offset, p3 = w3 + offset;
-            HalfConversion.ToSingle(Vector128.Create(
-                (int)Unsafe.ReadUnaligned<short>(p0), Unsafe.ReadUnaligned<short>(p1), Unsafe.ReadUnaligned<short>(p2), Unsafe.ReadUnaligned<short>(p3)))
-                .Store(scales + (GroupRows * b));
-            byte* u = unpacked + (b * GroupRows * BlockSize);
-            TWeight.Unpack(p0, u);
-            TWeight.Unpack(p1, u + BlockSize);
-            TWeight.Unpack(p2, u + (2 * BlockSize));
-            TWeight.Unpack(p3, u + (3 * BlockSize));
-        }
-    }
-
-    /// <summary>Four unpacked rows times one token: the same arithmetic, in the same order, as <see cref="Dot4"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> DotUnpacked4<TWeight, TDot>(byte* unpacked, float* weightScales, sbyte* quants, float* scales, int* sums, int blocks)
-        where TWeight : struct, IInt8Weight
-        where TDot : struct, IInt8BlockDot
-    {
-        var acc = Vector128<float>.Zero;
-        for (int b = 0; b < blocks; b++)
-        {
-            Vector128<int> isum = TWeight.DotUnpacked4<TDot>(unpacked + (b * GroupRows * BlockSize), quants + (b * BlockSize), sums[b]);
-            acc += Vector128.ConvertToSingle(isum) * (Vector128.Load(weightScales + (GroupRows * b)) * Vector128.Create(scales[b]));
-        }
-
-        return acc;
-    }
-
-    /// <summary>
-    /// Four unpacked rows times two tokens, [token a's four sums, token b's]: lane for lane the arithmetic of
-    /// <see cref="DotUnpacked4"/>, so the same bits.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> DotUnpacked4x2<TWeight, TDot>(
-        byte* unpacked, float* weightScales, sbyte* quantsA, sbyte* quantsB, float* scalesA, float* scalesB, int* sumsA, int* sumsB, int blocks)
-        where TWeight : struct, IInt8Weight
-        where TDot : struct, IInt8BlockDot
-    {
-        var acc = Vector256<float>.Zero;
-        for (int b = 0; b < blocks; b++)
-        {
-            Vector256<int> isum = TWeight.DotUnpacked4x2<TDot>(
-                unpacked + (b * GroupRows * BlockSize), quantsA + (b * BlockSize), quantsB + (b * BlockSize), sumsA[b], sumsB[b]);
-            var w = Vector128.Load(weightScales + (GroupRows * b));
-            var x = Vector256.Create(Vector128.Create(scalesA[b]), Vector128.Create(scalesB[b]));
-            acc += Vector256.ConvertToSingle(isum) * (Vector256.Create(w, w) * x);
-        }
-
-        return acc;
+        return v;
     }
 
     [DoesNotReturn]
@@ -343,23 +302,16 @@ internal unsafe interface IInt8Weight
 {
     static abstract int BlockBytes { get; }
 
-    /// <summary>Σ_j w[j] · x[j] over one block (the scalar reference); <paramref name="xsum"/> = Σ_j x[j].</summary>
+    /// <summary>Σ_j w[j] · x[j] over one block in its stored form (the scalar reference); <paramref name="xsum"/> = Σ_j x[j].</summary>
     static abstract int Dot(byte* block, sbyte* x, int xsum);
 
-    /// <summary>The same for four blocks (one per row), through <typeparamref name="TDot"/>'s instructions.</summary>
-    static abstract Vector128<int> Dot4<TDot>(byte* b0, byte* b1, byte* b2, byte* b3, sbyte* x, int xsum)
-        where TDot : struct, IInt8BlockDot;
+    /// <summary>The same for the eight rows of an interleaved block, through <typeparamref name="TDot"/>'s instructions.</summary>
+    static abstract Vector256<int> Dot8<TDot>(byte* interleaved, sbyte* x, int xsum)
+        where TDot : struct, IInt8RowsDot;
 
-    /// <summary>Writes a block's 32 quants in the form <see cref="DotUnpacked4"/> multiplies (for reuse over tokens).</summary>
-    static abstract void Unpack(byte* block, byte* destination);
-
-    /// <summary><see cref="Dot4"/> for four unpacked blocks, 32 bytes apart.</summary>
-    static abstract Vector128<int> DotUnpacked4<TDot>(byte* unpacked, sbyte* x, int xsum)
-        where TDot : struct, IInt8BlockDot;
-
-    /// <summary><see cref="DotUnpacked4"/> for two tokens at once (where <see cref="IInt8BlockDot.PairsTokens"/>).</summary>
-    static abstract Vector256<int> DotUnpacked4x2<TDot>(byte* unpacked, sbyte* xa, sbyte* xb, int sumA, int sumB)
-        where TDot : struct, IInt8BlockDot;
+    /// <summary>The same for four rows (<see cref="IInt8RowsDot.Signed4"/>'s addressing).</summary>
+    static abstract Vector128<int> Dot4<TDot>(byte* interleaved, sbyte* x, int xsum)
+        where TDot : struct, IInt8RowsDot;
 }
 
 /// <summary>Q8_0: fp16 d, then 32 signed quants.</summary>
@@ -367,25 +319,25 @@ internal readonly unsafe struct Q8_0Int8Weight : IInt8Weight
 {
     public static int BlockBytes => 34;
 
-    public static int Dot(byte* block, sbyte* x, int xsum) => ScalarInt8Dot.Signed((sbyte*)(block + 2), x);
+    public static int Dot(byte* block, sbyte* x, int xsum)
+    {
+        sbyte* w = (sbyte*)(block + 2);
+        int sum = 0;
+        for (int j = 0; j < 32; j++)
+        {
+            sum += w[j] * x[j];
+        }
+
+        return sum;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> Dot4<TDot>(byte* b0, byte* b1, byte* b2, byte* b3, sbyte* x, int xsum)
-        where TDot : struct, IInt8BlockDot =>
-        TDot.Signed((sbyte*)(b0 + 2), (sbyte*)(b1 + 2), (sbyte*)(b2 + 2), (sbyte*)(b3 + 2), x);
-
-    /// <summary>The quants as they are.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Unpack(byte* block, byte* destination) => Unsafe.CopyBlockUnaligned(destination, block + 2, 32);
+    public static Vector256<int> Dot8<TDot>(byte* interleaved, sbyte* x, int xsum)
+        where TDot : struct, IInt8RowsDot => TDot.Signed8(interleaved, x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> DotUnpacked4<TDot>(byte* unpacked, sbyte* x, int xsum)
-        where TDot : struct, IInt8BlockDot =>
-        TDot.Signed((sbyte*)unpacked, (sbyte*)(unpacked + 32), (sbyte*)(unpacked + 64), (sbyte*)(unpacked + 96), x);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<int> DotUnpacked4x2<TDot>(byte* unpacked, sbyte* xa, sbyte* xb, int sumA, int sumB)
-        where TDot : struct, IInt8BlockDot => TDot.Signed2((sbyte*)unpacked, xa, xb);
+    public static Vector128<int> Dot4<TDot>(byte* interleaved, sbyte* x, int xsum)
+        where TDot : struct, IInt8RowsDot => TDot.Signed4(interleaved, x);
 }
 
 /// <summary>
@@ -409,26 +361,10 @@ internal readonly unsafe struct Q4_0Int8Weight : IInt8Weight
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> Dot4<TDot>(byte* b0, byte* b1, byte* b2, byte* b3, sbyte* x, int xsum)
-        where TDot : struct, IInt8BlockDot =>
-        TDot.Nibbles(b0 + 2, b1 + 2, b2 + 2, b3 + 2, x) - Vector128.Create(8 * xsum);
-
-    /// <summary>The 32 nibbles (0..15, before the −8) in value order, one per byte.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Unpack(byte* block, byte* destination)
-    {
-        var v = Vector128.Load(block + 2);
-        (v & Vector128.Create((byte)0x0F)).Store(destination);
-        (v >>> 4).Store(destination + 16);
-    }
+    public static Vector256<int> Dot8<TDot>(byte* interleaved, sbyte* x, int xsum)
+        where TDot : struct, IInt8RowsDot => TDot.Nibbles8(interleaved, x) - Vector256.Create(8 * xsum);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> DotUnpacked4<TDot>(byte* unpacked, sbyte* x, int xsum)
-        where TDot : struct, IInt8BlockDot =>
-        TDot.Unsigned(unpacked, unpacked + 32, unpacked + 64, unpacked + 96, x) - Vector128.Create(8 * xsum);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<int> DotUnpacked4x2<TDot>(byte* unpacked, sbyte* xa, sbyte* xb, int sumA, int sumB)
-        where TDot : struct, IInt8BlockDot =>
-        TDot.Unsigned2(unpacked, xa, xb) - Vector256.Create(Vector128.Create(8 * sumA), Vector128.Create(8 * sumB));
+    public static Vector128<int> Dot4<TDot>(byte* interleaved, sbyte* x, int xsum)
+        where TDot : struct, IInt8RowsDot => TDot.Nibbles4(interleaved, x) - Vector128.Create(8 * xsum);
 }

@@ -1,9 +1,16 @@
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
 
 namespace Minnow.Tensors;
 
+/// <summary>An object whose tensors are views of a <see cref="Tensors.MappedFile"/>.</summary>
+public interface IMappedFileOwner
+{
+    MappedFile MappedFile { get; }
+}
+
 /// <summary>A read-only memory map of a whole file; tensors are views into it, so loading a model copies nothing.</summary>
-public sealed unsafe class MappedFile : IDisposable
+public sealed unsafe partial class MappedFile : IDisposable
 {
     private readonly MemoryMappedFile _map;
     private readonly MemoryMappedViewAccessor _view;
@@ -27,6 +34,32 @@ public sealed unsafe class MappedFile : IDisposable
     public byte* Pointer => _pointer;
 
     public ReadOnlySpan<byte> Span(long offset, int length) => new(_pointer + offset, length);
+
+    /// <summary>
+    /// Drops the whole pages of [start, start + length) from this process's resident set (Linux <c>madvise</c>
+    /// with <c>MADV_DONTNEED</c>; the mapping is read-only and backed by the file, so a later read brings the
+    /// bytes back unchanged). Ranges outside the mapping and other systems are ignored.
+    /// </summary>
+    public void ReleasePages(byte* start, long length)
+    {
+        if (!OperatingSystem.IsLinux() || _pointer == null || start < _pointer || start + length > _pointer + Length)
+        {
+            return;
+        }
+
+        long page = Environment.SystemPageSize;
+        long first = ((long)start + page - 1) / page * page;
+        long end = ((long)start + length) / page * page;
+        if (end > first)
+        {
+            _ = Madvise((void*)first, (nuint)(end - first), DontNeed);
+        }
+    }
+
+    private const int DontNeed = 4;
+
+    [LibraryImport("libc", EntryPoint = "madvise")]
+    private static partial int Madvise(void* address, nuint length, int advice);
 
     public static MappedFile Open(string path)
     {

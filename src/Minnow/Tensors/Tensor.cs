@@ -76,5 +76,40 @@ public sealed unsafe class Tensor
         return result;
     }
 
+    /// <summary>
+    /// The form a kernel keeps of this tensor (e.g. its rows interleaved for the integer matrix products), made
+    /// on first use: the existing one, or <paramref name="create"/>'s result if none was stored yet (when two
+    /// threads race, one result wins and is returned to both).
+    /// </summary>
+    internal T KernelForm<T, TState>(TState state, Func<Tensor, TState, T> create)
+        where T : class
+    {
+        if (Volatile.Read(ref _kernelForm) is T existing)
+        {
+            return existing;
+        }
+
+        var created = create(this, state);
+        return Interlocked.CompareExchange(ref _kernelForm, created, null) as T ?? created;
+    }
+
+    /// <summary>
+    /// Tells the operating system that this tensor's bytes will not be read soon, when they are a view of a
+    /// memory-mapped file (so they count in the resident set only while touched): the pages are dropped and read
+    /// again from the file if needed. Does nothing for memory the process owns.
+    /// </summary>
+    internal void ReleaseMappedPages()
+    {
+        var file = Owner switch
+        {
+            MappedFile m => m,
+            IMappedFileOwner o => o.MappedFile,
+            _ => null,
+        };
+        file?.ReleasePages(Data, ByteSize);
+    }
+
+    private object? _kernelForm;
+
     public override string ToString() => $"{Name} {Type.Name()} {ShapeText}";
 }

@@ -13,8 +13,8 @@ public unsafe class QuantizedMatMulTests : IDisposable
     /// <summary>Every integer path this machine can run (each falls back to the next narrower where absent).</summary>
     private static readonly Int8Path[] Paths = [Int8Path.Scalar, Int8Path.Portable, Int8Path.V128, Int8Path.Avx2, Int8Path.AvxVnni];
 
-    /// <summary>Rows off multiples of four, one block and many.</summary>
-    private static readonly (int Rows, int Cols)[] Shapes = [(1, 32), (3, 64), (5, 96), (13, 160), (70, 256), (9, 1536)];
+    /// <summary>Rows off and on multiples of the interleaved groups (eight), one block and many.</summary>
+    private static readonly (int Rows, int Cols)[] Shapes = [(1, 32), (3, 64), (5, 96), (8, 64), (13, 160), (17, 128), (70, 256), (9, 1536)];
 
     private readonly WorkerPool _one = new(1);
     private readonly WorkerPool _two = new(2);
@@ -191,11 +191,14 @@ public unsafe class QuantizedMatMulTests : IDisposable
     [Fact]
     public void BlockDotsAreExactOnEveryImplementation()
     {
-        // Extremes included: −128 weights (not written by quantizers but valid int8), ±127 activations.
+        // Eight rows' blocks interleaved as InterleavedWeights stores them, checked against plain loops over the
+        // original blocks. Extremes included: −128 weights (not written by quantizers but valid int8), ±127 activations.
         var random = new Random(17);
-        var w = new sbyte[4 * 32];
-        var q = new byte[4 * 16];
+        var w = new sbyte[8 * 32];
+        var q = new byte[8 * 16];
         var x = new sbyte[32];
+        var signedInterleaved = new byte[256];
+        var nibbleInterleaved = new byte[128];
         for (int trial = 0; trial < 200; trial++)
         {
             for (int i = 0; i < w.Length; i++)
@@ -204,41 +207,64 @@ public unsafe class QuantizedMatMulTests : IDisposable
             }
 
             random.NextBytes(q);
+            if (trial % 4 == 2)
+            {
+                q.AsSpan().Fill(0xFF);
+            }
+
             for (int i = 0; i < x.Length; i++)
             {
-                x[i] = trial % 4 == 1 ? (sbyte)(random.Next(2) == 0 ? -127 : 127) : (sbyte)random.Next(-127, 128);
+                x[i] = trial % 4 is 1 or 2 ? (sbyte)(random.Next(2) == 0 ? -127 : 127) : (sbyte)random.Next(-127, 128);
             }
 
-            fixed (sbyte* pw = w, px = x)
-            fixed (byte* pq = q)
+            for (int r = 0; r < 8; r++)
             {
-                var signed = Vector128.Create(
-                    ScalarInt8Dot.Signed(pw, px), ScalarInt8Dot.Signed(pw + 32, px), ScalarInt8Dot.Signed(pw + 64, px), ScalarInt8Dot.Signed(pw + 96, px));
-                var nibbles = Vector128.Create(
-                    ScalarInt8Dot.Nibbles(pq, px), ScalarInt8Dot.Nibbles(pq + 16, px), ScalarInt8Dot.Nibbles(pq + 32, px), ScalarInt8Dot.Nibbles(pq + 48, px));
-                for (int r = 0; r < 4; r++)
+                for (int j = 0; j < 32; j++)
                 {
-                    int expectedSigned = 0, expectedNibbles = 0;
-                    for (int j = 0; j < 32; j++)
-                    {
-                        expectedSigned += w[(r * 32) + j] * x[j];
-                        int nibble = j < 16 ? q[(r * 16) + j] & 15 : q[(r * 16) + j - 16] >> 4;
-                        expectedNibbles += nibble * x[j];
-                    }
-
-                    Assert.Equal(expectedSigned, signed.GetElement(r));
-                    Assert.Equal(expectedNibbles, nibbles.GetElement(r));
+                    signedInterleaved[(32 * (j / 4)) + (4 * r) + (j % 4)] = (byte)w[(r * 32) + j];
                 }
 
-                Assert.Equal(signed, PortableInt8Dot.Signed(pw, pw + 32, pw + 64, pw + 96, px));
-                Assert.Equal(nibbles, PortableInt8Dot.Nibbles(pq, pq + 16, pq + 32, pq + 48, px));
-                Assert.Equal(signed, Vector128Int8Dot.Signed(pw, pw + 32, pw + 64, pw + 96, px));
-                Assert.Equal(nibbles, Vector128Int8Dot.Nibbles(pq, pq + 16, pq + 32, pq + 48, px));
-                Assert.Equal(signed, Avx2Int8Dot.Signed(pw, pw + 32, pw + 64, pw + 96, px));
-                Assert.Equal(nibbles, Avx2Int8Dot.Nibbles(pq, pq + 16, pq + 32, pq + 48, px));
-                Assert.Equal(signed, AvxVnniInt8Dot.Signed(pw, pw + 32, pw + 64, pw + 96, px));
-                Assert.Equal(nibbles, AvxVnniInt8Dot.Nibbles(pq, pq + 16, pq + 32, pq + 48, px));
+                for (int j = 0; j < 16; j++)
+                {
+                    nibbleInterleaved[(32 * (j / 4)) + (4 * r) + (j % 4)] = q[(r * 16) + j];
+                }
             }
+
+            var signed = new int[8];
+            var nibbles = new int[8];
+            for (int r = 0; r < 8; r++)
+            {
+                for (int j = 0; j < 32; j++)
+                {
+                    signed[r] += w[(r * 32) + j] * x[j];
+                    int nibble = j < 16 ? q[(r * 16) + j] & 15 : q[(r * 16) + j - 16] >> 4;
+                    nibbles[r] += nibble * x[j];
+                }
+            }
+
+            var expectedSigned = Vector256.Create(signed);
+            var expectedNibbles = Vector256.Create(nibbles);
+            fixed (sbyte* px = x)
+            fixed (byte* ps = signedInterleaved, pn = nibbleInterleaved)
+            {
+                Check<ScalarInt8Dot>(ps, pn, px, expectedSigned, expectedNibbles);
+                Check<PortableInt8Dot>(ps, pn, px, expectedSigned, expectedNibbles);
+                Check<Vector128Int8Dot>(ps, pn, px, expectedSigned, expectedNibbles);
+                Check<Avx2Int8Dot>(ps, pn, px, expectedSigned, expectedNibbles);
+                Check<AvxVnniInt8Dot>(ps, pn, px, expectedSigned, expectedNibbles);
+            }
+        }
+
+        static void Check<TDot>(byte* signedBlock, byte* nibbleBlock, sbyte* x, Vector256<int> signed, Vector256<int> nibbles)
+            where TDot : struct, IInt8RowsDot
+        {
+            string name = typeof(TDot).Name;
+            Assert.True(signed == TDot.Signed8(signedBlock, x), $"{name} Signed8");
+            Assert.True(nibbles == TDot.Nibbles8(nibbleBlock, x), $"{name} Nibbles8");
+            Assert.True(signed.GetLower() == TDot.Signed4(signedBlock, x), $"{name} Signed4 rows 0-3");
+            Assert.True(signed.GetUpper() == TDot.Signed4(signedBlock + 16, x), $"{name} Signed4 rows 4-7");
+            Assert.True(nibbles.GetLower() == TDot.Nibbles4(nibbleBlock, x), $"{name} Nibbles4 rows 0-3");
+            Assert.True(nibbles.GetUpper() == TDot.Nibbles4(nibbleBlock + 16, x), $"{name} Nibbles4 rows 4-7");
         }
     }
 

@@ -12,7 +12,7 @@ namespace Minnow.Formats.Gguf;
 /// (<see cref="DTypeInfo.IsLoadOnly"/>; the model loader converts them). Dispose the file when its tensors are no
 /// longer used.
 /// </summary>
-public sealed unsafe class GgufFile : IDisposable
+public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
 {
     public const uint Magic = 0x46554747; // "GGUF" little-endian
     public const int DefaultAlignment = 32;
@@ -32,6 +32,8 @@ public sealed unsafe class GgufFile : IDisposable
     }
 
     public string Path => _file.Path;
+
+    public MappedFile MappedFile => _file;
 
     /// <summary>The file name, as used in error messages.</summary>
     public string FileName => System.IO.Path.GetFileName(_file.Path);

@@ -1,0 +1,106 @@
+using System.Runtime.CompilerServices;
+using Minnow.Tensors;
+
+namespace Minnow.Kernels;
+
+/// <summary>
+/// A Q8_0 or Q4_0 weight matrix rearranged once for <see cref="QuantizedMatMul"/>, the way llama.cpp repacks
+/// Q4_0 at load: rows go in groups of eight, and for every block of 32 columns a group stores its eight scales
+/// as float32 (converted from fp16 once, exactly) and then the eight rows' quants interleaved four bytes at a time
+/// (the chunks <see cref="IInt8RowsDot"/> reads), so one vector holds a piece of every row and the products land
+/// in one lane per row. A last short group is padded with zero rows. Made on a matrix's first use and kept with
+/// it (<see cref="For"/>); when the original bytes are a view of a memory-mapped file, their pages are then
+/// released, so the resident set holds one copy.
+/// </summary>
+internal sealed unsafe class InterleavedWeights
+{
+    public const int GroupRows = 8;
+    private const int BlockSize = 32;
+
+    private readonly NativeBuffer _buffer;
+
+    private InterleavedWeights(Tensor weight, WorkerPool pool)
+    {
+        Type = weight.Type;
+        Rows = weight.Rows;
+        Blocks = weight.Columns / BlockSize;
+        Groups = (Rows + GroupRows - 1) / GroupRows;
+        BlockStride = (GroupRows * sizeof(float)) + QuantBytes(Type);
+        GroupStride = Blocks * BlockStride;
+        _buffer = new NativeBuffer(Groups * GroupStride);
+        var job = new PackJob { Source = weight.Data, SourceRowBytes = weight.RowBytes, Rows = Rows, Blocks = Blocks, Destination = _buffer.Pointer, GroupStride = GroupStride, Type = Type };
+        pool.For(Groups, Math.Max(1, Groups / (pool.ThreadCount * 4)), &PackGroups, &job);
+    }
+
+    public DType Type { get; }
+
+    public int Rows { get; }
+
+    public int Blocks { get; }
+
+    public int Groups { get; }
+
+    /// <summary>Bytes of one group's block: eight float scales, then the quants.</summary>
+    public long BlockStride { get; }
+
+    public long GroupStride { get; }
+
+    public byte* Data => _buffer.Pointer;
+
+    /// <summary>Bytes of one group's interleaved quants per block: 256 for Q8_0, 128 for Q4_0.</summary>
+    public static int QuantBytes(DType type) => type == DType.Q8_0 ? GroupRows * BlockSize : GroupRows * BlockSize / 2;
+
+    /// <summary>The interleaved form of <paramref name="weight"/>, made (with <paramref name="pool"/>) on first use.</summary>
+    public static InterleavedWeights For(Tensor weight, WorkerPool pool) =>
+        weight.KernelForm(pool, static (w, pool) =>
+        {
+            var packed = new InterleavedWeights(w, pool);
+            w.ReleaseMappedPages();
+            return packed;
+        });
+
+    private struct PackJob
+    {
+        public byte* Source;
+        public long SourceRowBytes;
+        public int Rows;
+        public int Blocks;
+        public byte* Destination;
+        public long GroupStride;
+        public DType Type;
+    }
+
+    private static void PackGroups(void* context, int start, int end)
+    {
+        ref PackJob job = ref *(PackJob*)context;
+        bool q8 = job.Type == DType.Q8_0;
+        int blockBytes = q8 ? 34 : 18;
+        int chunks = q8 ? 8 : 4;
+        long stride = (GroupRows * sizeof(float)) + (chunks * 32);
+        for (int g = start; g < end; g++)
+        {
+            byte* group = job.Destination + (g * job.GroupStride);
+            for (int r = 0; r < GroupRows; r++)
+            {
+                int row = (g * GroupRows) + r;
+                if (row >= job.Rows)
+                {
+                    break; // padding stays zero: zero scales and quants
+                }
+
+                byte* source = job.Source + (row * job.SourceRowBytes);
+                for (int b = 0; b < job.Blocks; b++)
+                {
+                    byte* block = source + ((long)b * blockBytes);
+                    byte* destination = group + (b * stride);
+                    ((float*)destination)[r] = HalfConversion.ToSingle(Unsafe.ReadUnaligned<ushort>(block));
+                    byte* quants = block + 2;
+                    for (int c = 0; c < chunks; c++)
+                    {
+                        Unsafe.WriteUnaligned(destination + (GroupRows * sizeof(float)) + (32 * c) + (4 * r), Unsafe.ReadUnaligned<int>(quants + (4 * c)));
+                    }
+                }
+            }
+        }
+    }
+}
