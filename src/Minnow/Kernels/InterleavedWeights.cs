@@ -5,12 +5,12 @@ namespace Minnow.Kernels;
 
 /// <summary>
 /// A Q8_0 or Q4_0 weight matrix rearranged once for <see cref="QuantizedMatMul"/>, the way llama.cpp repacks
-/// Q4_0 at load: rows go in groups of eight, and for every block of 32 columns a group stores its eight scales
-/// as float32 (converted from fp16 once, exactly) and then the eight rows' quants interleaved four bytes at a time
+/// Q4_0 at load: rows go in groups of eight, and for every block of 32 columns a group stores its eight fp16
+/// scales side by side (converted together in one vector) and then the eight rows' quants interleaved four bytes at a time
 /// (the chunks <see cref="IInt8RowsDot"/> reads), so one vector holds a piece of every row and the products land
 /// in one lane per row. A last short group is padded with zero rows. Made on a matrix's first use and kept with
-/// it (<see cref="For"/>); when the original bytes are a view of a memory-mapped file, their pages are then
-/// released, so the resident set holds one copy.
+/// it (<see cref="For"/>); when the original bytes are a view of a memory-mapped file, their pages are released
+/// as they are copied, so the resident set holds one copy.
 /// </summary>
 internal sealed unsafe class InterleavedWeights
 {
@@ -25,10 +25,20 @@ internal sealed unsafe class InterleavedWeights
         Rows = weight.Rows;
         Blocks = weight.Columns / BlockSize;
         Groups = (Rows + GroupRows - 1) / GroupRows;
-        BlockStride = (GroupRows * sizeof(float)) + QuantBytes(Type);
+        BlockStride = (GroupRows * sizeof(ushort)) + QuantBytes(Type);
         GroupStride = Blocks * BlockStride;
         _buffer = new NativeBuffer(Groups * GroupStride);
-        var job = new PackJob { Source = weight.Data, SourceRowBytes = weight.RowBytes, Rows = Rows, Blocks = Blocks, Destination = _buffer.Pointer, GroupStride = GroupStride, Type = Type };
+        var job = new PackJob
+        {
+            Source = weight.Data,
+            SourceRowBytes = weight.RowBytes,
+            ReleaseSource = weight.IsMapped,
+            Rows = Rows,
+            Blocks = Blocks,
+            Destination = _buffer.Pointer,
+            GroupStride = GroupStride,
+            Type = Type,
+        };
         pool.For(Groups, Math.Max(1, Groups / (pool.ThreadCount * 4)), &PackGroups, &job);
     }
 
@@ -40,7 +50,7 @@ internal sealed unsafe class InterleavedWeights
 
     public int Groups { get; }
 
-    /// <summary>Bytes of one group's block: eight float scales, then the quants.</summary>
+    /// <summary>Bytes of one group's block: eight fp16 scales, then the quants (as many bytes as the eight original blocks).</summary>
     public long BlockStride { get; }
 
     public long GroupStride { get; }
@@ -52,17 +62,13 @@ internal sealed unsafe class InterleavedWeights
 
     /// <summary>The interleaved form of <paramref name="weight"/>, made (with <paramref name="pool"/>) on first use.</summary>
     public static InterleavedWeights For(Tensor weight, WorkerPool pool) =>
-        weight.KernelForm(pool, static (w, pool) =>
-        {
-            var packed = new InterleavedWeights(w, pool);
-            w.ReleaseMappedPages();
-            return packed;
-        });
+        weight.KernelForm(pool, static (w, pool) => new InterleavedWeights(w, pool));
 
     private struct PackJob
     {
         public byte* Source;
         public long SourceRowBytes;
+        public bool ReleaseSource;
         public int Rows;
         public int Blocks;
         public byte* Destination;
@@ -76,7 +82,7 @@ internal sealed unsafe class InterleavedWeights
         bool q8 = job.Type == DType.Q8_0;
         int blockBytes = q8 ? 34 : 18;
         int chunks = q8 ? 8 : 4;
-        long stride = (GroupRows * sizeof(float)) + (chunks * 32);
+        long stride = (GroupRows * sizeof(ushort)) + (chunks * 32);
         for (int g = start; g < end; g++)
         {
             byte* group = job.Destination + (g * job.GroupStride);
@@ -93,14 +99,22 @@ internal sealed unsafe class InterleavedWeights
                 {
                     byte* block = source + ((long)b * blockBytes);
                     byte* destination = group + (b * stride);
-                    ((float*)destination)[r] = HalfConversion.ToSingle(Unsafe.ReadUnaligned<ushort>(block));
+                    ((ushort*)destination)[r] = Unsafe.ReadUnaligned<ushort>(block);
                     byte* quants = block + 2;
                     for (int c = 0; c < chunks; c++)
                     {
-                        Unsafe.WriteUnaligned(destination + (GroupRows * sizeof(float)) + (32 * c) + (4 * r), Unsafe.ReadUnaligned<int>(quants + (4 * c)));
+                        Unsafe.WriteUnaligned(destination + (GroupRows * sizeof(ushort)) + (32 * c) + (4 * r), Unsafe.ReadUnaligned<int>(quants + (4 * c)));
                     }
                 }
             }
+        }
+
+        // The rows are copied: a mapped file's pages go back (a few at the range's edges stay), so the resident set
+        // never holds two copies of a large matrix.
+        if (job.ReleaseSource)
+        {
+            long first = (long)start * GroupRows, last = Math.Min((long)end * GroupRows, job.Rows);
+            MappedFile.ReleasePages(job.Source + (first * job.SourceRowBytes), (last - first) * job.SourceRowBytes);
         }
     }
 }

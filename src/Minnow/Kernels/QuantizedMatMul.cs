@@ -209,8 +209,9 @@ internal static unsafe class QuantizedMatMul
                 byte* block = group;
                 for (int b = 0; b < blocks; b++, block += stride)
                 {
-                    var isum = TWeight.Dot8<TDot>(block + (GroupRows * sizeof(float)), quants + (b * BlockSize), sums[b]);
-                    acc += Vector256.ConvertToSingle(isum) * (Vector256.Load((float*)block) * Vector256.Create(scales[b]));
+                    var isum = TWeight.Dot8<TDot>(block + (GroupRows * sizeof(ushort)), quants + (b * BlockSize), sums[b]);
+                    var weightScales = HalfConversion.ToSingle(Avx2.ConvertToVector256Int32((short*)block));
+                    acc += Vector256.ConvertToSingle(isum) * (weightScales * Vector256.Create(scales[b]));
                 }
 
                 float* y = job.Y + ((long)t * job.Rows) + r;
@@ -261,11 +262,14 @@ internal static unsafe class QuantizedMatMul
                 byte* block = group;
                 for (int b = 0; b < blocks; b++, block += stride)
                 {
-                    byte* q = block + (GroupRows * sizeof(float));
+                    byte* q = block + (GroupRows * sizeof(ushort));
                     sbyte* x = quants + (b * BlockSize);
                     var xs = Vector128.Create(scales[b]);
-                    low += Vector128.ConvertToSingle(TWeight.Dot4<TDot>(q, x, sums[b])) * (Vector128.Load((float*)block) * xs);
-                    high += Vector128.ConvertToSingle(TWeight.Dot4<TDot>(q + 16, x, sums[b])) * (Vector128.Load((float*)block + 4) * xs);
+                    var halves = Vector128.Load((short*)block);
+                    var scalesLow = HalfConversion.ToSingle(Vector128.WidenLower(halves));
+                    var scalesHigh = HalfConversion.ToSingle(Vector128.WidenUpper(halves));
+                    low += Vector128.ConvertToSingle(TWeight.Dot4<TDot>(q, x, sums[b])) * (scalesLow * xs);
+                    high += Vector128.ConvertToSingle(TWeight.Dot4<TDot>(q + 16, x, sums[b])) * (scalesHigh * xs);
                 }
 
                 float* y = job.Y + ((long)t * job.Rows) + r;

@@ -36,13 +36,14 @@ public sealed unsafe partial class MappedFile : IDisposable
     public ReadOnlySpan<byte> Span(long offset, int length) => new(_pointer + offset, length);
 
     /// <summary>
-    /// Drops the whole pages of [start, start + length) from this process's resident set (Linux <c>madvise</c>
-    /// with <c>MADV_DONTNEED</c>; the mapping is read-only and backed by the file, so a later read brings the
-    /// bytes back unchanged). Ranges outside the mapping and other systems are ignored.
+    /// Drops the whole pages of [start, start + length), which must lie in a read-only file mapping (a
+    /// <see cref="Tensor.IsMapped"/> tensor's bytes), from this process's resident set (Linux <c>madvise</c> with
+    /// <c>MADV_DONTNEED</c>: the mapping is backed by the file, so a later read brings the bytes back unchanged).
+    /// Does nothing on other systems.
     /// </summary>
-    public void ReleasePages(byte* start, long length)
+    public static void ReleasePages(byte* start, long length)
     {
-        if (!OperatingSystem.IsLinux() || _pointer == null || start < _pointer || start + length > _pointer + Length)
+        if (!OperatingSystem.IsLinux() || length <= 0)
         {
             return;
         }

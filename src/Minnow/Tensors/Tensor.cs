@@ -94,20 +94,10 @@ public sealed unsafe class Tensor
     }
 
     /// <summary>
-    /// Tells the operating system that this tensor's bytes will not be read soon, when they are a view of a
-    /// memory-mapped file (so they count in the resident set only while touched): the pages are dropped and read
-    /// again from the file if needed. Does nothing for memory the process owns.
+    /// Whether this tensor's bytes are a view of a memory-mapped file (so they count in the resident set only while
+    /// touched, and <see cref="MappedFile.ReleasePages"/> may drop them).
     /// </summary>
-    internal void ReleaseMappedPages()
-    {
-        var file = Owner switch
-        {
-            MappedFile m => m,
-            IMappedFileOwner o => o.MappedFile,
-            _ => null,
-        };
-        file?.ReleasePages(Data, ByteSize);
-    }
+    internal bool IsMapped => Owner is MappedFile or IMappedFileOwner;
 
     private object? _kernelForm;
 
