@@ -31,6 +31,17 @@ internal unsafe interface IInt8RowsDot
     static abstract Vector128<int> Nibbles4(byte* q, sbyte* x);
 }
 
+/// <summary>
+/// <see cref="IInt8RowsDot"/>'s 256-bit products for four tokens at once (activation rows <c>stride</c> bytes
+/// apart): each chunk of weights is loaded and unpacked once for the four, as prefill multiplies many tokens.
+/// </summary>
+internal unsafe interface IInt8RowsDotX4 : IInt8RowsDot
+{
+    static abstract void Signed8x4(byte* q, sbyte* x, long stride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3);
+
+    static abstract void Nibbles8x4(byte* q, sbyte* x, long stride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3);
+}
+
 /// <summary>The plain loops over the interleaved layout: the reference of every other implementation.</summary>
 internal readonly unsafe struct ScalarInt8Dot : IInt8RowsDot
 {
@@ -213,7 +224,7 @@ internal readonly unsafe struct Vector128Int8Dot : IInt8RowsDot
 /// (<c>vpbroadcastd</c> from memory), with ggml's sign trick for signed weights, then <c>vpmaddwd</c> by ones.
 /// Without AVX2 it falls back to <see cref="Vector128Int8Dot"/>.
 /// </summary>
-internal readonly unsafe struct Avx2Int8Dot : IInt8RowsDot
+internal readonly unsafe struct Avx2Int8Dot : IInt8RowsDotX4
 {
     public static Vector256<int> Signed8(byte* q, sbyte* x)
     {
@@ -254,6 +265,62 @@ internal readonly unsafe struct Avx2Int8Dot : IInt8RowsDot
         return Avx2.MultiplyAddAdjacent(sum, Vector256<short>.One);
     }
 
+    public static void Signed8x4(byte* q, sbyte* x, long stride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3)
+    {
+        if (!Avx2.IsSupported)
+        {
+            s0 = Signed8(q, x);
+            s1 = Signed8(q, x + stride);
+            s2 = Signed8(q, x + (2 * stride));
+            s3 = Signed8(q, x + (3 * stride));
+            return;
+        }
+
+        s0 = s1 = s2 = s3 = Vector256<int>.Zero;
+        for (int k = 0; k < 8; k++)
+        {
+            var w = Vector256.Load((sbyte*)q + (32 * k));
+            var u = Avx2.Abs(w);
+            sbyte* xk = x + (4 * k);
+            s0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, Avx2.Sign(Broadcast(xk), w)), Vector256<short>.One);
+            s1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, Avx2.Sign(Broadcast(xk + stride), w)), Vector256<short>.One);
+            s2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, Avx2.Sign(Broadcast(xk + (2 * stride)), w)), Vector256<short>.One);
+            s3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, Avx2.Sign(Broadcast(xk + (3 * stride)), w)), Vector256<short>.One);
+        }
+    }
+
+    public static void Nibbles8x4(byte* q, sbyte* x, long stride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3)
+    {
+        if (!Avx2.IsSupported)
+        {
+            s0 = Nibbles8(q, x);
+            s1 = Nibbles8(q, x + stride);
+            s2 = Nibbles8(q, x + (2 * stride));
+            s3 = Nibbles8(q, x + (3 * stride));
+            return;
+        }
+
+        var mask = Vector256.Create((byte)0x0F);
+        Vector256<short> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int m = 0; m < 4; m++)
+        {
+            var v = Vector256.Load(q + (32 * m));
+            var low = v & mask;
+            var high = (v.AsUInt16() >>> 4).AsByte() & mask;
+            sbyte* xl = x + (4 * m);
+            sbyte* xh = xl + 16;
+            a0 += Avx2.MultiplyAddAdjacent(low, Broadcast(xl)) + Avx2.MultiplyAddAdjacent(high, Broadcast(xh));
+            a1 += Avx2.MultiplyAddAdjacent(low, Broadcast(xl + stride)) + Avx2.MultiplyAddAdjacent(high, Broadcast(xh + stride));
+            a2 += Avx2.MultiplyAddAdjacent(low, Broadcast(xl + (2 * stride))) + Avx2.MultiplyAddAdjacent(high, Broadcast(xh + (2 * stride)));
+            a3 += Avx2.MultiplyAddAdjacent(low, Broadcast(xl + (3 * stride))) + Avx2.MultiplyAddAdjacent(high, Broadcast(xh + (3 * stride)));
+        }
+
+        s0 = Avx2.MultiplyAddAdjacent(a0, Vector256<short>.One);
+        s1 = Avx2.MultiplyAddAdjacent(a1, Vector256<short>.One);
+        s2 = Avx2.MultiplyAddAdjacent(a2, Vector256<short>.One);
+        s3 = Avx2.MultiplyAddAdjacent(a3, Vector256<short>.One);
+    }
+
     public static Vector128<int> Signed4(byte* q, sbyte* x) => Vector128Int8Dot.Signed4(q, x);
 
     public static Vector128<int> Nibbles4(byte* q, sbyte* x) => Vector128Int8Dot.Nibbles4(q, x);
@@ -274,7 +341,7 @@ internal readonly unsafe struct Avx2Int8Dot : IInt8RowsDot
 /// per chunk. Without AVX-VNNI it falls back to <see cref="Avx2Int8Dot"/>. (.NET 10 exposes no separate AVX-512
 /// VNNI class; the 512-bit path uses these 256-bit bodies.)
 /// </summary>
-internal readonly unsafe struct AvxVnniInt8Dot : IInt8RowsDot
+internal readonly unsafe struct AvxVnniInt8Dot : IInt8RowsDotX4
 {
     public static Vector256<int> Signed8(byte* q, sbyte* x)
     {
@@ -319,4 +386,49 @@ internal readonly unsafe struct AvxVnniInt8Dot : IInt8RowsDot
     public static Vector128<int> Signed4(byte* q, sbyte* x) => Vector128Int8Dot.Signed4(q, x);
 
     public static Vector128<int> Nibbles4(byte* q, sbyte* x) => Vector128Int8Dot.Nibbles4(q, x);
+
+    public static void Signed8x4(byte* q, sbyte* x, long stride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3)
+    {
+        if (!AvxVnni.IsSupported)
+        {
+            Avx2Int8Dot.Signed8x4(q, x, stride, out s0, out s1, out s2, out s3);
+            return;
+        }
+
+        s0 = s1 = s2 = s3 = Vector256<int>.Zero;
+        for (int k = 0; k < 8; k++)
+        {
+            var w = Vector256.Load((sbyte*)q + (32 * k));
+            var u = Avx2.Abs(w);
+            sbyte* xk = x + (4 * k);
+            s0 = AvxVnni.MultiplyWideningAndAdd(s0, u, Avx2.Sign(Avx2Int8Dot.Broadcast(xk), w));
+            s1 = AvxVnni.MultiplyWideningAndAdd(s1, u, Avx2.Sign(Avx2Int8Dot.Broadcast(xk + stride), w));
+            s2 = AvxVnni.MultiplyWideningAndAdd(s2, u, Avx2.Sign(Avx2Int8Dot.Broadcast(xk + (2 * stride)), w));
+            s3 = AvxVnni.MultiplyWideningAndAdd(s3, u, Avx2.Sign(Avx2Int8Dot.Broadcast(xk + (3 * stride)), w));
+        }
+    }
+
+    public static void Nibbles8x4(byte* q, sbyte* x, long stride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3)
+    {
+        if (!AvxVnni.IsSupported)
+        {
+            Avx2Int8Dot.Nibbles8x4(q, x, stride, out s0, out s1, out s2, out s3);
+            return;
+        }
+
+        var mask = Vector256.Create((byte)0x0F);
+        s0 = s1 = s2 = s3 = Vector256<int>.Zero;
+        for (int m = 0; m < 4; m++)
+        {
+            var v = Vector256.Load(q + (32 * m));
+            var low = v & mask;
+            var high = (v.AsUInt16() >>> 4).AsByte() & mask;
+            sbyte* xl = x + (4 * m);
+            sbyte* xh = xl + 16;
+            s0 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(s0, low, Avx2Int8Dot.Broadcast(xl)), high, Avx2Int8Dot.Broadcast(xh));
+            s1 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(s1, low, Avx2Int8Dot.Broadcast(xl + stride)), high, Avx2Int8Dot.Broadcast(xh + stride));
+            s2 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(s2, low, Avx2Int8Dot.Broadcast(xl + (2 * stride))), high, Avx2Int8Dot.Broadcast(xh + (2 * stride)));
+            s3 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(s3, low, Avx2Int8Dot.Broadcast(xl + (3 * stride))), high, Avx2Int8Dot.Broadcast(xh + (3 * stride)));
+        }
+    }
 }

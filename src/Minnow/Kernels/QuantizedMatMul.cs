@@ -183,7 +183,7 @@ internal static unsafe class QuantizedMatMul
     /// <summary>256-bit: a group's eight outputs for a token are one vector; each block adds one vector product.</summary>
     private static void RunWide<TWeight, TDot>(void* context, int start, int end)
         where TWeight : struct, IInt8Weight
-        where TDot : struct, IInt8RowsDot
+        where TDot : struct, IInt8RowsDotX4
     {
         ref Job job = ref *(Job*)context;
         int blocks = job.Blocks;
@@ -199,7 +199,34 @@ internal static unsafe class QuantizedMatMul
             }
 
             byte* group = job.Interleaved + (g * job.GroupStride);
-            for (int t = 0; t < job.Tokens; t++)
+            int t = 0;
+            for (; t + 4 <= job.Tokens; t += 4)
+            {
+                // Four tokens: each block's weights loaded and unpacked once for the four.
+                long a = (long)t * blocks;
+                long n = (long)blocks * BlockSize;
+                sbyte* quants = job.Quants + (a * BlockSize);
+                float* scales = job.Scales + a;
+                int* sums = job.Sums + a;
+                Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+                byte* block = group;
+                for (int b = 0; b < blocks; b++, block += stride)
+                {
+                    TWeight.Dot8x4<TDot>(block + (GroupRows * sizeof(ushort)), quants + (b * BlockSize), n, sums + b, blocks, out var i0, out var i1, out var i2, out var i3);
+                    var weightScales = HalfConversion.ToSingle(Avx2.ConvertToVector256Int32((short*)block));
+                    acc0 += Vector256.ConvertToSingle(i0) * (weightScales * Vector256.Create(scales[b]));
+                    acc1 += Vector256.ConvertToSingle(i1) * (weightScales * Vector256.Create(scales[blocks + b]));
+                    acc2 += Vector256.ConvertToSingle(i2) * (weightScales * Vector256.Create(scales[(2 * blocks) + b]));
+                    acc3 += Vector256.ConvertToSingle(i3) * (weightScales * Vector256.Create(scales[(3 * blocks) + b]));
+                }
+
+                StoreWide(ref job, t, r, count, acc0 + bias);
+                StoreWide(ref job, t + 1, r, count, acc1 + bias);
+                StoreWide(ref job, t + 2, r, count, acc2 + bias);
+                StoreWide(ref job, t + 3, r, count, acc3 + bias);
+            }
+
+            for (; t < job.Tokens; t++)
             {
                 long a = (long)t * blocks;
                 sbyte* quants = job.Quants + (a * BlockSize);
@@ -214,19 +241,24 @@ internal static unsafe class QuantizedMatMul
                     acc += Vector256.ConvertToSingle(isum) * (weightScales * Vector256.Create(scales[b]));
                 }
 
-                float* y = job.Y + ((long)t * job.Rows) + r;
-                acc += bias;
-                if (count == GroupRows)
-                {
-                    acc.Store(y);
-                }
-                else
-                {
-                    for (int k = 0; k < count; k++)
-                    {
-                        y[k] = acc.GetElement(k);
-                    }
-                }
+                StoreWide(ref job, t, r, count, acc + bias);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreWide(ref Job job, int t, int r, int count, Vector256<float> value)
+    {
+        float* y = job.Y + ((long)t * job.Rows) + r;
+        if (count == GroupRows)
+        {
+            value.Store(y);
+        }
+        else
+        {
+            for (int k = 0; k < count; k++)
+            {
+                y[k] = value.GetElement(k);
             }
         }
     }
@@ -313,6 +345,10 @@ internal unsafe interface IInt8Weight
     static abstract Vector256<int> Dot8<TDot>(byte* interleaved, sbyte* x, int xsum)
         where TDot : struct, IInt8RowsDot;
 
+    /// <summary><see cref="Dot8"/> for four tokens' activations, <paramref name="stride"/> bytes apart.</summary>
+    static abstract void Dot8x4<TDot>(byte* interleaved, sbyte* x, long stride, int* sums, int sumStride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3)
+        where TDot : struct, IInt8RowsDotX4;
+
     /// <summary>The same for four rows (<see cref="IInt8RowsDot.Signed4"/>'s addressing).</summary>
     static abstract Vector128<int> Dot4<TDot>(byte* interleaved, sbyte* x, int xsum)
         where TDot : struct, IInt8RowsDot;
@@ -338,6 +374,10 @@ internal readonly unsafe struct Q8_0Int8Weight : IInt8Weight
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> Dot8<TDot>(byte* interleaved, sbyte* x, int xsum)
         where TDot : struct, IInt8RowsDot => TDot.Signed8(interleaved, x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Dot8x4<TDot>(byte* interleaved, sbyte* x, long stride, int* sums, int sumStride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3)
+        where TDot : struct, IInt8RowsDotX4 => TDot.Signed8x4(interleaved, x, stride, out s0, out s1, out s2, out s3);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<int> Dot4<TDot>(byte* interleaved, sbyte* x, int xsum)
@@ -367,6 +407,17 @@ internal readonly unsafe struct Q4_0Int8Weight : IInt8Weight
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> Dot8<TDot>(byte* interleaved, sbyte* x, int xsum)
         where TDot : struct, IInt8RowsDot => TDot.Nibbles8(interleaved, x) - Vector256.Create(8 * xsum);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Dot8x4<TDot>(byte* interleaved, sbyte* x, long stride, int* sums, int sumStride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3)
+        where TDot : struct, IInt8RowsDotX4
+    {
+        TDot.Nibbles8x4(interleaved, x, stride, out s0, out s1, out s2, out s3);
+        s0 -= Vector256.Create(8 * sums[0]);
+        s1 -= Vector256.Create(8 * sums[sumStride]);
+        s2 -= Vector256.Create(8 * sums[2 * sumStride]);
+        s3 -= Vector256.Create(8 * sums[3 * sumStride]);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<int> Dot4<TDot>(byte* interleaved, sbyte* x, int xsum)

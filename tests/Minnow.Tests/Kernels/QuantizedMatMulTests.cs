@@ -269,6 +269,45 @@ public unsafe class QuantizedMatMulTests : IDisposable
     }
 
     [Fact]
+    public void FourTokenBlockDotsMatchOneTokenAtATime()
+    {
+        var random = new Random(23);
+        var signedBlock = new byte[256];
+        var nibbleBlock = new byte[128];
+        const int stride = 96;
+        var x = new sbyte[4 * stride];
+        for (int trial = 0; trial < 50; trial++)
+        {
+            random.NextBytes(signedBlock);
+            random.NextBytes(nibbleBlock);
+            for (int i = 0; i < x.Length; i++)
+            {
+                x[i] = (sbyte)random.Next(-127, 128);
+            }
+
+            fixed (sbyte* px = x)
+            fixed (byte* ps = signedBlock, pn = nibbleBlock)
+            {
+                Check<Avx2Int8Dot>(ps, pn, px);
+                Check<AvxVnniInt8Dot>(ps, pn, px);
+            }
+        }
+
+        static void Check<TDot>(byte* signedBlock, byte* nibbleBlock, sbyte* x)
+            where TDot : struct, IInt8RowsDotX4
+        {
+            TDot.Signed8x4(signedBlock, x, stride, out var s0, out var s1, out var s2, out var s3);
+            TDot.Nibbles8x4(nibbleBlock, x, stride, out var n0, out var n1, out var n2, out var n3);
+            Vector256<int>[] signed = [s0, s1, s2, s3], nibbles = [n0, n1, n2, n3];
+            for (int t = 0; t < 4; t++)
+            {
+                Assert.True(ScalarInt8Dot.Signed8(signedBlock, x + (t * stride)) == signed[t], $"{typeof(TDot).Name} Signed8x4 token {t}");
+                Assert.True(ScalarInt8Dot.Nibbles8(nibbleBlock, x + (t * stride)) == nibbles[t], $"{typeof(TDot).Name} Nibbles8x4 token {t}");
+            }
+        }
+    }
+
+    [Fact]
     public void TheDefaultPathUsesTheBestInstructionsPresent()
     {
         var expected = AvxVnni.IsSupported ? Int8Path.AvxVnni : Avx2.IsSupported ? Int8Path.Avx2 : Int8Path.V128;
