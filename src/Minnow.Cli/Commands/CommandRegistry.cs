@@ -13,6 +13,8 @@ internal static class CommandRegistry
         yield return GenerateCommand.Create();
         yield return PerplexityCommand.Create();
         yield return TrainCommand.Create();
+        yield return FinetuneCommand.Create();
+        yield return MergeCommand.Create();
         yield return QuantizeCommand.Create();
         yield return PruneCommand.Create();
         yield return SynthCommand.Create();

@@ -42,12 +42,13 @@ internal static class GenerateCommand
         var chat = new Option<bool>("--chat") { Description = "Wrap the prompt in the tokenizer's chat template (instruction-tuned models)." };
         var system = new Option<string?>("--system") { Description = "A system message for --chat." };
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at the end-of-generation token." };
+        var adapter = FinetuneCommand.AdapterOption();
         var json = JsonOption();
 
         var command = new Command("generate", "Generate text from a prompt, streaming it to stdout; speed and time to first token go to stderr.")
         {
             model, prompt, promptIds, maxTokens, temperature, topK, topP, minP, repeatPenalty, repeatLastN, seed, stop, ctx,
-            chat, system, ignoreEos, json,
+            chat, system, ignoreEos, adapter, json,
         };
 
         command.SetSyncAction((r, ct) =>
@@ -90,6 +91,7 @@ internal static class GenerateCommand
             }
 
             using var loaded = LoadedModel.Open(DefaultModel.Resolve(r.GetValue(model)));
+            using var lora = FinetuneCommand.AttachAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);
             if (text is not null && tokenizer is null)
             {

@@ -36,10 +36,11 @@ internal static class PerplexityCommand
             Description = "A reference model (e.g. the original of a quantized model): also report the mean KL divergence of this model's " +
                 "next-token distributions from the reference's, and how often both rank the same token first (llama.cpp's --kl-divergence).",
         };
+        var adapter = FinetuneCommand.AdapterOption();
         var json = JsonOption();
         var command = new Command("perplexity", "Measure perplexity on a text file (llama.cpp's method: windows of --ctx tokens, second half scored).")
         {
-            model, text, ids, ctx, chunks, bos, klBase, json,
+            model, text, ids, ctx, chunks, bos, klBase, adapter, json,
         };
 
         command.SetSyncAction((r, ct) =>
@@ -64,6 +65,7 @@ internal static class PerplexityCommand
             }
 
             using var loaded = LoadedModel.Open(DefaultModel.Resolve(r.GetValue(model)));
+            using var lora = FinetuneCommand.AttachAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);
             var err = Err(r);
             int[] tokens;

@@ -38,6 +38,9 @@ public abstract unsafe class TransformerModel : IDisposable
     /// </summary>
     public ILinearInputObserver? Observer { get; set; }
 
+    /// <summary>A LoRA adapter applied unmerged on top of the weights (y += scale·B·A·x); null for none.</summary>
+    public LoraAdapter? Adapter { get; set; }
+
     /// <summary>Most tokens one <see cref="Forward"/> call takes; longer prompts are fed in chunks.</summary>
     public int BatchCapacity { get; private set; }
 
@@ -163,6 +166,7 @@ public abstract unsafe class TransformerModel : IDisposable
     {
         Observer?.OnLinearInput(weight, new ReadOnlySpan<float>(x, count * weight.Columns), count);
         MatMul.Compute(weight, x, count, y, bias, Pool);
+        Adapter?.Apply(weight, x, count, y, Pool);
     }
 
     protected static void AddRows(float* x, float* y, int count, int width) => Kernels.Add.Compute(x, y, count * width);

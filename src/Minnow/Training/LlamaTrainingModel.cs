@@ -36,6 +36,7 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
     private float* _cos, _sin, _negSin;
     private int* _inputs, _targets;
     private int _capacityBatch, _capacitySeq;
+    private LoraLayers? _lora;
 
     public LlamaTrainingModel(ModelConfig config, WorkerPool? pool = null)
     {
@@ -109,6 +110,24 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
     public ModelConfig Config { get; }
 
     public ParameterStore Parameters { get; }
+
+    /// <summary>The attached LoRA adapters, or null (see <see cref="AttachLora"/>).</summary>
+    public LoraLayers? Lora => _lora;
+
+    /// <summary>
+    /// Attaches LoRA adapters: the forward pass adds them to their linear layers, and the backward pass computes
+    /// gradients for them only (the base weights are frozen: no gradients are computed for them).
+    /// </summary>
+    public void AttachLora(LoraLayers lora)
+    {
+        if (lora.Model.Layers != Config.Layers || lora.Model.HiddenSize != Config.HiddenSize || lora.Model.IntermediateSize != Config.IntermediateSize ||
+            lora.Model.QDim != Config.QDim || lora.Model.KvDim != Config.KvDim)
+        {
+            throw new MinnowException("the LoRA adapters were made for a model of another shape.");
+        }
+
+        _lora = lora;
+    }
 
     /// <summary>
     /// A config for a new Llama model: head size hidden/heads, rms_norm_eps 1e-5, RoPE theta 10000, tied embeddings.
@@ -274,17 +293,19 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
 
     private float* P(Parameter p) => Parameters.Value(p);
 
-    private float* G(Parameter p) => Parameters.Grad(p);
+    // Base gradients: none while LoRA adapters are attached (the base is frozen).
+    private float* G(Parameter p) => _lora != null ? null : Parameters.Grad(p);
 
     private float* PB(Parameter? p) => p == null ? null : Parameters.Value(p);
 
-    private float* GB(Parameter? p) => p == null ? null : Parameters.Grad(p);
+    private float* GB(Parameter? p) => p == null || _lora != null ? null : Parameters.Grad(p);
 
     private void Forward(int batch, int seqLen)
     {
         var c = Config;
         int n = batch * seqLen, d = c.HiddenSize, f = c.IntermediateSize, vocab = c.VocabSize;
         var pool = _pool;
+        var lora = _lora;
         EmbeddingOp.Forward(P(_embed), _inputs, n, d, _resid[0], pool);
         for (int l = 0; l < _layers.Length; l++)
         {
@@ -293,19 +314,26 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
             float* x = _resid[2 * l], mid = _resid[(2 * l) + 1], next = _resid[(2 * l) + 2];
             RmsNormOp.Forward(x, P(w.AttnNorm), a.Xn1, n, d, c.NormEps, pool);
             LinearOp.Forward(a.Xn1, n, d, P(w.Wq), c.QDim, PB(w.Bq), a.Q, pool);
+            lora?.Forward(l, LoraTarget.QProj, a.Xn1, n, a.Q);
             LinearOp.Forward(a.Xn1, n, d, P(w.Wk), c.KvDim, PB(w.Bk), a.K, pool);
+            lora?.Forward(l, LoraTarget.KProj, a.Xn1, n, a.K);
             LinearOp.Forward(a.Xn1, n, d, P(w.Wv), c.KvDim, PB(w.Bv), a.V, pool);
+            lora?.Forward(l, LoraTarget.VProj, a.Xn1, n, a.V);
             RopeOp.Apply(a.Q, n, seqLen, c.Heads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
             RopeOp.Apply(a.K, n, seqLen, c.KvHeads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
             AttentionOp.Forward(a.Q, a.K, a.V, a.Probs, a.Attn, batch, seqLen, c.Heads, c.KvHeads, c.HeadDim, pool);
             LinearOp.Forward(a.Attn, n, c.QDim, P(w.Wo), d, null, _tmp, pool);
+            lora?.Forward(l, LoraTarget.OProj, a.Attn, n, _tmp);
             ResidualOp.Add(x, _tmp, mid, (long)n * d, pool);
 
             RmsNormOp.Forward(mid, P(w.MlpNorm), a.Xn2, n, d, c.NormEps, pool);
             LinearOp.Forward(a.Xn2, n, d, P(w.Gate), f, null, a.H1, pool);
+            lora?.Forward(l, LoraTarget.GateProj, a.Xn2, n, a.H1);
             LinearOp.Forward(a.Xn2, n, d, P(w.Up), f, null, a.H2, pool);
+            lora?.Forward(l, LoraTarget.UpProj, a.Xn2, n, a.H2);
             SwiGluOp.Forward(a.H1, a.H2, a.Act, (long)n * f, pool);
             LinearOp.Forward(a.Act, n, f, P(w.Down), d, null, _tmp, pool);
+            lora?.Forward(l, LoraTarget.DownProj, a.Act, n, _tmp);
             ResidualOp.Add(mid, _tmp, next, (long)n * d, pool);
         }
 
@@ -319,6 +347,7 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
         var c = Config;
         int n = batch * seqLen, d = c.HiddenSize, f = c.IntermediateSize;
         var pool = _pool;
+        var lora = _lora;
         LinearOp.Backward(_xfNorm, _logits, n, d, P(_head), c.VocabSize, _dXn, false, G(_head), null, pool);
         new Span<float>(_dX, n * d).Clear();
         RmsNormOp.Backward(_resid[2 * _layers.Length], P(_finalNorm), _dXn, _dX, G(_finalNorm), _rstd, n, d, c.NormEps, pool);
@@ -330,23 +359,33 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
 
             // MLP: next = mid + down(silu(gate·xn2) * up·xn2), xn2 = norm(mid); _dX holds ∂L/∂next.
             LinearOp.Backward(a.Act, _dX, n, f, P(w.Down), d, _dAct, false, G(w.Down), null, pool);
+            lora?.Backward(l, LoraTarget.DownProj, a.Act, _dX, n, _dAct);
             SwiGluOp.Backward(a.H1, a.H2, _dAct, _dH1, _dH2, (long)n * f, pool);
             LinearOp.Backward(a.Xn2, _dH1, n, d, P(w.Gate), f, _dXn, false, G(w.Gate), null, pool);
+            lora?.Backward(l, LoraTarget.GateProj, a.Xn2, _dH1, n, _dXn);
             LinearOp.Backward(a.Xn2, _dH2, n, d, P(w.Up), f, _dXn, true, G(w.Up), null, pool);
+            lora?.Backward(l, LoraTarget.UpProj, a.Xn2, _dH2, n, _dXn);
             RmsNormOp.Backward(mid, P(w.MlpNorm), _dXn, _dX, G(w.MlpNorm), _rstd, n, d, c.NormEps, pool);
 
             // Attention: mid = x + Wo·attention(rope(q), rope(k), v), q/k/v = W·norm(x); _dX holds ∂L/∂mid.
             LinearOp.Backward(a.Attn, _dX, n, c.QDim, P(w.Wo), d, _dAttn, false, G(w.Wo), null, pool);
+            lora?.Backward(l, LoraTarget.OProj, a.Attn, _dX, n, _dAttn);
             AttentionOp.Backward(a.Q, a.K, a.V, a.Probs, _dAttn, _dQ, _dK, _dV, batch, seqLen, c.Heads, c.KvHeads, c.HeadDim, pool);
             RopeOp.Apply(_dQ, n, seqLen, c.Heads, c.HeadDim, c.RotaryDim, _cos, _negSin, pool);
             RopeOp.Apply(_dK, n, seqLen, c.KvHeads, c.HeadDim, c.RotaryDim, _cos, _negSin, pool);
             LinearOp.Backward(a.Xn1, _dQ, n, d, P(w.Wq), c.QDim, _dXn, false, G(w.Wq), GB(w.Bq), pool);
+            lora?.Backward(l, LoraTarget.QProj, a.Xn1, _dQ, n, _dXn);
             LinearOp.Backward(a.Xn1, _dK, n, d, P(w.Wk), c.KvDim, _dXn, true, G(w.Wk), GB(w.Bk), pool);
+            lora?.Backward(l, LoraTarget.KProj, a.Xn1, _dK, n, _dXn);
             LinearOp.Backward(a.Xn1, _dV, n, d, P(w.Wv), c.KvDim, _dXn, true, G(w.Wv), GB(w.Bv), pool);
+            lora?.Backward(l, LoraTarget.VProj, a.Xn1, _dV, n, _dXn);
             RmsNormOp.Backward(x, P(w.AttnNorm), _dXn, _dX, G(w.AttnNorm), _rstd, n, d, c.NormEps, pool);
         }
 
-        EmbeddingOp.Backward(_inputs, _dX, n, d, G(_embed), pool);
+        if (lora == null)
+        {
+            EmbeddingOp.Backward(_inputs, _dX, n, d, G(_embed), pool);
+        }
     }
 
     // ---- Buffers ----

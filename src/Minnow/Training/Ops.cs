@@ -9,7 +9,7 @@ namespace Minnow.Training;
 // produce parameter gradients add into them (gradient accumulation); activation gradients are written unless
 // the method says it accumulates.
 
-/// <summary>y = x·Wᵀ (+ b) for W [out, in]; backward dx = dy·W, dW += dyᵀ·x, db += Σ dy.</summary>
+/// <summary>y = x·Wᵀ (+ b) for W [out, in]; backward dx = dy·W, dW += dyᵀ·x (unless frozen), db += Σ dy.</summary>
 public static unsafe class LinearOp
 {
     private struct BiasJob
@@ -31,13 +31,17 @@ public static unsafe class LinearOp
     }
 
     /// <summary>
-    /// dx = dy·W (or dx += when <paramref name="accumulateDx"/>; skipped when dx is null), dW += dyᵀ·x,
-    /// db += column sums of dy (when db is not null).
+    /// dx = dy·W (or dx += when <paramref name="accumulateDx"/>; skipped when dx is null), dW += dyᵀ·x (when dW
+    /// is not null: null for a frozen weight), db += column sums of dy (when db is not null).
     /// </summary>
     public static void Backward(float* x, float* dy, int rows, int inDim, float* weight, int outDim,
         float* dx, bool accumulateDx, float* dWeight, float* dBias, WorkerPool pool)
     {
-        Gemm.Multiply(outDim, inDim, rows, dy, outDim, true, x, inDim, false, dWeight, inDim, true, pool);
+        if (dWeight != null)
+        {
+            Gemm.Multiply(outDim, inDim, rows, dy, outDim, true, x, inDim, false, dWeight, inDim, true, pool);
+        }
+
         if (dx != null)
         {
             Gemm.Multiply(rows, inDim, outDim, dy, outDim, false, weight, inDim, false, dx, inDim, accumulateDx, pool);
@@ -167,14 +171,17 @@ public static unsafe class RmsNormOp
     }
 
     /// <summary>
-    /// dx += ∂L/∂x (added, as x is the residual stream) and dWeight += ∂L/∂w, given dy. <paramref name="rstd"/>
-    /// is scratch for <paramref name="rows"/> floats.
+    /// dx += ∂L/∂x (added, as x is the residual stream) and dWeight += ∂L/∂w (unless dWeight is null: a frozen
+    /// weight), given dy. <paramref name="rstd"/> is scratch for <paramref name="rows"/> floats.
     /// </summary>
     public static void Backward(float* x, float* weight, float* dy, float* dx, float* dWeight, float* rstd, int rows, int dim, float eps, WorkerPool pool)
     {
         var job = new Job { X = x, Weight = weight, DY = dy, DX = dx, DWeight = dWeight, Rstd = rstd, Rows = rows, Dim = dim, Eps = eps };
         pool.For(rows, 32, &BackwardRows, &job);
-        pool.For((dim + 31) / 32, 1, &WeightGradient, &job);
+        if (dWeight != null)
+        {
+            pool.For((dim + 31) / 32, 1, &WeightGradient, &job);
+        }
     }
 
     private static void ForwardRows(void* context, int start, int end)
