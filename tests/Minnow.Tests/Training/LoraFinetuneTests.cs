@@ -114,6 +114,43 @@ public class LoraFinetuneTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Finetune_Cancelled_SavesTheAdapterTrainedSoFarAndExits130()
+    {
+        using var temp = new TempFolder();
+        File.WriteAllText(temp.File("log.txt"), ShipsLog(30));
+        using var cts = new CancellationTokenSource();
+        var options = new LoraFinetuneOptions
+        {
+            ModelPath = DefaultFolder,
+            DataPath = temp.File("log.txt"),
+            OutputFolder = temp.File("adapter"),
+            Steps = 50,
+            BatchSize = 2,
+            Context = 32,
+        };
+        var s = LoraFinetune.Run(options, p =>
+        {
+            if (p.Phase == "training" && p.Step == 2)
+            {
+                cts.Cancel(); // as Ctrl+C would, mid-run
+            }
+        }, cts.Token);
+        Assert.True(s.Cancelled);
+        Assert.Equal(2, s.Steps);
+        using (var adapter = LoraAdapter.Load(temp.File("adapter"), Minnow.Models.ModelConfig.FromHuggingFace(Path.Combine(DefaultFolder, "config.json"))))
+        {
+            Assert.Equal(8, adapter.Modules.Count);
+            Assert.Contains(adapter.Modules.Values, m => m.ScaledB.Any(v => v != 0)); // two steps moved B off zero
+        }
+
+        using var stop = new CancellationTokenSource();
+        stop.Cancel();
+        var result = CliHarness.Run(["finetune", DefaultFolder, "--data", temp.File("log.txt"), "--out", temp.File("cli"), "--context", "32"], stop.Token);
+        Assert.True(result.ExitCode == 130, result.ToString());
+        Assert.True(File.Exists(temp.File(Path.Combine("cli", "adapter_model.safetensors"))), result.ToString());
+    }
+
+    [Fact]
     public void Finetune_BadTargets_FailsWithOneClearLine()
     {
         using var temp = new TempFolder();
