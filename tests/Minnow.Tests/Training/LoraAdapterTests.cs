@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Minnow.Export;
 using Minnow.Formats.Safetensors;
 using Minnow.Loading;
 using Minnow.Models;
@@ -255,7 +256,7 @@ public unsafe class LoraAdapterTests(ITestOutputHelper output)
         using (var hf = ModelLoader.LoadModel(DefaultFolder))
         {
             (hfBase, hfAdapted) = Both(hf);
-            Minnow.Export.GgufExporter.Export(hf, temp.File("base.gguf"), type);
+            GgufExporter.Export(hf, temp.File("base.gguf"), type);
         }
 
         using (var gguf = ModelLoader.LoadModel(temp.File("base.gguf")))

@@ -1,7 +1,10 @@
 using System.Globalization;
 using System.Text;
+using Minnow.Export;
 using Minnow.Formats.Safetensors;
+using Minnow.Loading;
 using Minnow.Models;
+using Minnow.Tensors;
 using Minnow.Tests.Cli;
 using Minnow.Training;
 using Xunit.Abstractions;
@@ -86,6 +89,48 @@ public class LoraFinetuneTests(ITestOutputHelper output)
         Assert.True(adaptedPpl < basePpl / 10, $"{basePpl} → {adaptedPpl}");
     }
 
+    /// <summary>
+    /// A GGUF base holds q/k rows in llama.cpp's interleaved-RoPE order; fine-tuning puts them back in Hugging Face
+    /// order, so an F32 GGUF of the default model trains the same adapter as the Hugging Face folder.
+    /// </summary>
+    [Fact]
+    public void Finetune_FromAnF32GgufBase_TrainsTheSameAdapterAsFromTheHuggingFaceFolder()
+    {
+        using var temp = new TempFolder();
+        File.WriteAllText(temp.File("log.txt"), ShipsLog(30));
+        using (var model = ModelLoader.LoadModel(DefaultFolder))
+        {
+            GgufExporter.Export(model, temp.File("base.gguf"), DType.F32,
+                GgufTokenizerMetadata.For(DefaultFolder, ModelFormat.HuggingFace, model.Config.VocabSize).Write);
+        }
+
+        LoraFinetuneSummary Run(string model, string folder) => LoraFinetune.Run(new LoraFinetuneOptions
+        {
+            ModelPath = model,
+            DataPath = temp.File("log.txt"),
+            OutputFolder = temp.File(folder),
+            Targets = [LoraTarget.QProj, LoraTarget.KProj],
+            Steps = 3,
+            BatchSize = 2,
+            Context = 32,
+        });
+
+        var fromFolder = Run(DefaultFolder, "hf");
+        var fromGguf = Run(temp.File("base.gguf"), "gguf");
+        output.WriteLine($"train loss before/after: folder {fromFolder.TrainLossBefore:F6}/{fromFolder.TrainLossAfter:F6}, GGUF {fromGguf.TrainLossBefore:F6}/{fromGguf.TrainLossAfter:F6}");
+        Assert.Equal(fromFolder.TrainLossBefore, fromGguf.TrainLossBefore, 5);
+        Assert.Equal(fromFolder.TrainLossAfter, fromGguf.TrainLossAfter, 4);
+        using var a = SafetensorsFile.Open(temp.File(Path.Combine("hf", "adapter_model.safetensors")));
+        using var b = SafetensorsFile.Open(temp.File(Path.Combine("gguf", "adapter_model.safetensors")));
+        Assert.Equal(a.Tensors.Keys.Order(), b.Tensors.Keys.Order());
+        foreach (var (name, t) in a.Tensors)
+        {
+            var x = t.ToFloatArray();
+            var y = b.Tensors[name].ToFloatArray();
+            Assert.True(x.Zip(y, (p, q) => Math.Abs(p - q)).Max() < 1e-4, name);
+        }
+    }
+
     [Fact]
     public void FinetuneCommand_WritesPeftFiles_AndMergeWritesAModel()
     {
@@ -137,7 +182,7 @@ public class LoraFinetuneTests(ITestOutputHelper output)
         }, cts.Token);
         Assert.True(s.Cancelled);
         Assert.Equal(2, s.Steps);
-        using (var adapter = LoraAdapter.Load(temp.File("adapter"), Minnow.Models.ModelConfig.FromHuggingFace(Path.Combine(DefaultFolder, "config.json"))))
+        using (var adapter = LoraAdapter.Load(temp.File("adapter"), ModelConfig.FromHuggingFace(Path.Combine(DefaultFolder, "config.json"))))
         {
             Assert.Equal(8, adapter.Modules.Count);
             Assert.Contains(adapter.Modules.Values, m => m.ScaledB.Any(v => v != 0)); // two steps moved B off zero
