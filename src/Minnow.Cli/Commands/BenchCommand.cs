@@ -36,6 +36,11 @@ internal static class BenchCommand
             Description = "When MODEL is not a GGUF file: export it to a temporary GGUF of this type (f32, f16, q8_0, q4_0) and run on that. " +
                 "Default with --vs: f32; without --vs, Minnow runs MODEL as it is.",
         };
+        var kvCache = new Option<string>("--kv-cache")
+        {
+            Description = "Minnow's KV cache type: f16 (the default, as llama.cpp keeps its cache) or f32.",
+            DefaultValueFactory = _ => "f16",
+        };
         var seed = new Option<ulong>("--seed", "-s") { Description = "Seed of the pseudo-random prompt ids.", DefaultValueFactory = _ => 0 };
         var agreementText = new Option<string?>("--agreement-text")
         {
@@ -53,7 +58,7 @@ internal static class BenchCommand
 
         var command = new Command("bench", "Measure prefill and decode speed, time to first token and peak memory; with --vs llama.cpp, side by side on the same GGUF.")
         {
-            model, vs, threads, prompt, gen, runs, type, seed, agreementText, agreementTokens, noAgreement, json, engine, singleRun, idsFile,
+            model, vs, threads, prompt, gen, runs, type, kvCache, seed, agreementText, agreementTokens, noAgreement, json, engine, singleRun, idsFile,
         };
 
         command.SetSyncAction((r, ct) =>
@@ -65,6 +70,7 @@ internal static class BenchCommand
                 Gen = r.GetValue(gen),
                 Runs = r.GetValue(runs),
                 Seed = r.GetValue(seed),
+                KvCache = ParseKvCache(r.GetValue(kvCache) ?? "f16"),
             };
             settings.Validate();
             string modelPath = LoadedModel.ResolveModelPath(Path.GetFullPath(DefaultModel.Resolve(r.GetValue(model))));
@@ -110,6 +116,8 @@ internal static class BenchCommand
 
         public required ulong Seed { get; init; }
 
+        public required DType KvCache { get; init; }
+
         public int Context => Prompt + Gen;
 
         public void Validate()
@@ -135,6 +143,14 @@ internal static class BenchCommand
             }
         }
     }
+
+    /// <summary>f16 or f32, for <c>--kv-cache</c>.</summary>
+    internal static DType ParseKvCache(string text) => text.ToLowerInvariant() switch
+    {
+        "f16" => DType.F16,
+        "f32" => DType.F32,
+        _ => throw new MinnowException($"--kv-cache must be f16 or f32 (got '{text}')."),
+    };
 
     /// <summary>One child's measurement.</summary>
     private sealed record Measurement(string Engine, double PrefillTokS, double DecodeTokS, double TtftMs, double PeakRssMb, double LoadMs);
@@ -220,6 +236,7 @@ internal static class BenchCommand
                     w.WriteString("file", benchFile);
                     w.WriteString("dtype", dtypeText);
                     w.WriteNumber("threads", s.Threads);
+                    w.WriteString("kv_cache", s.KvCache == DType.F16 ? "f16" : "f32");
                     w.WriteNumber("prompt_tokens", s.Prompt);
                     w.WriteNumber("gen_tokens", s.Gen);
                     w.WriteNumber("runs", s.Runs);
@@ -272,7 +289,7 @@ internal static class BenchCommand
             else
             {
                 output.WriteLine($"{exportedFrom ?? benchFile}{(exportedFrom is null ? "" : $" (as {benchFile})")}");
-                output.WriteLine($"{dtypeText}, {s.Threads} threads, prompt {s.Prompt} tokens, then {s.Gen} decoded; median of {s.Runs} runs, each in its own process");
+                output.WriteLine($"{dtypeText}, {s.Threads} threads, prompt {s.Prompt} tokens, then {s.Gen} decoded, {(s.KvCache == DType.F16 ? "f16" : "f32")} KV cache; median of {s.Runs} runs, each in its own process");
                 output.WriteLine($"{"engine",-10} {"prefill tok/s",14} {"decode tok/s",13} {"TTFT ms",9} {"peak RSS MiB",13} {"decode GB/s",12}");
                 void Row(Measurement m) => output.WriteLine(
                     $"{m.Engine,-10} {F(m.PrefillTokS, "0.0"),14} {F(m.DecodeTokS, "0.00"),13} {F(m.TtftMs, "0"),9} {F(m.PeakRssMb, "0"),13} {F(bandwidth(m), "0.00"),12}");
@@ -423,7 +440,7 @@ internal static class BenchCommand
                 {
                     using var pool = new WorkerPool(s.Threads);
                     using var model = ModelLoader.LoadModel(modelPath, pool);
-                    using var session = new InferenceSession(model, s.Context, batchSize: s.Prompt);
+                    using var session = new InferenceSession(model, s.Context, batchSize: s.Prompt, kvCacheType: s.KvCache);
                     loadMs = watch.Elapsed.TotalMilliseconds;
 
                     // Warm-up (JIT, page faults of the mapped weights), then the measured run.
@@ -479,6 +496,7 @@ internal static class BenchCommand
             "--threads", s.Threads.ToString(CultureInfo.InvariantCulture),
             "--prompt", s.Prompt.ToString(CultureInfo.InvariantCulture),
             "--gen", s.Gen.ToString(CultureInfo.InvariantCulture),
+            "--kv-cache", s.KvCache == DType.F16 ? "f16" : "f32",
         })
         {
             start.ArgumentList.Add(arg);

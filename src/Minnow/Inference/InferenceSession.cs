@@ -17,7 +17,8 @@ public sealed unsafe class InferenceSession : IDisposable
     private readonly NativeBuffer _logits;
     private NativeBuffer? _batchLogits;
 
-    public InferenceSession(TransformerModel model, int contextSize, int batchSize = 64)
+    /// <param name="kvCacheType">F32 (the default: the reference arithmetic) or F16 (half the cache memory, as llama.cpp).</param>
+    public InferenceSession(TransformerModel model, int contextSize, int batchSize = 64, DType kvCacheType = DType.F32)
     {
         if (contextSize <= 0)
         {
@@ -31,7 +32,7 @@ public sealed unsafe class InferenceSession : IDisposable
 
         Model = model;
         BatchSize = Math.Max(1, batchSize);
-        _cache = new KvCache(model.Config, contextSize);
+        _cache = new KvCache(model.Config, contextSize, kvCacheType);
         _logits = NativeBuffer.Floats(model.Config.VocabSize);
         model.EnsureCapacity(Math.Min(BatchSize, contextSize));
     }
@@ -46,6 +47,8 @@ public sealed unsafe class InferenceSession : IDisposable
     public int Position => _cache.Length;
 
     public long KvCacheBytes => _cache.ByteSize;
+
+    public DType KvCacheType => _cache.ElementType;
 
     /// <summary>Logits after the last token fed.</summary>
     public Span<float> Logits => _logits.AsFloatSpan();

@@ -4,7 +4,7 @@ using Minnow.Tensors;
 namespace Minnow.Kernels;
 
 /// <summary>
-/// Causal multi-head attention with grouped-query heads over a float32 KV cache.
+/// Causal multi-head attention with grouped-query heads over a float32 or float16 KV cache.
 /// q: [tokens, heads·headDim]; the cache rows hold [kvHeads·headDim] per position; token t sits at position
 /// startPos + t and attends to positions 0..startPos + t. output: [tokens, heads·headDim].
 /// (token, head) pairs are spread over the worker pool; each pair is computed by the same code whatever the
@@ -16,8 +16,8 @@ public static unsafe class Attention
     private struct Job
     {
         public float* Q;
-        public float* Keys;
-        public float* Values;
+        public byte* Keys;
+        public byte* Values;
         public float* Output;
         public int Heads;
         public int KvHeads;
@@ -31,11 +31,21 @@ public static unsafe class Attention
 
     public static void Compute(float* q, float* keys, float* values, float* output, int tokens, int startPos,
         int heads, int kvHeads, int headDim, WorkerPool? pool = null) =>
-        Compute(q, keys, values, output, tokens, startPos, heads, kvHeads, headDim, pool, KernelIsa.Current);
+        Compute(q, (byte*)keys, (byte*)values, DType.F32, output, tokens, startPos, heads, kvHeads, headDim, pool, KernelIsa.Current);
 
-    internal static void Compute(float* q, float* keys, float* values, float* output, int tokens, int startPos,
+    /// <param name="cacheType">The type of the cached keys and values: F32 or F16.</param>
+    public static void Compute(float* q, byte* keys, byte* values, DType cacheType, float* output, int tokens, int startPos,
+        int heads, int kvHeads, int headDim, WorkerPool? pool = null) =>
+        Compute(q, keys, values, cacheType, output, tokens, startPos, heads, kvHeads, headDim, pool, KernelIsa.Current);
+
+    internal static void Compute(float* q, byte* keys, byte* values, DType cacheType, float* output, int tokens, int startPos,
         int heads, int kvHeads, int headDim, WorkerPool? pool, VectorWidth width)
     {
+        if (cacheType is not (DType.F32 or DType.F16))
+        {
+            throw new NotSupportedException($"Attention reads an F32 or F16 cache, not {cacheType}.");
+        }
+
         var job = new Job
         {
             Q = q,
@@ -49,24 +59,29 @@ public static unsafe class Attention
             Scale = 1f / MathF.Sqrt(headDim),
             Width = width,
         };
-        delegate*<void*, int, int, void> body = width switch
-        {
-            VectorWidth.V512 => &RunItems<Vector512<float>>,
-            VectorWidth.V256 => &RunItems<Vector256<float>>,
-            VectorWidth.V128 => &RunItems<Vector128<float>>,
-            _ => &RunItemsScalar,
-        };
+        delegate*<void*, int, int, void> body = cacheType == DType.F16 ? Select<F16Format>(width) : Select<F32Format>(width);
         (pool ?? WorkerPool.Shared).For(tokens * heads, 1, body, &job);
     }
 
-    private static void RunItems<T>(void* context, int start, int end)
+    private static delegate*<void*, int, int, void> Select<TFormat>(VectorWidth width)
+        where TFormat : struct, IWeightFormat => width switch
+        {
+            VectorWidth.V512 => &RunItems<TFormat, Vector512<float>>,
+            VectorWidth.V256 => &RunItems<TFormat, Vector256<float>>,
+            VectorWidth.V128 => &RunItems<TFormat, Vector128<float>>,
+            _ => &RunItemsScalar<TFormat>,
+        };
+
+    private static void RunItems<TFormat, T>(void* context, int start, int end)
+        where TFormat : struct, IWeightFormat
         where T : struct
     {
         ref Job job = ref *(Job*)context;
         int hd = job.HeadDim;
         int qDim = job.Heads * hd;
         int kvDim = job.KvHeads * hd;
-        long kvBytes = (long)kvDim * sizeof(float);
+        int element = TFormat.BlockBytes;
+        long kvBytes = (long)kvDim * element;
         int group = job.Heads / job.KvHeads;
         float* scores = Scratch<ScratchTag>.Get(job.StartPos + ((end - 1) / job.Heads) + 1);
         for (int item = start; item < end; item++)
@@ -75,13 +90,13 @@ public static unsafe class Attention
             int length = job.StartPos + t + 1;
             float* qh = job.Q + ((long)t * qDim) + (h * hd);
             int kvh = h / group;
-            float* keys = job.Keys + (kvh * hd);
-            float* values = job.Values + (kvh * hd);
+            byte* keys = job.Keys + (kvh * hd * element);
+            byte* values = job.Values + (kvh * hd * element);
 
             int p = 0;
             for (; p + 4 <= length; p += 4)
             {
-                MatMul.Dot4<F32Format, T>((byte*)(keys + ((long)p * kvDim)), kvBytes, qh, hd, scores + p);
+                MatMul.Dot4<TFormat, T>(keys + (p * kvBytes), kvBytes, qh, hd, scores + p);
                 for (int k = 0; k < 4; k++)
                 {
                     scores[p + k] *= job.Scale;
@@ -90,16 +105,17 @@ public static unsafe class Attention
 
             for (; p < length; p++)
             {
-                scores[p] = MatMul.Dot1<F32Format, T>((byte*)(keys + ((long)p * kvDim)), qh, hd) * job.Scale;
+                scores[p] = MatMul.Dot1<TFormat, T>(keys + (p * kvBytes), qh, hd) * job.Scale;
             }
 
             Softmax.Compute(scores, length, job.Width);
-            WeightedSum<T>(scores, values, kvDim, length, job.Output + ((long)t * qDim) + (h * hd), hd);
+            WeightedSum<TFormat, T>(scores, values, kvBytes, length, job.Output + ((long)t * qDim) + (h * hd), hd);
         }
     }
 
     /// <summary>o = Σ_p w[p] · v[p], in position order, four positions per pass over o.</summary>
-    private static void WeightedSum<T>(float* w, float* values, int kvDim, int length, float* o, int hd)
+    private static void WeightedSum<TFormat, T>(float* w, byte* values, long kvBytes, int length, float* o, int hd)
+        where TFormat : struct, IWeightFormat
         where T : struct
     {
         int c = Simd.Count<T>();
@@ -107,46 +123,47 @@ public static unsafe class Attention
         int p = 0;
         for (; p + 4 <= length; p += 4)
         {
-            float* v0 = values + ((long)p * kvDim);
-            float* v1 = v0 + kvDim, v2 = v1 + kvDim, v3 = v2 + kvDim;
+            byte* v0 = values + (p * kvBytes);
+            byte* v1 = v0 + kvBytes, v2 = v1 + kvBytes, v3 = v2 + kvBytes;
             T w0 = Simd.Broadcast<T>(w[p]), w1 = Simd.Broadcast<T>(w[p + 1]);
             T w2 = Simd.Broadcast<T>(w[p + 2]), w3 = Simd.Broadcast<T>(w[p + 3]);
             int i = 0;
             for (; i <= hd - c; i += c)
             {
                 T acc = Simd.Load<T>(o + i);
-                acc = Simd.MultiplyAdd(w0, Simd.Load<T>(v0 + i), acc);
-                acc = Simd.MultiplyAdd(w1, Simd.Load<T>(v1 + i), acc);
-                acc = Simd.MultiplyAdd(w2, Simd.Load<T>(v2 + i), acc);
-                acc = Simd.MultiplyAdd(w3, Simd.Load<T>(v3 + i), acc);
+                acc = Simd.MultiplyAdd(w0, TFormat.Load<T>(v0, i), acc);
+                acc = Simd.MultiplyAdd(w1, TFormat.Load<T>(v1, i), acc);
+                acc = Simd.MultiplyAdd(w2, TFormat.Load<T>(v2, i), acc);
+                acc = Simd.MultiplyAdd(w3, TFormat.Load<T>(v3, i), acc);
                 Simd.Store(acc, o + i);
             }
 
             for (; i < hd; i++)
             {
-                o[i] = o[i] + (w[p] * v0[i]) + (w[p + 1] * v1[i]) + (w[p + 2] * v2[i]) + (w[p + 3] * v3[i]);
+                o[i] = o[i] + (w[p] * TFormat.Value(v0, i)) + (w[p + 1] * TFormat.Value(v1, i)) + (w[p + 2] * TFormat.Value(v2, i)) + (w[p + 3] * TFormat.Value(v3, i));
             }
         }
 
         for (; p < length; p++)
         {
-            float* v = values + ((long)p * kvDim);
+            byte* v = values + (p * kvBytes);
             T wp = Simd.Broadcast<T>(w[p]);
             int i = 0;
             for (; i <= hd - c; i += c)
             {
-                Simd.Store(Simd.MultiplyAdd(wp, Simd.Load<T>(v + i), Simd.Load<T>(o + i)), o + i);
+                Simd.Store(Simd.MultiplyAdd(wp, TFormat.Load<T>(v, i), Simd.Load<T>(o + i)), o + i);
             }
 
             for (; i < hd; i++)
             {
-                o[i] += w[p] * v[i];
+                o[i] += w[p] * TFormat.Value(v, i);
             }
         }
     }
 
     /// <summary>The scalar reference.</summary>
-    private static void RunItemsScalar(void* context, int start, int end)
+    private static void RunItemsScalar<TFormat>(void* context, int start, int end)
+        where TFormat : struct, IWeightFormat
     {
         ref Job job = ref *(Job*)context;
         int hd = job.HeadDim;
@@ -162,11 +179,11 @@ public static unsafe class Attention
             int kvh = h / group;
             for (int p = 0; p < length; p++)
             {
-                float* k = job.Keys + ((long)p * kvDim) + (kvh * hd);
+                byte* k = job.Keys + ((((long)p * kvDim) + (kvh * hd)) * TFormat.BlockBytes);
                 float dot = 0;
                 for (int i = 0; i < hd; i++)
                 {
-                    dot += qh[i] * k[i];
+                    dot += qh[i] * TFormat.Value(k, i);
                 }
 
                 scores[p] = dot * job.Scale;
@@ -177,11 +194,11 @@ public static unsafe class Attention
             new Span<float>(o, hd).Clear();
             for (int p = 0; p < length; p++)
             {
-                float* v = job.Values + ((long)p * kvDim) + (kvh * hd);
+                byte* v = job.Values + ((((long)p * kvDim) + (kvh * hd)) * TFormat.BlockBytes);
                 float w = scores[p];
                 for (int i = 0; i < hd; i++)
                 {
-                    o[i] += w * v[i];
+                    o[i] += w * TFormat.Value(v, i);
                 }
             }
         }

@@ -143,7 +143,7 @@ internal static unsafe class QuantizedMatMul
             _ => &RunWide<TWeight, AvxVnniInt8Dot>,
         };
 
-// ---- Scalar reference ----
+    // ---- Scalar reference ----
 
     private static void RunGroupsScalar<TWeight>(void* context, int start, int end)
         where TWeight : struct, IInt8Weight

@@ -192,12 +192,8 @@ public abstract unsafe class TransformerModel : IDisposable
     protected void Attend(KvCache cache, int layer, float* q, float* k, float* v, int count, int startPos, float* output)
     {
         var c = Config;
-        int kvDim = c.KvDimOf(layer);
-        long offset = (long)startPos * kvDim;
-        long bytes = (long)count * kvDim * sizeof(float);
-        Buffer.MemoryCopy(k, cache.Keys(layer) + offset, bytes, bytes);
-        Buffer.MemoryCopy(v, cache.Values(layer) + offset, bytes, bytes);
-        Attention.Compute(q, cache.Keys(layer), cache.Values(layer), output, count, startPos, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
+        cache.Store(layer, startPos, k, v, count);
+        Attention.Compute(q, cache.Keys(layer), cache.Values(layer), cache.ElementType, output, count, startPos, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
     }
 
     /// <summary>Splits a layer's fused projection laid out per token as [q | k | v] (GPT-2's c_attn).</summary>

@@ -53,8 +53,41 @@ public unsafe class AttentionTests : IDisposable
         }
 
         AssertBitwiseEqual(single, output, $"{width} threads");
+        var expected = Reference(q, keys, values, tokens, startPos, heads, kvHeads, headDim);
+        AssertClose(expected, output, 1e-5, 1e-5, $"{width}");
+    }
 
-        var expected = new double[output.Length];
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void HalfPrecisionCacheMatchesReferenceOnItsRoundedValues(VectorWidth width, int tokens, int startPos, int heads, int kvHeads, int headDim)
+    {
+        int positions = startPos + tokens;
+        int qDim = heads * headDim, kvDim = kvHeads * headDim;
+        float[] q = Random(tokens * qDim, 1 + headDim, 1.5f);
+        Half[] keys = Array.ConvertAll(Random(positions * kvDim, 2 + headDim, 1.5f), v => (Half)v);
+        Half[] values = Array.ConvertAll(Random(positions * kvDim, 3 + headDim, 1f), v => (Half)v);
+        float[] output = new float[tokens * qDim], single = new float[tokens * qDim];
+        fixed (float* pq = q, po = output, ps = single)
+        fixed (Half* pk = keys, pv = values)
+        {
+            using (KernelIsa.Force(width))
+            {
+                Attention.Compute(pq, (byte*)pk, (byte*)pv, DType.F16, po, tokens, startPos, heads, kvHeads, headDim, _two);
+                Attention.Compute(pq, (byte*)pk, (byte*)pv, DType.F16, ps, tokens, startPos, heads, kvHeads, headDim, _one);
+            }
+        }
+
+        AssertBitwiseEqual(single, output, $"{width} threads");
+        var expected = Reference(q, Array.ConvertAll(keys, v => (float)v), Array.ConvertAll(values, v => (float)v), tokens, startPos, heads, kvHeads, headDim);
+        AssertClose(expected, output, 1e-5, 1e-5, $"{width} f16");
+    }
+
+    /// <summary>Attention in double precision, softmax with the maximum subtracted.</summary>
+    private static double[] Reference(float[] q, float[] keys, float[] values, int tokens, int startPos, int heads, int kvHeads, int headDim)
+    {
+        int positions = startPos + tokens;
+        int qDim = heads * headDim, kvDim = kvHeads * headDim;
+        var expected = new double[tokens * qDim];
         var weights = new double[positions];
         int group = heads / kvHeads;
         for (int t = 0; t < tokens; t++)
@@ -95,6 +128,6 @@ public unsafe class AttentionTests : IDisposable
             }
         }
 
-        AssertClose(expected, output, 1e-5, 1e-5, $"{width}");
+        return expected;
     }
 }
