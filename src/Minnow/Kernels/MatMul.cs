@@ -53,6 +53,25 @@ public static unsafe class MatMul
     internal static void Compute(Tensor weight, float* x, int tokens, float* y, float* bias, WorkerPool? pool, VectorWidth width) =>
         Compute(weight, x, tokens, y, bias, pool, width, QuantizedActivations);
 
+    /// <summary>
+    /// y_k = W_k · x (+ bias_k) for weights that read the same input (q, k, v; gate, up). Q8_0 / Q4_0 weights of one
+    /// type go through the pool together (<see cref="QuantizedMatMul.ComputeFused"/>); others one after another.
+    /// Each output is what <see cref="Compute(Tensor, float*, int, float*, float*, WorkerPool?)"/> gives alone.
+    /// </summary>
+    public static void ComputeFused(ReadOnlySpan<Tensor> weights, float* x, int tokens, ReadOnlySpan<nint> ys, ReadOnlySpan<nint> biases, WorkerPool? pool = null)
+    {
+        if (QuantizedActivations && QuantizedMatMul.CanFuse(weights))
+        {
+            QuantizedMatMul.ComputeFused(weights, x, tokens, ys, biases, pool ?? WorkerPool.Shared, QuantizedMatMul.PathFor(KernelIsa.Current));
+            return;
+        }
+
+        for (int k = 0; k < weights.Length; k++)
+        {
+            Compute(weights[k], x, tokens, (float*)ys[k], (float*)biases[k], pool);
+        }
+    }
+
     /// <param name="quantizeActivations">Whether Q8_0 / Q4_0 weights take the integer path; other types ignore it.</param>
     internal static void Compute(Tensor weight, float* x, int tokens, float* y, float* bias, WorkerPool? pool, VectorWidth width, bool quantizeActivations)
     {

@@ -76,17 +76,42 @@ internal static unsafe class QuantizedMatMul
 
     public static void Compute(Tensor weight, float* x, int tokens, float* y, float* bias, WorkerPool pool, Int8Path path)
     {
-        if (!Supports(weight))
+        nint yPointer = (nint)y, biasPointer = (nint)bias;
+        ComputeFused(new ReadOnlySpan<Tensor>(in weight), x, tokens, new ReadOnlySpan<nint>(in yPointer), new ReadOnlySpan<nint>(in biasPointer), pool, path);
+    }
+
+    /// <summary>Whether <see cref="ComputeFused"/> takes these weights together: all supported, of one type and width.</summary>
+    public static bool CanFuse(ReadOnlySpan<Tensor> weights)
+    {
+        foreach (var w in weights)
         {
-            ThrowType(weight);
+            if (!Supports(w) || w.Type != weights[0].Type || w.Columns != weights[0].Columns)
+            {
+                return false;
+            }
         }
 
-        if (tokens <= 0 || weight.Rows == 0)
+        return weights.Length > 0;
+    }
+
+    /// <summary>
+    /// y_k = W_k · x (+ bias_k) for several weights that read the same input (a layer's q, k and v projections):
+    /// the activations are quantized once and all the products share one pass of the pool (one wake-up of the
+    /// workers instead of one per matrix). Each output is what <see cref="Compute"/> gives for its weight alone.
+    /// </summary>
+    public static void ComputeFused(ReadOnlySpan<Tensor> weights, float* x, int tokens, ReadOnlySpan<nint> ys, ReadOnlySpan<nint> biases, WorkerPool pool, Int8Path path)
+    {
+        if (!CanFuse(weights))
+        {
+            ThrowType(weights[0]);
+        }
+
+        if (tokens <= 0)
         {
             return;
         }
 
-        int n = weight.Columns;
+        int n = weights[0].Columns;
         int blocks = n / BlockSize;
 
         // One buffer on the calling thread, read by every worker: scales, sums, then the quants.
@@ -102,34 +127,85 @@ internal static unsafe class QuantizedMatMul
                 x + ((long)t * n), n, quants + ((long)t * n), scales + ((long)t * blocks), sums + ((long)t * blocks), quantizeWidth);
         }
 
-        var job = new Job
+        Job* jobs = stackalloc Job[weights.Length];
+        int* firstGroups = stackalloc int[weights.Length + 1];
+        firstGroups[0] = 0;
+        for (int k = 0; k < weights.Length; k++)
         {
-            Weight = weight.Data,
-            RowBytes = weight.RowBytes,
-            Blocks = blocks,
-            Rows = weight.Rows,
-            Quants = quants,
-            Scales = scales,
-            Sums = sums,
-            Y = y,
-            Bias = bias,
-            Tokens = tokens,
-        };
-        if (path != Int8Path.Scalar)
-        {
-            var interleaved = InterleavedWeights.For(weight, pool);
-            job.Interleaved = interleaved.Data;
-            job.BlockStride = interleaved.BlockStride;
-            job.GroupStride = interleaved.GroupStride;
+            var weight = weights[k];
+            jobs[k] = new Job
+            {
+                Weight = weight.Data,
+                RowBytes = weight.RowBytes,
+                Blocks = blocks,
+                Rows = weight.Rows,
+                Quants = quants,
+                Scales = scales,
+                Sums = sums,
+                Y = (float*)ys[k],
+                Bias = (float*)biases[k],
+                Tokens = tokens,
+            };
+            if (path != Int8Path.Scalar && weight.Rows > 0)
+            {
+                var interleaved = InterleavedWeights.For(weight, pool);
+                jobs[k].Interleaved = interleaved.Data;
+                jobs[k].BlockStride = interleaved.BlockStride;
+                jobs[k].GroupStride = interleaved.GroupStride;
+            }
+
+            firstGroups[k + 1] = firstGroups[k] + ((weight.Rows + GroupRows - 1) / GroupRows);
         }
 
-        int groups = (job.Rows + GroupRows - 1) / GroupRows;
+        int groups = firstGroups[weights.Length];
+        if (groups == 0)
+        {
+            return;
+        }
+
+        var fused = new FusedJob
+        {
+            Jobs = jobs,
+            FirstGroups = firstGroups,
+            Count = weights.Length,
+            Body = weights[0].Type == DType.Q8_0 ? Select<Q8_0Int8Weight>(path) : Select<Q4_0Int8Weight>(path),
+        };
 
         // About four blocks per thread for balance, but no block under ~64K multiply-adds.
         long work = (long)GroupRows * n * tokens;
         int minGrain = (int)Math.Clamp((1L << 16) / Math.Max(1, work), 1, groups);
         int grain = Math.Max(minGrain, groups / (pool.ThreadCount * 4));
-        pool.For(groups, grain, weight.Type == DType.Q8_0 ? Select<Q8_0Int8Weight>(path) : Select<Q4_0Int8Weight>(path), &job);
+        if (weights.Length == 1)
+        {
+            pool.For(groups, grain, fused.Body, jobs);
+        }
+        else
+        {
+            pool.For(groups, grain, &RunFused, &fused);
+        }
+    }
+
+    /// <summary>Several weights' row groups numbered one after the other.</summary>
+    private struct FusedJob
+    {
+        public Job* Jobs;
+        public int* FirstGroups;
+        public int Count;
+        public delegate*<void*, int, int, void> Body;
+    }
+
+    private static void RunFused(void* context, int start, int end)
+    {
+        ref FusedJob fused = ref *(FusedJob*)context;
+        for (int k = 0; k < fused.Count; k++)
+        {
+            int first = fused.FirstGroups[k];
+            int from = Math.Max(start, first), to = Math.Min(end, fused.FirstGroups[k + 1]);
+            if (from < to)
+            {
+                fused.Body(fused.Jobs + k, from - first, to - first);
+            }
+        }
     }
 
     private static delegate*<void*, int, int, void> Select<TWeight>(Int8Path path)

@@ -13,6 +13,9 @@ public sealed unsafe class LlamaModel : TransformerModel
     {
         public required float* AttentionNorm, MlpNorm, QBias, KBias, VBias;
         public required Tensor Wq, Wk, Wv, Wo, Gate, Up, Down;
+
+        /// <summary>[Wq, Wk, Wv] and [Gate, Up]: the projections that read the same input.</summary>
+        public required Tensor[] Qkv, GateUp;
     }
 
     private readonly Tensor _embed, _head;
@@ -31,7 +34,7 @@ public sealed unsafe class LlamaModel : TransformerModel
         {
             string p = $"model.layers.{i}.";
             int f = c.IntermediateOf(i), qDim = c.QDimOf(i), kvDim = c.KvDimOf(i);
-            _layers[i] = new Layer
+            var layer = new Layer
             {
                 AttentionNorm = w.Vector(p + "input_layernorm.weight", d),
                 MlpNorm = w.Vector(p + "post_attention_layernorm.weight", d),
@@ -45,7 +48,12 @@ public sealed unsafe class LlamaModel : TransformerModel
                 Gate = w.Matrix(p + "mlp.gate_proj.weight", f, d),
                 Up = w.Matrix(p + "mlp.up_proj.weight", f, d),
                 Down = w.Matrix(p + "mlp.down_proj.weight", d, f),
+                Qkv = [],
+                GateUp = [],
             };
+            layer.Qkv = [layer.Wq, layer.Wk, layer.Wv];
+            layer.GateUp = [layer.Gate, layer.Up];
+            _layers[i] = layer;
         }
     }
 
@@ -59,9 +67,7 @@ public sealed unsafe class LlamaModel : TransformerModel
 
             // Attention: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
             RmsNormRows(X, layer.AttentionNorm, Xb, n);
-            Linear(layer.Wq, Xb, n, Q, layer.QBias);
-            Linear(layer.Wk, Xb, n, K, layer.KBias);
-            Linear(layer.Wv, Xb, n, V, layer.VBias);
+            LinearFused(layer.Qkv, Xb, n, [(nint)Q, (nint)K, (nint)V], [(nint)layer.QBias, (nint)layer.KBias, (nint)layer.VBias]);
             ApplyRope(l, Q, K, n, pos);
             Attend(cache, l, Q, K, V, n, pos, AttnOut);
             Linear(layer.Wo, AttnOut, n, Xb2);
@@ -69,8 +75,7 @@ public sealed unsafe class LlamaModel : TransformerModel
 
             // MLP: x += down(silu(gate·norm(x)) * up·norm(x))
             RmsNormRows(X, layer.MlpNorm, Xb, n);
-            Linear(layer.Gate, Xb, n, Hb);
-            Linear(layer.Up, Xb, n, Hb2);
+            LinearFused(layer.GateUp, Xb, n, [(nint)Hb, (nint)Hb2], [0, 0]);
             SwiGlu.Compute(Hb, Hb2, n * Config.IntermediateOf(l));
             Linear(layer.Down, Hb, n, Xb2);
             AddRows(X, Xb2, n, d);

@@ -169,6 +169,24 @@ public abstract unsafe class TransformerModel : IDisposable
         Adapter?.Apply(weight, x, count, y, Pool);
     }
 
+    /// <summary>Linear layers that read the same input, multiplied in one pass where the kernels allow (<see cref="MatMul.ComputeFused"/>).</summary>
+    protected void LinearFused(ReadOnlySpan<Tensor> weights, float* x, int count, ReadOnlySpan<nint> ys, ReadOnlySpan<nint> biases)
+    {
+        foreach (var weight in weights)
+        {
+            Observer?.OnLinearInput(weight, new ReadOnlySpan<float>(x, count * weight.Columns), count);
+        }
+
+        MatMul.ComputeFused(weights, x, count, ys, biases, Pool);
+        if (Adapter is not null)
+        {
+            for (int k = 0; k < weights.Length; k++)
+            {
+                Adapter.Apply(weights[k], x, count, (float*)ys[k], Pool);
+            }
+        }
+    }
+
     protected static void AddRows(float* x, float* y, int count, int width) => Kernels.Add.Compute(x, y, count * width);
 
     /// <summary>

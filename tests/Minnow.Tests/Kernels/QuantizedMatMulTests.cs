@@ -307,6 +307,33 @@ public unsafe class QuantizedMatMulTests : IDisposable
         }
     }
 
+    [Theory]
+    [MemberData(nameof(PathCases))]
+    public void FusedProductsEqualSeparateOnes(DType type, int path)
+    {
+        const int cols = 96;
+        foreach (int tokens in new[] { 1, 6 })
+        {
+            var q = Make(type, 24, cols, tokens, true, 31);
+            var k = Make(type, 13, cols, tokens, false, 32);
+            var v = Make(type, 5, cols, tokens, true, 33);
+            var expectedQ = q.Run(_two, (Int8Path)path);
+            var expectedK = new Problem { Weight = k.Weight, X = q.X, Bias = null, Tokens = tokens }.Run(_two, (Int8Path)path);
+            var expectedV = new Problem { Weight = v.Weight, X = q.X, Bias = v.Bias, Tokens = tokens }.Run(_two, (Int8Path)path);
+            var yq = new float[expectedQ.Length];
+            var yk = new float[expectedK.Length];
+            var yv = new float[expectedV.Length];
+            fixed (float* px = q.X, pq = yq, pk = yk, pv = yv, bq = q.Bias, bv = v.Bias)
+            {
+                QuantizedMatMul.ComputeFused([q.Weight, k.Weight, v.Weight], px, tokens, [(nint)pq, (nint)pk, (nint)pv], [(nint)bq, 0, (nint)bv], _two, (Int8Path)path);
+            }
+
+            AssertBitwiseEqual(expectedQ, yq, $"{type} {(Int8Path)path} q tokens={tokens}");
+            AssertBitwiseEqual(expectedK, yk, $"{type} {(Int8Path)path} k tokens={tokens}");
+            AssertBitwiseEqual(expectedV, yv, $"{type} {(Int8Path)path} v tokens={tokens}");
+        }
+    }
+
     [Fact]
     public void TheDefaultPathUsesTheBestInstructionsPresent()
     {
