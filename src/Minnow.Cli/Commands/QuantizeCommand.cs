@@ -33,9 +33,15 @@ internal static class QuantizeCommand
         var output = new Option<string>("--out", "-o") { Description = "The GGUF file to write.", Required = true };
         var scheme = new Option<string>("--scheme", "-s")
         {
-            Description = "Weight format: q8_0, q4_0, or mixed (q4_0 with the layers that matter most kept at q8_0, within --max-size). " +
+            Description = "Weight format: q8_0, q4_0, int4 (a scale and zero point per --group of values; 32 is llama.cpp's q4_1), " +
+                "or mixed (q4_0 with the layers that matter most kept at q8_0, within --max-size). " +
                 "With --method llamacpp also llama.cpp's own types: q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m, q6_k.",
             DefaultValueFactory = _ => "q4_0",
+        };
+        var group = new Option<int>("--group")
+        {
+            Description = "With --scheme int4: values per scale and zero point, 32, 64 or 128 (64 and 128 are Minnow's own GGUF types).",
+            DefaultValueFactory = _ => 32,
         };
         var maxSize = new Option<string?>("--max-size")
         {
@@ -68,7 +74,7 @@ internal static class QuantizeCommand
         var json = JsonOption();
         var command = new Command("quantize", "Quantize a model to GGUF Q8_0 or Q4_0 (round to nearest, GPTQ or AWQ) and report what it costs in quality.")
         {
-            model, output, scheme, maxSize, method, calib, calibTokens, calibLength, eval, ids, ctx, chunks, bos, damp, noActOrder, noScaleSearch, json,
+            model, output, scheme, group, maxSize, method, calib, calibTokens, calibLength, eval, ids, ctx, chunks, bos, damp, noActOrder, noScaleSearch, json,
         };
 
         command.SetSyncAction((r, ct) =>
@@ -81,7 +87,7 @@ internal static class QuantizeCommand
 
             // llama.cpp's quantizer also makes its own other types (q4_k_m, ...), for comparison.
             bool llamaCppOnly = llamaCpp && schemeName is not ("q8_0" or "q8" or "q4_0" or "q4");
-            var type = mixed || llamaCppOnly ? DType.Q4_0 : QuantizationOptions.ParseScheme(schemeName);
+            var type = mixed || llamaCppOnly ? DType.Q4_0 : QuantizationOptions.ParseScheme(schemeName, r.GetValue(group));
             if (llamaCppOnly)
             {
                 LlamaCppQuantizer.ParseType(schemeName);

@@ -15,14 +15,14 @@ namespace Minnow.Export;
 /// </summary>
 public static class GgufExporter
 {
-    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0];
+    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128];
 
     public static void Export(TransformerModel model, string path, DType type, Action<GgufWriter>? addTokenizer = null,
         IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default)
     {
         if (!SupportedTypes.Contains(type))
         {
-            throw new MinnowException($"GGUF export supports f32, f16, q8_0 and q4_0, not {type.Name()}.");
+            throw new MinnowException($"GGUF export supports f32, f16, q8_0, q4_0 and q4_1 (and Minnow's q4_1_g64 / q4_1_g128), not {type.Name()}.");
         }
 
         var c = model.Config;
@@ -105,7 +105,7 @@ public static class GgufExporter
 
         // As llama.cpp's quantizer does, 4-bit files keep the output head (and a tied embedding, which is the head)
         // at higher precision: it is the most sensitive tensor.
-        if (requested == DType.Q4_0 && name is "output.weight" or "token_embd.weight")
+        if ((requested == DType.Q4_0 || requested.IsInt4Group()) && name is "output.weight" or "token_embd.weight")
         {
             return DType.Q8_0;
         }
@@ -128,7 +128,7 @@ public static class GgufExporter
         }
 
         int[]? rowOrder = RowOrder(c, arch, hfName, shape);
-        DType storage = tensor.Type is DType.Q8_0 or DType.Q4_0 ? tensor.Type : StorageType(requested, shape, ggufName);
+        DType storage = tensor.Type is DType.Q8_0 or DType.Q4_0 || tensor.Type.IsInt4Group() ? tensor.Type : StorageType(requested, shape, ggufName);
         if (storage == tensor.Type && !transpose)
         {
             var raw = new ReadOnlySpan<byte>(tensor.Data, checked((int)tensor.ByteSize)).ToArray();
@@ -250,6 +250,7 @@ public static class GgufExporter
             DType.F32 => 0u,
             DType.F16 => 1u,
             DType.Q4_0 => 2u,
+            DType.Q4_1 => 3u,
             DType.Q8_0 => 7u,
             _ => 0u,
         });

@@ -4,9 +4,10 @@ using Minnow.Tensors;
 namespace Minnow.Kernels;
 
 /// <summary>
-/// A Q8_0 or Q4_0 weight matrix rearranged once for <see cref="QuantizedMatMul"/>, the way llama.cpp repacks
+/// A Q8_0, Q4_0 or group-wise INT4 (Q4_1 family) weight matrix rearranged once for <see cref="QuantizedMatMul"/>, the way llama.cpp repacks
 /// Q4_0 at load: rows go in groups of eight, and for every block of 32 columns a group stores its eight fp16
-/// scales side by side (converted together in one vector) and then the eight rows' quants interleaved four bytes at a time
+/// scales side by side (converted together in one vector), for the INT4 groups their eight fp16 minimums (a group
+/// of 64 or 128 repeats its scale and minimum for each of its 32-value blocks), and then the eight rows' quants interleaved four bytes at a time
 /// (the chunks <see cref="IInt8RowsDot"/> reads), so one vector holds a piece of every row and the products land
 /// in one lane per row. A last short group is padded with zero rows. Made on a matrix's first use and kept with
 /// it (<see cref="For"/>); when the original bytes are a view of a memory-mapped file, their pages are released
@@ -25,7 +26,7 @@ internal sealed unsafe class InterleavedWeights
         Rows = weight.Rows;
         Blocks = weight.Columns / BlockSize;
         Groups = (Rows + GroupRows - 1) / GroupRows;
-        BlockStride = (GroupRows * sizeof(ushort)) + QuantBytes(Type);
+        BlockStride = HeaderBytes(Type) + QuantBytes(Type);
         GroupStride = Blocks * BlockStride;
         _buffer = new NativeBuffer(Groups * GroupStride);
         var job = new PackJob
@@ -57,7 +58,10 @@ internal sealed unsafe class InterleavedWeights
 
     public byte* Data => _buffer.Pointer;
 
-    /// <summary>Bytes of one group's interleaved quants per block: 256 for Q8_0, 128 for Q4_0.</summary>
+    /// <summary>Bytes of one group's fp16 scales (and, for the INT4 formats with a minimum, fp16 minimums) per block.</summary>
+    public static int HeaderBytes(DType type) => type.IsInt4Group() ? 2 * GroupRows * sizeof(ushort) : GroupRows * sizeof(ushort);
+
+    /// <summary>Bytes of one group's interleaved quants per block: 256 for Q8_0, 128 for the 4-bit formats.</summary>
     public static int QuantBytes(DType type) => type == DType.Q8_0 ? GroupRows * BlockSize : GroupRows * BlockSize / 2;
 
     /// <summary>The interleaved form of <paramref name="weight"/>, made (with <paramref name="pool"/>) on first use.</summary>
@@ -80,9 +84,12 @@ internal sealed unsafe class InterleavedWeights
     {
         ref PackJob job = ref *(PackJob*)context;
         bool q8 = job.Type == DType.Q8_0;
-        int blockBytes = q8 ? 34 : 18;
+        bool minimum = job.Type.IsInt4Group();
+        int storedBytes = job.Type.BlockBytes();
+        int perStored = job.Type.BlockSize() / BlockSize; // 32-value blocks per stored block
         int chunks = q8 ? 8 : 4;
-        long stride = (GroupRows * sizeof(ushort)) + (chunks * 32);
+        int header = HeaderBytes(job.Type);
+        long stride = header + (chunks * 32);
         for (int g = start; g < end; g++)
         {
             byte* group = job.Destination + (g * job.GroupStride);
@@ -97,13 +104,19 @@ internal sealed unsafe class InterleavedWeights
                 byte* source = job.Source + (row * job.SourceRowBytes);
                 for (int b = 0; b < job.Blocks; b++)
                 {
-                    byte* block = source + ((long)b * blockBytes);
+                    // The stored block holding these 32 values: d (and m), then its quants.
+                    byte* head = source + ((long)(b / perStored) * storedBytes);
+                    byte* quants = minimum ? head + 4 + (16 * (b % perStored)) : head + 2;
                     byte* destination = group + (b * stride);
-                    ((ushort*)destination)[r] = Unsafe.ReadUnaligned<ushort>(block);
-                    byte* quants = block + 2;
+                    ((ushort*)destination)[r] = Unsafe.ReadUnaligned<ushort>(head);
+                    if (minimum)
+                    {
+                        ((ushort*)destination)[GroupRows + r] = Unsafe.ReadUnaligned<ushort>(head + 2);
+                    }
+
                     for (int c = 0; c < chunks; c++)
                     {
-                        Unsafe.WriteUnaligned(destination + (GroupRows * sizeof(ushort)) + (32 * c) + (4 * r), Unsafe.ReadUnaligned<int>(quants + (4 * c)));
+                        Unsafe.WriteUnaligned(destination + header + (32 * c) + (4 * r), Unsafe.ReadUnaligned<int>(quants + (4 * c)));
                     }
                 }
             }

@@ -60,7 +60,7 @@ public static unsafe class MatMul
     /// </summary>
     public static void ComputeFused(ReadOnlySpan<Tensor> weights, float* x, int tokens, ReadOnlySpan<nint> ys, ReadOnlySpan<nint> biases, WorkerPool? pool = null)
     {
-        if (QuantizedActivations && QuantizedMatMul.CanFuse(weights))
+        if ((QuantizedActivations || weights[0].Type.IsInt4Group()) && QuantizedMatMul.CanFuse(weights))
         {
             QuantizedMatMul.ComputeFused(weights, x, tokens, ys, biases, pool ?? WorkerPool.Shared, QuantizedMatMul.PathFor(KernelIsa.Current));
             return;
@@ -80,7 +80,8 @@ public static unsafe class MatMul
             return;
         }
 
-        if (quantizeActivations && QuantizedMatMul.Supports(weight))
+        // The group-wise INT4 formats have only the integer path.
+        if ((quantizeActivations || weight.Type.IsInt4Group()) && QuantizedMatMul.Supports(weight))
         {
             QuantizedMatMul.Compute(weight, x, tokens, y, bias, pool ?? WorkerPool.Shared, QuantizedMatMul.PathFor(width));
             return;

@@ -64,7 +64,7 @@ internal static unsafe class QuantizedMatMul
 
     /// <summary>True for the weight types this kernel multiplies.</summary>
     public static bool Supports(Tensor weight) =>
-        weight.Type is DType.Q8_0 or DType.Q4_0 && weight.Columns % BlockSize == 0;
+        (weight.Type is DType.Q8_0 or DType.Q4_0 || weight.Type.IsInt4Group()) && weight.Columns % weight.Type.BlockSize() == 0;
 
     /// <summary>The path for a vector width: the best integer instructions the hardware has within it.</summary>
     public static Int8Path PathFor(VectorWidth width) => width switch
@@ -168,7 +168,14 @@ internal static unsafe class QuantizedMatMul
             Jobs = jobs,
             FirstGroups = firstGroups,
             Count = weights.Length,
-            Body = weights[0].Type == DType.Q8_0 ? Select<Q8_0Int8Weight>(path) : Select<Q4_0Int8Weight>(path),
+            Body = weights[0].Type switch
+            {
+                DType.Q8_0 => Select<Q8_0Int8Weight>(path),
+                DType.Q4_0 => Select<Q4_0Int8Weight>(path),
+                DType.Q4_1 => Select<Q4_1Int8Weight<Group32>>(path),
+                DType.Q4_1_G64 => Select<Q4_1Int8Weight<Group64>>(path),
+                _ => Select<Q4_1Int8Weight<Group128>>(path),
+            },
         };
 
         // About four blocks per thread for balance, but no block under ~64K multiply-adds.
@@ -238,17 +245,25 @@ internal static unsafe class QuantizedMatMul
         }
     }
 
-    /// <summary>Σ_b isum_b · (d_w,b · d_x,b) in block order, isum_b the exact integer dot of block b.</summary>
+    /// <summary>
+    /// Σ_b isum_b · (d_w,b · d_x,b) in block order (of 32 values), isum_b the exact integer dot of block b; for
+    /// the formats with a minimum, each block adds (isum_b · (d_w · d_x,b)) + (m_w · (d_x,b · Σx_b)).
+    /// </summary>
     internal static float DotScalar<TWeight>(byte* row, sbyte* quants, float* scales, int* sums, int blocks)
         where TWeight : struct, IInt8Weight
     {
         float sum = 0;
         for (int b = 0; b < blocks; b++)
         {
-            byte* block = row + ((long)b * TWeight.BlockBytes);
-            int isum = TWeight.Dot(block, quants + (b * BlockSize), sums[b]);
-            float scale = HalfConversion.ToSingle(Unsafe.ReadUnaligned<ushort>(block)) * scales[b];
-            sum += isum * scale;
+            byte* head = TWeight.Head(row, b);
+            int isum = TWeight.Dot(TWeight.Quants(row, b), quants + (b * BlockSize), sums[b]);
+            float term = isum * (HalfConversion.ToSingle(Unsafe.ReadUnaligned<ushort>(head)) * scales[b]);
+            if (TWeight.HasMinimum)
+            {
+                term += HalfConversion.ToSingle(Unsafe.ReadUnaligned<ushort>(head + 2)) * (scales[b] * sums[b]);
+            }
+
+            sum += term;
         }
 
         return sum;
@@ -288,12 +303,23 @@ internal static unsafe class QuantizedMatMul
                 byte* block = group;
                 for (int b = 0; b < blocks; b++, block += stride)
                 {
-                    TWeight.Dot8x4<TDot>(block + (GroupRows * sizeof(ushort)), quants + (b * BlockSize), n, sums + b, blocks, out var i0, out var i1, out var i2, out var i3);
+                    TWeight.Dot8x4<TDot>(block + TWeight.HeaderBytes, quants + (b * BlockSize), n, sums + b, blocks, out var i0, out var i1, out var i2, out var i3);
                     var weightScales = HalfConversion.ToSingle(Avx2.ConvertToVector256Int32((short*)block));
-                    acc0 += Vector256.ConvertToSingle(i0) * (weightScales * Vector256.Create(scales[b]));
-                    acc1 += Vector256.ConvertToSingle(i1) * (weightScales * Vector256.Create(scales[blocks + b]));
-                    acc2 += Vector256.ConvertToSingle(i2) * (weightScales * Vector256.Create(scales[(2 * blocks) + b]));
-                    acc3 += Vector256.ConvertToSingle(i3) * (weightScales * Vector256.Create(scales[(3 * blocks) + b]));
+                    if (TWeight.HasMinimum)
+                    {
+                        var minimums = HalfConversion.ToSingle(Avx2.ConvertToVector256Int32((short*)block + GroupRows));
+                        acc0 += Term(i0, weightScales, minimums, scales[b], sums[b]);
+                        acc1 += Term(i1, weightScales, minimums, scales[blocks + b], sums[blocks + b]);
+                        acc2 += Term(i2, weightScales, minimums, scales[(2 * blocks) + b], sums[(2 * blocks) + b]);
+                        acc3 += Term(i3, weightScales, minimums, scales[(3 * blocks) + b], sums[(3 * blocks) + b]);
+                    }
+                    else
+                    {
+                        acc0 += Vector256.ConvertToSingle(i0) * (weightScales * Vector256.Create(scales[b]));
+                        acc1 += Vector256.ConvertToSingle(i1) * (weightScales * Vector256.Create(scales[blocks + b]));
+                        acc2 += Vector256.ConvertToSingle(i2) * (weightScales * Vector256.Create(scales[(2 * blocks) + b]));
+                        acc3 += Vector256.ConvertToSingle(i3) * (weightScales * Vector256.Create(scales[(3 * blocks) + b]));
+                    }
                 }
 
                 StoreWide(ref job, t, r, count, acc0 + bias);
@@ -312,15 +338,28 @@ internal static unsafe class QuantizedMatMul
                 byte* block = group;
                 for (int b = 0; b < blocks; b++, block += stride)
                 {
-                    var isum = TWeight.Dot8<TDot>(block + (GroupRows * sizeof(ushort)), quants + (b * BlockSize), sums[b]);
+                    var isum = TWeight.Dot8<TDot>(block + TWeight.HeaderBytes, quants + (b * BlockSize), sums[b]);
                     var weightScales = HalfConversion.ToSingle(Avx2.ConvertToVector256Int32((short*)block));
-                    acc += Vector256.ConvertToSingle(isum) * (weightScales * Vector256.Create(scales[b]));
+                    if (TWeight.HasMinimum)
+                    {
+                        var minimums = HalfConversion.ToSingle(Avx2.ConvertToVector256Int32((short*)block + GroupRows));
+                        acc += Term(isum, weightScales, minimums, scales[b], sums[b]);
+                    }
+                    else
+                    {
+                        acc += Vector256.ConvertToSingle(isum) * (weightScales * Vector256.Create(scales[b]));
+                    }
                 }
 
                 StoreWide(ref job, t, r, count, acc + bias);
             }
         }
     }
+
+    /// <summary>(isum · (d_w · d_x)) + (m_w · (d_x · Σx)), lane for lane as <see cref="DotScalar"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Term(Vector256<int> isum, Vector256<float> weightScales, Vector256<float> minimums, float xScale, int xSum) =>
+        (Vector256.ConvertToSingle(isum) * (weightScales * Vector256.Create(xScale))) + (minimums * Vector256.Create(xScale * xSum));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreWide(ref Job job, int t, int r, int count, Vector256<float> value)
@@ -370,14 +409,24 @@ internal static unsafe class QuantizedMatMul
                 byte* block = group;
                 for (int b = 0; b < blocks; b++, block += stride)
                 {
-                    byte* q = block + (GroupRows * sizeof(ushort));
+                    byte* q = block + TWeight.HeaderBytes;
                     sbyte* x = quants + (b * BlockSize);
                     var xs = Vector128.Create(scales[b]);
                     var halves = Vector128.Load((short*)block);
                     var scalesLow = HalfConversion.ToSingle(Vector128.WidenLower(halves));
                     var scalesHigh = HalfConversion.ToSingle(Vector128.WidenUpper(halves));
-                    low += Vector128.ConvertToSingle(TWeight.Dot4<TDot>(q, x, sums[b])) * (scalesLow * xs);
-                    high += Vector128.ConvertToSingle(TWeight.Dot4<TDot>(q + 16, x, sums[b])) * (scalesHigh * xs);
+                    var termLow = Vector128.ConvertToSingle(TWeight.Dot4<TDot>(q, x, sums[b])) * (scalesLow * xs);
+                    var termHigh = Vector128.ConvertToSingle(TWeight.Dot4<TDot>(q + 16, x, sums[b])) * (scalesHigh * xs);
+                    if (TWeight.HasMinimum)
+                    {
+                        var minimums = Vector128.Load((short*)block + GroupRows);
+                        var xsum = Vector128.Create(scales[b] * sums[b]);
+                        termLow += HalfConversion.ToSingle(Vector128.WidenLower(minimums)) * xsum;
+                        termHigh += HalfConversion.ToSingle(Vector128.WidenUpper(minimums)) * xsum;
+                    }
+
+                    low += termLow;
+                    high += termHigh;
                 }
 
                 float* y = job.Y + ((long)t * job.Rows) + r;
@@ -412,10 +461,20 @@ internal static unsafe class QuantizedMatMul
 /// <summary>A block format the integer kernels read: the exact integer dot of one block with 32 activation quants.</summary>
 internal unsafe interface IInt8Weight
 {
-    static abstract int BlockBytes { get; }
+    /// <summary>The stored block that holds 32-value block <paramref name="b"/> of a row: its fp16 scale (and minimum) come first.</summary>
+    static abstract byte* Head(byte* row, int b);
 
-    /// <summary>Σ_j w[j] · x[j] over one block in its stored form (the scalar reference); <paramref name="xsum"/> = Σ_j x[j].</summary>
-    static abstract int Dot(byte* block, sbyte* x, int xsum);
+    /// <summary>The quants of 32-value block <paramref name="b"/> of a row, in their stored form.</summary>
+    static abstract byte* Quants(byte* row, int b);
+
+    /// <summary>Whether values are q · d + m (a minimum per group) rather than q · d.</summary>
+    static virtual bool HasMinimum => false;
+
+    /// <summary>Bytes before the quants in an interleaved block: eight fp16 scales (and eight fp16 minimums).</summary>
+    static virtual int HeaderBytes => 16;
+
+    /// <summary>Σ_j q[j] · x[j] over one block's stored quants (the scalar reference); <paramref name="xsum"/> = Σ_j x[j].</summary>
+    static abstract int Dot(byte* quants, sbyte* x, int xsum);
 
     /// <summary>The same for the eight rows of an interleaved block, through <typeparamref name="TDot"/>'s instructions.</summary>
     static abstract Vector256<int> Dot8<TDot>(byte* interleaved, sbyte* x, int xsum)
@@ -433,11 +492,13 @@ internal unsafe interface IInt8Weight
 /// <summary>Q8_0: fp16 d, then 32 signed quants.</summary>
 internal readonly unsafe struct Q8_0Int8Weight : IInt8Weight
 {
-    public static int BlockBytes => 34;
+    public static byte* Head(byte* row, int b) => row + ((long)b * 34);
 
-    public static int Dot(byte* block, sbyte* x, int xsum)
+    public static byte* Quants(byte* row, int b) => row + ((long)b * 34) + 2;
+
+    public static int Dot(byte* quants, sbyte* x, int xsum)
     {
-        sbyte* w = (sbyte*)(block + 2);
+        sbyte* w = (sbyte*)quants;
         int sum = 0;
         for (int j = 0; j < 32; j++)
         {
@@ -466,11 +527,13 @@ internal readonly unsafe struct Q8_0Int8Weight : IInt8Weight
 /// </summary>
 internal readonly unsafe struct Q4_0Int8Weight : IInt8Weight
 {
-    public static int BlockBytes => 18;
+    public static byte* Head(byte* row, int b) => row + ((long)b * 18);
 
-    public static int Dot(byte* block, sbyte* x, int xsum)
+    public static byte* Quants(byte* row, int b) => row + ((long)b * 18) + 2;
+
+    public static int Dot(byte* quants, sbyte* x, int xsum)
     {
-        byte* q = block + 2;
+        byte* q = quants;
         int sum = 0;
         for (int j = 0; j < 16; j++)
         {
@@ -498,4 +561,67 @@ internal readonly unsafe struct Q4_0Int8Weight : IInt8Weight
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<int> Dot4<TDot>(byte* interleaved, sbyte* x, int xsum)
         where TDot : struct, IInt8RowsDot => TDot.Nibbles4(interleaved, x) - Vector128.Create(8 * xsum);
+}
+
+/// <summary>The number of values sharing one scale and minimum in the <see cref="Q4_1Int8Weight{TGroup}"/> formats.</summary>
+internal interface IGroupSize
+{
+    static abstract int Values { get; }
+}
+
+internal readonly struct Group32 : IGroupSize
+{
+    public static int Values => 32;
+}
+
+internal readonly struct Group64 : IGroupSize
+{
+    public static int Values => 64;
+}
+
+internal readonly struct Group128 : IGroupSize
+{
+    public static int Values => 128;
+}
+
+/// <summary>
+/// INT4 with a scale and minimum per group (Q4_1 and its groups of 64 and 128): fp16 d, fp16 m, then one 16-byte
+/// Q4_1 nibble block per 32 values; Σ (q · d + m) · x = d · Σ q · x + m · Σ x, the first an exact integer dot of
+/// the unsigned nibbles, the second from the quantizer's Σ x.
+/// </summary>
+internal readonly unsafe struct Q4_1Int8Weight<TGroup> : IInt8Weight
+    where TGroup : struct, IGroupSize
+{
+    private static int GroupBytes => 4 + (TGroup.Values / 2);
+
+    public static bool HasMinimum => true;
+
+    public static int HeaderBytes => 32;
+
+    public static byte* Head(byte* row, int b) => row + ((long)(b / (TGroup.Values / 32)) * GroupBytes);
+
+    public static byte* Quants(byte* row, int b) => Head(row, b) + 4 + (16 * (b % (TGroup.Values / 32)));
+
+    public static int Dot(byte* quants, sbyte* x, int xsum)
+    {
+        int sum = 0;
+        for (int j = 0; j < 16; j++)
+        {
+            sum += ((quants[j] & 0x0F) * x[j]) + ((quants[j] >> 4) * x[j + 16]);
+        }
+
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Dot8<TDot>(byte* interleaved, sbyte* x, int xsum)
+        where TDot : struct, IInt8RowsDot => TDot.Nibbles8(interleaved, x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Dot8x4<TDot>(byte* interleaved, sbyte* x, long stride, int* sums, int sumStride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3)
+        where TDot : struct, IInt8RowsDotX4 => TDot.Nibbles8x4(interleaved, x, stride, out s0, out s1, out s2, out s3);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<int> Dot4<TDot>(byte* interleaved, sbyte* x, int xsum)
+        where TDot : struct, IInt8RowsDot => TDot.Nibbles4(interleaved, x);
 }

@@ -103,7 +103,7 @@ public static unsafe class ModelQuantizer
                 }
 
                 var matrices = members.Select(l => (Layer: l, Weights: ReadMatrix(weights.Get(l.Name), l))).ToList();
-                bool blocks = group.Width % BlockCodec.BlockSize == 0;
+                bool blocks = group.Width % Math.Max(BlockCodec.BlockSize, options.Scheme.BlockSize()) == 0;
                 bool calibrated = statistics?.Has(group.Key) == true;
                 using var error = calibrated ? new OutputError(statistics!.Hessian(group.Key), group.Width) : null;
                 var method = !blocks ? "kept" : options.Method switch
@@ -234,7 +234,7 @@ public static unsafe class ModelQuantizer
                         else
                         {
                             tensor = owner.Store(name, type, source1.Shape, Dequantize.FromFloats(type, source1.ToFloatArray()));
-                            method = type is DType.Q8_0 or DType.Q4_0 ? "rtn" : "kept";
+                            method = type is DType.Q8_0 or DType.Q4_0 || type.IsInt4Group() ? "rtn" : "kept";
                         }
                     }
                 }
@@ -342,12 +342,13 @@ public static unsafe class ModelQuantizer
             return DType.F32;
         }
 
-        if (shape[^1] % BlockCodec.BlockSize != 0)
+        if (shape[^1] % Math.Max(BlockCodec.BlockSize, scheme.BlockSize()) != 0)
         {
-            return DType.F16;
+            return shape[^1] % BlockCodec.BlockSize == 0 ? DType.Q8_0 : DType.F16;
         }
 
-        return scheme == DType.Q4_0 && ggufName is "output.weight" or "token_embd.weight" ? DType.Q8_0 : scheme;
+        // As llama.cpp keeps them with its 4-bit types: the embedding and the output head at 8 bits.
+        return (scheme == DType.Q4_0 || scheme.IsInt4Group()) && ggufName is "output.weight" or "token_embd.weight" ? DType.Q8_0 : scheme;
     }
 
     /// <summary>A linear layer's weights as [outputs, inputs] float32 (GPT-2's Conv1D [inputs, outputs] transposed).</summary>

@@ -56,9 +56,14 @@ public sealed record QuantizationOptions
 
     public void Validate()
     {
-        if (Scheme is not (DType.Q8_0 or DType.Q4_0))
+        if (Scheme is not (DType.Q8_0 or DType.Q4_0) && !Scheme.IsInt4Group())
         {
-            throw new MinnowException($"quantization scheme must be q8_0 or q4_0, not {Scheme.Name()}.");
+            throw new MinnowException($"quantization scheme must be q8_0, q4_0 or int4 (q4_1, groups of 32, 64 or 128), not {Scheme.Name()}.");
+        }
+
+        if (Scheme.IsInt4Group() && Method != QuantizationMethod.Rtn)
+        {
+            throw new MinnowException($"--method {MethodName(Method)} writes q8_0 / q4_0 blocks; int4 with a zero point per group is round to nearest for now: add --method rtn.");
         }
 
         foreach (var (layer, type) in TypeOverrides ?? new Dictionary<string, DType>())
@@ -85,11 +90,20 @@ public sealed record QuantizationOptions
         }
     }
 
-    public static DType ParseScheme(string? text) => text?.Trim().ToLowerInvariant() switch
+    /// <param name="group">For int4: the values sharing a scale and zero point, 32, 64 or 128.</param>
+    public static DType ParseScheme(string? text, int group = 32) => text?.Trim().ToLowerInvariant() switch
     {
         "q8_0" or "q8" => DType.Q8_0,
         "q4_0" or "q4" => DType.Q4_0,
-        _ => throw new MinnowException($"--scheme '{text}' is not supported (q8_0, q4_0)."),
+        "q4_1" => DType.Q4_1,
+        "int4" => group switch
+        {
+            32 => DType.Q4_1,
+            64 => DType.Q4_1_G64,
+            128 => DType.Q4_1_G128,
+            _ => throw new MinnowException($"--group must be 32, 64 or 128 (got {group})."),
+        },
+        _ => throw new MinnowException($"--scheme '{text}' is not supported (q8_0, q4_0, int4, q4_1)."),
     };
 
     public static QuantizationMethod ParseMethod(string? text) => text?.Trim().ToLowerInvariant() switch

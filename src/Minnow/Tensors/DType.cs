@@ -11,11 +11,16 @@ public enum DType
     /// <summary>GGUF Q4_0: blocks of 32 values, one fp16 scale + 16 bytes of 4-bit values (offset 8).</summary>
     Q4_0,
 
+    /// <summary>
+    /// GGUF Q4_1: INT4 with a scale and a zero point per group of 32: fp16 d, fp16 m (the group's minimum,
+    /// −d · zero point), then 16 bytes of 4-bit q; value = q · d + m (value j in the low nibble of byte j, value
+    /// j + 16 in its high nibble).
+    /// </summary>
+    Q4_1,
+
     // The types below occur in GGUF files quantized by llama.cpp. Minnow has no kernels for them: a model's tensors
     // in these types are converted to F32 when it is loaded (see DequantizeKQuants for the block layouts).
 
-    /// <summary>GGUF Q4_1: blocks of 32 values, fp16 scale and minimum + 16 bytes of 4-bit values.</summary>
-    Q4_1,
     /// <summary>GGUF Q5_0: blocks of 32 values, fp16 scale + 4 bytes of fifth bits + 16 bytes of low nibbles (offset 16).</summary>
     Q5_0,
     /// <summary>GGUF Q5_1: blocks of 32 values, fp16 scale and minimum + 4 bytes of fifth bits + 16 bytes of low nibbles.</summary>
@@ -32,6 +37,15 @@ public enum DType
     Q5_K,
     /// <summary>GGUF Q6_K: super-blocks of 256 values, 6-bit quants with int8 scales.</summary>
     Q6_K,
+
+    /// <summary>
+    /// Minnow's INT4 with a scale and zero point per group of 64: fp16 d, fp16 m, then two Q4_1 nibble blocks of
+    /// 16 bytes (values 0..31, then 32..63); value = q · d + m. Not a llama.cpp type (export Q4_1 or Q4_0 for it).
+    /// </summary>
+    Q4_1_G64,
+
+    /// <summary>The same with groups of 128 (four nibble blocks).</summary>
+    Q4_1_G128,
 }
 
 public static class DTypeInfo
@@ -40,6 +54,8 @@ public static class DTypeInfo
     public static int BlockSize(this DType type) => type switch
     {
         DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q8_1 => 32,
+        DType.Q4_1_G64 => 64,
+        DType.Q4_1_G128 => 128,
         DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
         _ => 1,
     };
@@ -52,6 +68,8 @@ public static class DTypeInfo
         DType.Q8_0 => 34,
         DType.Q4_0 => 18,
         DType.Q4_1 => 20,
+        DType.Q4_1_G64 => 36,
+        DType.Q4_1_G128 => 68,
         DType.Q5_0 => 22,
         DType.Q5_1 => 24,
         DType.Q8_1 => 36,
@@ -67,11 +85,14 @@ public static class DTypeInfo
     public static long ByteCount(this DType type, long elements) => elements / type.BlockSize() * type.BlockBytes();
 
     /// <summary>
-    /// True for the types Minnow reads from GGUF files but has no kernels for (Q4_1, Q5_0, Q5_1, Q8_1 and the
+    /// True for the types Minnow reads from GGUF files but has no kernels for (Q5_0, Q5_1, Q8_1 and the
     /// K-quants): their tensors are converted to F32 when a model is loaded.
     /// </summary>
-    public static bool IsLoadOnly(this DType type) => type is DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q8_1
+    public static bool IsLoadOnly(this DType type) => type is DType.Q5_0 or DType.Q5_1 or DType.Q8_1
         or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+
+    /// <summary>True for INT4 with a scale and zero point per group: Q4_1 (32), Q4_1_G64, Q4_1_G128.</summary>
+    public static bool IsInt4Group(this DType type) => type is DType.Q4_1 or DType.Q4_1_G64 or DType.Q4_1_G128;
 
     public static string Name(this DType type) => type switch
     {
@@ -89,6 +110,8 @@ public static class DTypeInfo
         DType.Q4_K => "Q4_K",
         DType.Q5_K => "Q5_K",
         DType.Q6_K => "Q6_K",
+        DType.Q4_1_G64 => "Q4_1_G64",
+        DType.Q4_1_G128 => "Q4_1_G128",
         _ => type.ToString(),
     };
 }

@@ -63,6 +63,32 @@ public static unsafe class Dequantize
                 }
 
                 break;
+            case DType.Q4_1:
+            case DType.Q4_1_G64:
+            case DType.Q4_1_G128:
+            {
+                // d, m, then the group's 32-value nibble blocks; value = q · d + m (as ggml's dequantize_row_q4_1).
+                int group = type.BlockSize(), size = type.BlockBytes();
+                for (int g = 0; g < n / group; g++)
+                {
+                    byte* block = source + ((long)g * size);
+                    float d = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(block, 2)));
+                    float m = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(block + 2, 2)));
+                    for (int s = 0; s < group / 32; s++)
+                    {
+                        var qs = new ReadOnlySpan<byte>(block + 4 + (16 * s), 16);
+                        int first = (g * group) + (32 * s);
+                        for (int j = 0; j < 16; j++)
+                        {
+                            destination[first + j] = ((qs[j] & 0x0F) * d) + m;
+                            destination[first + j + 16] = ((qs[j] >> 4) * d) + m;
+                        }
+                    }
+                }
+
+                break;
+            }
+
             default:
                 throw new NotSupportedException($"Cannot convert {type} to float.");
         }
@@ -147,6 +173,41 @@ public static unsafe class Dequantize
                 }
 
                 break;
+            case DType.Q4_1:
+            case DType.Q4_1_G64:
+            case DType.Q4_1_G128:
+            {
+                // Round to nearest between the group's minimum and maximum, as ggml's quantize_row_q4_1_ref.
+                int group = type.BlockSize(), size = type.BlockBytes();
+                for (int g = 0; g < values.Length / group; g++)
+                {
+                    var block = values.Slice(g * group, group);
+                    float min = float.MaxValue, max = float.MinValue;
+                    foreach (float v in block)
+                    {
+                        min = MathF.Min(min, v);
+                        max = MathF.Max(max, v);
+                    }
+
+                    float d = (max - min) / 15f;
+                    float id = d != 0 ? 1f / d : 0f;
+                    var outBlock = bytes.AsSpan(g * size, size);
+                    BinaryPrimitives.WriteUInt16LittleEndian(outBlock, BitConverter.HalfToUInt16Bits((Half)d));
+                    BinaryPrimitives.WriteUInt16LittleEndian(outBlock[2..], BitConverter.HalfToUInt16Bits((Half)min));
+                    for (int s = 0; s < group / 32; s++)
+                    {
+                        for (int j = 0; j < 16; j++)
+                        {
+                            int q0 = Math.Min(15, (int)(((block[(32 * s) + j] - min) * id) + 0.5f));
+                            int q1 = Math.Min(15, (int)(((block[(32 * s) + j + 16] - min) * id) + 0.5f));
+                            outBlock[4 + (16 * s) + j] = (byte)(q0 | (q1 << 4));
+                        }
+                    }
+                }
+
+                break;
+            }
+
             default:
                 throw new NotSupportedException($"Cannot convert float to {type}.");
         }

@@ -44,7 +44,6 @@ public sealed unsafe class LlamaCppQuantizedGgufTests(DefaultModelF32Gguf f32, I
         { nameof(LLamaFtype.MOSTLY_Q6_K), ["Q6_K"] },
         { nameof(LLamaFtype.MOSTLY_Q2_K), ["Q2_K"] },
         { nameof(LLamaFtype.MOSTLY_Q3_K_M), ["Q3_K"] },
-        { nameof(LLamaFtype.MOSTLY_Q4_1), ["Q4_1"] },
         { nameof(LLamaFtype.MOSTLY_Q5_0), ["Q5_0"] },
         { nameof(LLamaFtype.MOSTLY_Q5_1), ["Q5_1"] },
     };
@@ -171,6 +170,59 @@ public sealed unsafe class LlamaCppQuantizedGgufTests(DefaultModelF32Gguf f32, I
     /// with Q4_K's packed scale and minimum nibbles swapped, 52–55 of 64 positions agree and logits are off by
     /// 13–20% of the range, and with two of Q6_K's quant groups swapped, 8–16 of 64 and over 100%.
     /// </summary>
+    [Fact]
+    public void LlamaCppQ4_1FilesRunNativelyAndAgreeWithLlamaCpp()
+    {
+        // Q4_1 (INT4 with a scale and minimum per group of 32) is kept as it is: Minnow's integer kernels run it.
+        string path = Path.Combine(Path.GetTempPath(), $"minnow-q4_1-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            Quantize(f32.Path, path, LLamaFtype.MOSTLY_Q4_1);
+            using var loaded = LoadedModel.Open(path);
+            int q41 = 0;
+            using (var file = GgufFile.Open(path))
+            {
+                foreach (var t in file.Tensors.Where(t => t.Type == DType.Q4_1))
+                {
+                    var native = loaded.Model.Weights.Get(GgufNames.ToHuggingFace(file.Architecture!, t.Name)!);
+                    Assert.Equal(DType.Q4_1, native.Type);
+                    Assert.Equal(GgmlToFloats(t), native.ToFloatArray());
+                    q41++;
+                }
+            }
+
+            Assert.True(q41 > 0, "llama.cpp wrote no Q4_1 tensor");
+            CompareLogits(nameof(LLamaFtype.MOSTLY_Q4_1), path, loaded);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void MinnowsInt4GroupsOf32ExportAsQ4_1ThatLlamaCppRuns()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"minnow-int4-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            using (var source = LoadedModel.Open(f32.Path))
+            using (var quantized = Minnow.Quantization.ModelQuantizer.Quantize(source.Model,
+                new Minnow.Quantization.QuantizationOptions { Scheme = DType.Q4_1, Method = Minnow.Quantization.QuantizationMethod.Rtn }))
+            {
+                GgufExporter.Export(quantized.Model, path, DType.Q4_1, GgufTokenizerMetadata.For(DefaultModel, ModelFormat.HuggingFace, source.Config.VocabSize).Write);
+            }
+
+            using var loaded = LoadedModel.Open(path);
+            Assert.Equal(DType.Q4_1, loaded.Model.Weights.Get("model.layers.0.mlp.up_proj.weight").Type);
+            CompareLogits("minnow int4 g32", path, loaded);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     private void CompareLogits(string ftypeName, string path, LoadedModel loaded)
     {
         var tokenizer = TokenizerLoader.LoadFromFolder(DefaultModel)!;

@@ -21,8 +21,12 @@ public static class GgmlType
     public const uint IQ2_XXS = 16;
     public const uint BF16 = 30;
 
+    /// <summary>Minnow's own ids for INT4 groups of 64 and 128 (<see cref="DType.Q4_1_G64"/>); llama.cpp has no such types.</summary>
+    public const uint MinnowQ4_1_G64 = 1064;
+    public const uint MinnowQ4_1_G128 = 1128;
+
     /// <summary>The ggml types Minnow loads, for messages ("F32, F16, ...").</summary>
-    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, and Minnow's Q4_1_G64, Q4_1_G128";
 
     private static readonly string[] Names =
     [
@@ -33,7 +37,12 @@ public static class GgmlType
     ];
 
     /// <summary>The ggml name of a type id ("Q4_K"), or "type N" when unknown.</summary>
-    public static string Name(uint type) => type < Names.Length ? Names[type] : $"type {type}";
+    public static string Name(uint type) => type switch
+    {
+        MinnowQ4_1_G64 => "Q4_1_G64 (Minnow)",
+        MinnowQ4_1_G128 => "Q4_1_G128 (Minnow)",
+        _ => type < Names.Length ? Names[type] : $"type {type}",
+    };
 
     public static DType? ToDType(uint type) => type switch
     {
@@ -51,6 +60,8 @@ public static class GgmlType
         Q4_K => DType.Q4_K,
         Q5_K => DType.Q5_K,
         Q6_K => DType.Q6_K,
+        MinnowQ4_1_G64 => DType.Q4_1_G64,
+        MinnowQ4_1_G128 => DType.Q4_1_G128,
         _ => null,
     };
 
@@ -70,6 +81,8 @@ public static class GgmlType
         DType.Q4_K => Q4_K,
         DType.Q5_K => Q5_K,
         DType.Q6_K => Q6_K,
+        DType.Q4_1_G64 => MinnowQ4_1_G64,
+        DType.Q4_1_G128 => MinnowQ4_1_G128,
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 }
