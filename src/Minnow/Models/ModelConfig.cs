@@ -175,87 +175,87 @@ public sealed record ModelConfig
         switch (modelType)
         {
             case "llama" or "mistral" or "qwen2":
-            {
-                int hidden = Int(c, source, "hidden_size");
-                int heads = Int(c, source, "num_attention_heads");
-                int headDim = OptInt(c, "head_dim") ?? (hidden / heads);
-                return new ModelConfig
                 {
-                    Architecture = Architecture.Llama,
-                    ModelType = modelType,
-                    HiddenSize = hidden,
-                    IntermediateSize = Int(c, source, "intermediate_size"),
-                    Layers = Int(c, source, "num_hidden_layers"),
-                    Heads = heads,
-                    KvHeads = OptInt(c, "num_key_value_heads") ?? heads,
-                    HeadDim = headDim,
-                    RotaryDim = headDim,
-                    VocabSize = Int(c, source, "vocab_size"),
-                    MaxPositions = OptInt(c, "max_position_embeddings") ?? 2048,
-                    NormEps = (float)(OptDouble(c, "rms_norm_eps") ?? 1e-6),
-                    RopeTheta = OptDouble(c, "rope_theta") ?? 10000,
-                    RopeScaling = ReadRopeScaling(c, source),
-                    TieEmbeddings = OptBool(c, "tie_word_embeddings") ?? false,
-                    QkvBias = modelType == "qwen2" || (OptBool(c, "attention_bias") ?? false),
-                    Activation = ReadActivation(c, source, "hidden_act", Activation.Silu),
-                    BosTokenId = OptInt(c, "bos_token_id"),
-                    EosTokenId = OptInt(c, "eos_token_id"),
-                };
-            }
+                    int hidden = Int(c, source, "hidden_size");
+                    int heads = Int(c, source, "num_attention_heads");
+                    int headDim = OptInt(c, "head_dim") ?? (hidden / heads);
+                    return new ModelConfig
+                    {
+                        Architecture = Architecture.Llama,
+                        ModelType = modelType,
+                        HiddenSize = hidden,
+                        IntermediateSize = Int(c, source, "intermediate_size"),
+                        Layers = Int(c, source, "num_hidden_layers"),
+                        Heads = heads,
+                        KvHeads = OptInt(c, "num_key_value_heads") ?? heads,
+                        HeadDim = headDim,
+                        RotaryDim = headDim,
+                        VocabSize = Int(c, source, "vocab_size"),
+                        MaxPositions = OptInt(c, "max_position_embeddings") ?? 2048,
+                        NormEps = (float)(OptDouble(c, "rms_norm_eps") ?? 1e-6),
+                        RopeTheta = OptDouble(c, "rope_theta") ?? 10000,
+                        RopeScaling = ReadRopeScaling(c, source),
+                        TieEmbeddings = OptBool(c, "tie_word_embeddings") ?? false,
+                        QkvBias = modelType == "qwen2" || (OptBool(c, "attention_bias") ?? false),
+                        Activation = ReadActivation(c, source, "hidden_act", Activation.Silu),
+                        BosTokenId = OptInt(c, "bos_token_id"),
+                        EosTokenId = OptInt(c, "eos_token_id"),
+                    };
+                }
 
             case "gpt_neox":
-            {
-                int hidden = Int(c, source, "hidden_size");
-                int heads = Int(c, source, "num_attention_heads");
-                int headDim = hidden / heads;
-                double pct = OptDouble(c, "rotary_pct") ?? 1.0;
-                return new ModelConfig
                 {
-                    Architecture = Architecture.GptNeoX,
-                    ModelType = modelType,
-                    HiddenSize = hidden,
-                    IntermediateSize = OptInt(c, "intermediate_size") ?? (4 * hidden),
-                    Layers = Int(c, source, "num_hidden_layers"),
-                    Heads = heads,
-                    KvHeads = heads,
-                    HeadDim = headDim,
-                    RotaryDim = (int)(headDim * pct),
-                    VocabSize = Int(c, source, "vocab_size"),
-                    MaxPositions = OptInt(c, "max_position_embeddings") ?? 2048,
-                    NormEps = (float)(OptDouble(c, "layer_norm_eps") ?? 1e-5),
-                    RopeTheta = OptDouble(c, "rotary_emb_base") ?? OptDouble(c, "rope_theta") ?? 10000,
-                    TieEmbeddings = OptBool(c, "tie_word_embeddings") ?? false,
-                    ParallelResidual = OptBool(c, "use_parallel_residual") ?? true,
-                    Activation = ReadActivation(c, source, "hidden_act", Activation.Gelu),
-                    BosTokenId = OptInt(c, "bos_token_id"),
-                    EosTokenId = OptInt(c, "eos_token_id"),
-                };
-            }
+                    int hidden = Int(c, source, "hidden_size");
+                    int heads = Int(c, source, "num_attention_heads");
+                    int headDim = hidden / heads;
+                    double pct = OptDouble(c, "rotary_pct") ?? 1.0;
+                    return new ModelConfig
+                    {
+                        Architecture = Architecture.GptNeoX,
+                        ModelType = modelType,
+                        HiddenSize = hidden,
+                        IntermediateSize = OptInt(c, "intermediate_size") ?? (4 * hidden),
+                        Layers = Int(c, source, "num_hidden_layers"),
+                        Heads = heads,
+                        KvHeads = heads,
+                        HeadDim = headDim,
+                        RotaryDim = (int)(headDim * pct),
+                        VocabSize = Int(c, source, "vocab_size"),
+                        MaxPositions = OptInt(c, "max_position_embeddings") ?? 2048,
+                        NormEps = (float)(OptDouble(c, "layer_norm_eps") ?? 1e-5),
+                        RopeTheta = OptDouble(c, "rotary_emb_base") ?? OptDouble(c, "rope_theta") ?? 10000,
+                        TieEmbeddings = OptBool(c, "tie_word_embeddings") ?? false,
+                        ParallelResidual = OptBool(c, "use_parallel_residual") ?? true,
+                        Activation = ReadActivation(c, source, "hidden_act", Activation.Gelu),
+                        BosTokenId = OptInt(c, "bos_token_id"),
+                        EosTokenId = OptInt(c, "eos_token_id"),
+                    };
+                }
 
             case "gpt2":
-            {
-                int hidden = Int(c, source, "n_embd");
-                int heads = Int(c, source, "n_head");
-                return new ModelConfig
                 {
-                    Architecture = Architecture.Gpt2,
-                    ModelType = modelType,
-                    HiddenSize = hidden,
-                    IntermediateSize = OptInt(c, "n_inner") ?? (4 * hidden),
-                    Layers = Int(c, source, "n_layer"),
-                    Heads = heads,
-                    KvHeads = heads,
-                    HeadDim = hidden / heads,
-                    RotaryDim = 0,
-                    VocabSize = Int(c, source, "vocab_size"),
-                    MaxPositions = OptInt(c, "n_positions") ?? OptInt(c, "n_ctx") ?? 1024,
-                    NormEps = (float)(OptDouble(c, "layer_norm_epsilon") ?? 1e-5),
-                    TieEmbeddings = true,
-                    Activation = ReadActivation(c, source, "activation_function", Activation.GeluTanh),
-                    BosTokenId = OptInt(c, "bos_token_id"),
-                    EosTokenId = OptInt(c, "eos_token_id"),
-                };
-            }
+                    int hidden = Int(c, source, "n_embd");
+                    int heads = Int(c, source, "n_head");
+                    return new ModelConfig
+                    {
+                        Architecture = Architecture.Gpt2,
+                        ModelType = modelType,
+                        HiddenSize = hidden,
+                        IntermediateSize = OptInt(c, "n_inner") ?? (4 * hidden),
+                        Layers = Int(c, source, "n_layer"),
+                        Heads = heads,
+                        KvHeads = heads,
+                        HeadDim = hidden / heads,
+                        RotaryDim = 0,
+                        VocabSize = Int(c, source, "vocab_size"),
+                        MaxPositions = OptInt(c, "n_positions") ?? OptInt(c, "n_ctx") ?? 1024,
+                        NormEps = (float)(OptDouble(c, "layer_norm_epsilon") ?? 1e-5),
+                        TieEmbeddings = true,
+                        Activation = ReadActivation(c, source, "activation_function", Activation.GeluTanh),
+                        BosTokenId = OptInt(c, "bos_token_id"),
+                        EosTokenId = OptInt(c, "eos_token_id"),
+                    };
+                }
 
             default:
                 throw new MinnowException($"{source}: model_type '{modelType}' is not supported; supported: {string.Join(", ", SupportedModelTypes)}.");

@@ -15,26 +15,26 @@ public static unsafe class Dequantize
                 new ReadOnlySpan<float>(source, n).CopyTo(destination);
                 break;
             case DType.F16:
-            {
-                var halves = new ReadOnlySpan<Half>(source, n);
-                for (int i = 0; i < n; i++)
                 {
-                    destination[i] = (float)halves[i];
-                }
+                    var halves = new ReadOnlySpan<Half>(source, n);
+                    for (int i = 0; i < n; i++)
+                    {
+                        destination[i] = (float)halves[i];
+                    }
 
-                break;
-            }
+                    break;
+                }
 
             case DType.BF16:
-            {
-                var bits = new ReadOnlySpan<ushort>(source, n);
-                for (int i = 0; i < n; i++)
                 {
-                    destination[i] = BFloat16.ToSingle(bits[i]);
-                }
+                    var bits = new ReadOnlySpan<ushort>(source, n);
+                    for (int i = 0; i < n; i++)
+                    {
+                        destination[i] = BFloat16.ToSingle(bits[i]);
+                    }
 
-                break;
-            }
+                    break;
+                }
 
             case DType.Q8_0:
                 for (int b = 0; b < n / 32; b++)
@@ -66,28 +66,28 @@ public static unsafe class Dequantize
             case DType.Q4_1:
             case DType.Q4_1_G64:
             case DType.Q4_1_G128:
-            {
-                // d, m, then the group's 32-value nibble blocks; value = q · d + m (as ggml's dequantize_row_q4_1).
-                int group = type.BlockSize(), size = type.BlockBytes();
-                for (int g = 0; g < n / group; g++)
                 {
-                    byte* block = source + ((long)g * size);
-                    float d = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(block, 2)));
-                    float m = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(block + 2, 2)));
-                    for (int s = 0; s < group / 32; s++)
+                    // d, m, then the group's 32-value nibble blocks; value = q · d + m (as ggml's dequantize_row_q4_1).
+                    int group = type.BlockSize(), size = type.BlockBytes();
+                    for (int g = 0; g < n / group; g++)
                     {
-                        var qs = new ReadOnlySpan<byte>(block + 4 + (16 * s), 16);
-                        int first = (g * group) + (32 * s);
-                        for (int j = 0; j < 16; j++)
+                        byte* block = source + ((long)g * size);
+                        float d = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(block, 2)));
+                        float m = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(block + 2, 2)));
+                        for (int s = 0; s < group / 32; s++)
                         {
-                            destination[first + j] = ((qs[j] & 0x0F) * d) + m;
-                            destination[first + j + 16] = ((qs[j] >> 4) * d) + m;
+                            var qs = new ReadOnlySpan<byte>(block + 4 + (16 * s), 16);
+                            int first = (g * group) + (32 * s);
+                            for (int j = 0; j < 16; j++)
+                            {
+                                destination[first + j] = ((qs[j] & 0x0F) * d) + m;
+                                destination[first + j + 16] = ((qs[j] >> 4) * d) + m;
+                            }
                         }
                     }
-                }
 
-                break;
-            }
+                    break;
+                }
 
             default:
                 throw new NotSupportedException($"Cannot convert {type} to float.");
@@ -104,26 +104,26 @@ public static unsafe class Dequantize
                 MemoryMarshal.AsBytes(values).CopyTo(bytes);
                 break;
             case DType.F16:
-            {
-                var halves = MemoryMarshal.Cast<byte, Half>(bytes.AsSpan());
-                for (int i = 0; i < values.Length; i++)
                 {
-                    halves[i] = (Half)values[i];
-                }
+                    var halves = MemoryMarshal.Cast<byte, Half>(bytes.AsSpan());
+                    for (int i = 0; i < values.Length; i++)
+                    {
+                        halves[i] = (Half)values[i];
+                    }
 
-                break;
-            }
+                    break;
+                }
 
             case DType.BF16:
-            {
-                var bits = MemoryMarshal.Cast<byte, ushort>(bytes.AsSpan());
-                for (int i = 0; i < values.Length; i++)
                 {
-                    bits[i] = BFloat16.FromSingle(values[i]);
-                }
+                    var bits = MemoryMarshal.Cast<byte, ushort>(bytes.AsSpan());
+                    for (int i = 0; i < values.Length; i++)
+                    {
+                        bits[i] = BFloat16.FromSingle(values[i]);
+                    }
 
-                break;
-            }
+                    break;
+                }
 
             case DType.Q8_0:
                 for (int b = 0; b < values.Length / 32; b++)
@@ -176,37 +176,37 @@ public static unsafe class Dequantize
             case DType.Q4_1:
             case DType.Q4_1_G64:
             case DType.Q4_1_G128:
-            {
-                // Round to nearest between the group's minimum and maximum, as ggml's quantize_row_q4_1_ref.
-                int group = type.BlockSize(), size = type.BlockBytes();
-                for (int g = 0; g < values.Length / group; g++)
                 {
-                    var block = values.Slice(g * group, group);
-                    float min = float.MaxValue, max = float.MinValue;
-                    foreach (float v in block)
+                    // Round to nearest between the group's minimum and maximum, as ggml's quantize_row_q4_1_ref.
+                    int group = type.BlockSize(), size = type.BlockBytes();
+                    for (int g = 0; g < values.Length / group; g++)
                     {
-                        min = MathF.Min(min, v);
-                        max = MathF.Max(max, v);
-                    }
-
-                    float d = (max - min) / 15f;
-                    float id = d != 0 ? 1f / d : 0f;
-                    var outBlock = bytes.AsSpan(g * size, size);
-                    BinaryPrimitives.WriteUInt16LittleEndian(outBlock, BitConverter.HalfToUInt16Bits((Half)d));
-                    BinaryPrimitives.WriteUInt16LittleEndian(outBlock[2..], BitConverter.HalfToUInt16Bits((Half)min));
-                    for (int s = 0; s < group / 32; s++)
-                    {
-                        for (int j = 0; j < 16; j++)
+                        var block = values.Slice(g * group, group);
+                        float min = float.MaxValue, max = float.MinValue;
+                        foreach (float v in block)
                         {
-                            int q0 = Math.Min(15, (int)(((block[(32 * s) + j] - min) * id) + 0.5f));
-                            int q1 = Math.Min(15, (int)(((block[(32 * s) + j + 16] - min) * id) + 0.5f));
-                            outBlock[4 + (16 * s) + j] = (byte)(q0 | (q1 << 4));
+                            min = MathF.Min(min, v);
+                            max = MathF.Max(max, v);
+                        }
+
+                        float d = (max - min) / 15f;
+                        float id = d != 0 ? 1f / d : 0f;
+                        var outBlock = bytes.AsSpan(g * size, size);
+                        BinaryPrimitives.WriteUInt16LittleEndian(outBlock, BitConverter.HalfToUInt16Bits((Half)d));
+                        BinaryPrimitives.WriteUInt16LittleEndian(outBlock[2..], BitConverter.HalfToUInt16Bits((Half)min));
+                        for (int s = 0; s < group / 32; s++)
+                        {
+                            for (int j = 0; j < 16; j++)
+                            {
+                                int q0 = Math.Min(15, (int)(((block[(32 * s) + j] - min) * id) + 0.5f));
+                                int q1 = Math.Min(15, (int)(((block[(32 * s) + j + 16] - min) * id) + 0.5f));
+                                outBlock[4 + (16 * s) + j] = (byte)(q0 | (q1 << 4));
+                            }
                         }
                     }
-                }
 
-                break;
-            }
+                    break;
+                }
 
             default:
                 throw new NotSupportedException($"Cannot convert float to {type}.");

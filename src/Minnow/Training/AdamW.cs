@@ -82,8 +82,18 @@ public sealed unsafe class AdamW : IDisposable
         {
             var job = new Job
             {
-                P = _store.Values, G = _store.Grads, M = M, V = V, Chunks = chunks, Lr = lr, Decay = WeightDecay,
-                Beta1 = Beta1, Beta2 = Beta2, Eps = Eps, StepSize = (float)(lr / bc1), InvSqrtBc2 = (float)(1 / Math.Sqrt(bc2)),
+                P = _store.Values,
+                G = _store.Grads,
+                M = M,
+                V = V,
+                Chunks = chunks,
+                Lr = lr,
+                Decay = WeightDecay,
+                Beta1 = Beta1,
+                Beta2 = Beta2,
+                Eps = Eps,
+                StepSize = (float)(lr / bc1),
+                InvSqrtBc2 = (float)(1 / Math.Sqrt(bc2)),
             };
             _pool.For(_chunks.Length, 1, &Run, &job);
         }

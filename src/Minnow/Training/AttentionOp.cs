@@ -36,8 +36,16 @@ public static unsafe class AttentionOp
     {
         var job = new Job
         {
-            Q = q, K = k, V = v, Probs = probs, Out = output, SeqLen = seqLen, Heads = heads, KvHeads = kvHeads,
-            HeadDim = headDim, Scale = 1f / MathF.Sqrt(headDim),
+            Q = q,
+            K = k,
+            V = v,
+            Probs = probs,
+            Out = output,
+            SeqLen = seqLen,
+            Heads = heads,
+            KvHeads = kvHeads,
+            HeadDim = headDim,
+            Scale = 1f / MathF.Sqrt(headDim),
         };
         pool.For(batch * heads, 1, &ForwardItems, &job);
     }
@@ -48,8 +56,19 @@ public static unsafe class AttentionOp
     {
         var job = new Job
         {
-            Q = q, K = k, V = v, Probs = probs, DOut = dOut, DQ = dq, DK = dk, DV = dv, SeqLen = seqLen, Heads = heads,
-            KvHeads = kvHeads, HeadDim = headDim, Scale = 1f / MathF.Sqrt(headDim),
+            Q = q,
+            K = k,
+            V = v,
+            Probs = probs,
+            DOut = dOut,
+            DQ = dq,
+            DK = dk,
+            DV = dv,
+            SeqLen = seqLen,
+            Heads = heads,
+            KvHeads = kvHeads,
+            HeadDim = headDim,
+            Scale = 1f / MathF.Sqrt(headDim),
         };
         pool.For(batch * kvHeads, 1, &BackwardItems, &job);
     }

@@ -76,8 +76,20 @@ public static unsafe class Gemm
         int nPanels = (n + NR - 1) / NR;
         var job = new Job
         {
-            A = a, Lda = lda, TransA = transA, B = b, Ldb = ldb, TransB = transB, C = c, Ldc = ldc, M = m, N = n, K = k,
-            MBlocks = mBlocks, NPanels = nPanels, Accumulate = accumulate,
+            A = a,
+            Lda = lda,
+            TransA = transA,
+            B = b,
+            Ldb = ldb,
+            TransB = transB,
+            C = c,
+            Ldc = ldc,
+            M = m,
+            N = n,
+            K = k,
+            MBlocks = mBlocks,
+            NPanels = nPanels,
+            Accumulate = accumulate,
             PackedA = Scratch(ref t_packedA, (long)mBlocks * MR * k),
             PackedB = Scratch(ref t_packedB, (long)nPanels * NR * k),
         };

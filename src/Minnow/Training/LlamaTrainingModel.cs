@@ -423,9 +423,16 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
         {
             _acts[l] = new LayerActs
             {
-                Xn1 = Alloc(n * d), Q = Alloc(n * c.QDim), K = Alloc(n * c.KvDim), V = Alloc(n * c.KvDim),
-                Probs = Alloc(AttentionOp.ProbsLength(batch, seqLen, c.Heads)), Attn = Alloc(n * c.QDim),
-                Xn2 = Alloc(n * d), H1 = Alloc(n * f), H2 = Alloc(n * f), Act = Alloc(n * f),
+                Xn1 = Alloc(n * d),
+                Q = Alloc(n * c.QDim),
+                K = Alloc(n * c.KvDim),
+                V = Alloc(n * c.KvDim),
+                Probs = Alloc(AttentionOp.ProbsLength(batch, seqLen, c.Heads)),
+                Attn = Alloc(n * c.QDim),
+                Xn2 = Alloc(n * d),
+                H1 = Alloc(n * f),
+                H2 = Alloc(n * f),
+                Act = Alloc(n * f),
             };
         }
 

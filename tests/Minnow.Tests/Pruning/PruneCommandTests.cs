@@ -1,6 +1,6 @@
 using Minnow.Tests.Cli;
-using CliRunner = Minnow.Tests.Cli.Cli;
 using Minnow.Tests.Models;
+using CliRunner = Minnow.Tests.Cli.Cli;
 
 namespace Minnow.Tests.Pruning;
 

@@ -1,9 +1,9 @@
 using System.Text;
 using Minnow.Loading;
 using Minnow.Tests.Cli;
-using CliHarness = Minnow.Tests.Cli.Cli;
 using Minnow.Tokenizers;
 using Minnow.Training;
+using CliHarness = Minnow.Tests.Cli.Cli;
 
 namespace Minnow.Tests.Training;
 
@@ -92,8 +92,16 @@ public class TrainCommandTests
         File.WriteAllText(temp.File("t.txt"), SampleText());
         TrainingRunOptions Options(string folder) => new()
         {
-            DataPath = temp.File("t.txt"), OutputFolder = folder, VocabSize = 300, HiddenSize = 32, Layers = 1, Heads = 2, IntermediateSize = 64,
-            Context = 16, Training = new TrainingOptions { Steps = 8, BatchSize = 2, Seed = 5 }, CheckpointEvery = 3,
+            DataPath = temp.File("t.txt"),
+            OutputFolder = folder,
+            VocabSize = 300,
+            HiddenSize = 32,
+            Layers = 1,
+            Heads = 2,
+            IntermediateSize = 64,
+            Context = 16,
+            Training = new TrainingOptions { Steps = 8, BatchSize = 2, Seed = 5 },
+            CheckpointEvery = 3,
         };
 
         var straight = TrainingRun.Run(Options(temp.File("straight")));

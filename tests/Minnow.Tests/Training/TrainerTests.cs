@@ -20,7 +20,13 @@ public unsafe class TrainerTests(ITestOutputHelper output)
 
     private static TrainingOptions Options(int steps) => new()
     {
-        Steps = steps, BatchSize = 4, AccumulationSteps = 2, SequenceLength = 32, LearningRate = 3e-3f, WarmupSteps = 10, Seed = 42,
+        Steps = steps,
+        BatchSize = 4,
+        AccumulationSteps = 2,
+        SequenceLength = 32,
+        LearningRate = 3e-3f,
+        WarmupSteps = 10,
+        Seed = 42,
     };
 
     [Fact]
