@@ -27,6 +27,48 @@ internal static class HalfConversion
         return BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(f) | infNan);
     }
 
+    /// <summary>
+    /// <see cref="ToSingle(Vector256{int})"/> for halves known to be finite (no ±∞ or NaN, checked once per tensor
+    /// by <see cref="AllFinite"/>): the same values with three operations fewer.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> ToSingleFinite(Vector128<int> signExtended) =>
+        ((signExtended << 13) & Vector128.Create(FieldMask)).AsSingle() * Vector128.Create(Rescale);
+
+    /// <inheritdoc cref="ToSingleFinite(Vector128{int})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ToSingleFinite(Vector256<int> signExtended) =>
+        ((signExtended << 13) & Vector256.Create(FieldMask)).AsSingle() * Vector256.Create(Rescale);
+
+    /// <inheritdoc cref="ToSingleFinite(Vector128{int})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ToSingleFinite(Vector512<int> signExtended) =>
+        ((signExtended << 13) & Vector512.Create(FieldMask)).AsSingle() * Vector512.Create(Rescale);
+
+    /// <summary>Whether none of <paramref name="count"/> halves at <paramref name="p"/> is ±∞ or NaN.</summary>
+    public static unsafe bool AllFinite(ushort* p, long count)
+    {
+        long i = 0;
+        var exponent = Vector256.Create((ushort)HalfExponent);
+        for (; i + 16 <= count; i += 16)
+        {
+            if (Vector256.EqualsAny(Vector256.Load(p + i) & exponent, exponent))
+            {
+                return false;
+            }
+        }
+
+        for (; i < count; i++)
+        {
+            if ((p[i] & HalfExponent) == HalfExponent)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
     public static Vector128<float> ToSingle(Vector128<int> signExtended)
     {
         var f = ((signExtended << 13) & Vector128.Create(FieldMask)).AsSingle() * Vector128.Create(Rescale);

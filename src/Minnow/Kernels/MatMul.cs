@@ -105,13 +105,29 @@ public static unsafe class MatMul
         long work = (long)GroupRows * job.Columns * tokens;
         int minGrain = (int)Math.Clamp((1L << 16) / Math.Max(1, work), 1, groups);
         int grain = Math.Max(minGrain, groups / (pool.ThreadCount * 4));
-        pool.For(groups, grain, SelectBody(weight.Type, width), &job);
+        var type = weight.Type == DType.F16 && FiniteHalves.Of(weight) ? FiniteF16 : weight.Type;
+        pool.For(groups, grain, SelectBody(type, width), &job);
+    }
+
+    /// <summary>Stands for F16 weights without ±∞ or NaN in <see cref="SelectBody"/> (not a storage type).</summary>
+    private const DType FiniteF16 = (DType)(-1);
+
+    /// <summary>Whether an F16 matrix is free of ±∞ and NaN, found once and kept with the tensor.</summary>
+    private sealed class FiniteHalves
+    {
+        private FiniteHalves(bool value) => Value = value;
+
+        private bool Value { get; }
+
+        public static bool Of(Tensor weight) =>
+            weight.KernelForm(0, static (w, _) => new FiniteHalves(HalfConversion.AllFinite((ushort*)w.Data, w.ElementCount))).Value;
     }
 
     private static delegate*<void*, int, int, void> SelectBody(DType type, VectorWidth width) => type switch
     {
         DType.F32 => Select<F32Format>(width),
         DType.F16 => Select<F16Format>(width),
+        FiniteF16 => Select<FiniteF16Format>(width),
         DType.BF16 => Select<BF16Format>(width),
         DType.Q8_0 => Select<Q8_0Format>(width),
         DType.Q4_0 => Select<Q4_0Format>(width),

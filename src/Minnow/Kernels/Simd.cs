@@ -190,6 +190,40 @@ internal static unsafe class Simd
         return Unsupported<T>();
     }
 
+    /// <summary><see cref="LoadHalves{T}"/> for halves known to be finite (<see cref="HalfConversion.ToSingleFinite(Vector256{int})"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static T LoadFiniteHalves<T>(ushort* p)
+        where T : struct
+    {
+        short* s = (short*)p;
+        if (typeof(T) == typeof(Vector128<float>))
+        {
+            Vector128<int> v = Sse41.IsSupported
+                ? Sse41.ConvertToVector128Int32(s)
+                : Vector128.WidenLower(Vector128.CreateScalar(Unsafe.ReadUnaligned<long>(s)).AsInt16());
+            return As<Vector128<float>, T>(HalfConversion.ToSingleFinite(v));
+        }
+
+        if (typeof(T) == typeof(Vector256<float>))
+        {
+            Vector256<int> v = Avx2.IsSupported
+                ? Avx2.ConvertToVector256Int32(s)
+                : Vector256.WidenLower(Vector128.Load(s).ToVector256Unsafe());
+            return As<Vector256<float>, T>(HalfConversion.ToSingleFinite(v));
+        }
+
+        if (typeof(T) == typeof(Vector512<float>))
+        {
+            var halves = Vector256.Load(s);
+            Vector512<int> v = Avx512F.IsSupported
+                ? Avx512F.ConvertToVector512Int32(halves)
+                : Vector512.WidenLower(halves.ToVector512Unsafe());
+            return As<Vector512<float>, T>(HalfConversion.ToSingleFinite(v));
+        }
+
+        return Unsupported<T>();
+    }
+
     /// <summary>Count&lt;T&gt; bfloat16 values at p (the top halves of floats).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static T LoadBFloat16<T>(ushort* p)

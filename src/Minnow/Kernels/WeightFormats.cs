@@ -78,6 +78,23 @@ internal readonly unsafe struct F16Format : IWeightFormat
         where T : struct => Simd.LoadHalves<T>((ushort*)row + i);
 }
 
+/// <summary>
+/// F16 weights with no ±∞ or NaN (checked once per tensor, <see cref="MatMul"/>): the same values as
+/// <see cref="F16Format"/>, converted with three vector operations fewer.
+/// </summary>
+internal readonly unsafe struct FiniteF16Format : IWeightFormat
+{
+    public static bool Blocked => false;
+
+    public static int BlockBytes => sizeof(ushort);
+
+    public static float Value(byte* row, int i) => HalfConversion.ToSingle(((ushort*)row)[i]);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static T Load<T>(byte* row, int i)
+        where T : struct => Simd.LoadFiniteHalves<T>((ushort*)row + i);
+}
+
 internal readonly unsafe struct BF16Format : IWeightFormat
 {
     public static bool Blocked => false;

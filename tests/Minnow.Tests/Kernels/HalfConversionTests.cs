@@ -33,6 +33,50 @@ public unsafe class HalfConversionTests
     }
 
     [Fact]
+    public void FiniteConversionMatchesHalfCastForEveryFinitePatternAndTheScanFindsTheOthers()
+    {
+        ushort[] finite = AllPatterns.Where(b => (b & 0x7C00) != 0x7C00).ToArray();
+        Array.Resize(ref finite, finite.Length / 16 * 16);
+        fixed (ushort* p = finite)
+        {
+            Assert.True(HalfConversion.AllFinite(p, finite.Length));
+            for (int i = 0; i < finite.Length; i += 16)
+            {
+                var v128 = FiniteF16Format.Load<Vector128<float>>((byte*)(p + i), 0);
+                var v256 = FiniteF16Format.Load<Vector256<float>>((byte*)(p + i), 0);
+                var v512 = FiniteF16Format.Load<Vector512<float>>((byte*)(p + i), 0);
+                for (int k = 0; k < 16; k++)
+                {
+                    if (k < 4)
+                    {
+                        AssertHalfExact(p[i + k], v128.GetElement(k));
+                    }
+
+                    if (k < 8)
+                    {
+                        AssertHalfExact(p[i + k], v256.GetElement(k));
+                    }
+
+                    AssertHalfExact(p[i + k], v512.GetElement(k));
+                }
+            }
+        }
+
+        foreach (ushort special in new ushort[] { 0x7C00, 0xFC00, 0x7E00, 0x7C01, 0xFFFF })
+        {
+            foreach (int at in new[] { 0, 5, 16, 33 })
+            {
+                var values = new ushort[34];
+                values[at] = special;
+                fixed (ushort* p = values)
+                {
+                    Assert.False(HalfConversion.AllFinite(p, values.Length), $"0x{special:X4} at {at}");
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void VectorsMatchHalfCastForEveryPattern()
     {
         fixed (ushort* p = AllPatterns)
