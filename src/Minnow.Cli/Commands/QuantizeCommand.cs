@@ -13,8 +13,9 @@ using static Minnow.Cli.Commands.CommandSupport;
 namespace Minnow.Cli.Commands;
 
 /// <summary>
-/// <c>minnow quantize [MODEL] --out OUT.gguf --scheme q8_0|q4_0 [--method rtn|gptq|awq|llamacpp]</c>: quantizes a
-/// model's linear layers to GGUF Q8_0 / Q4_0 blocks (round to nearest, GPTQ or AWQ-style scaling, calibrated on a
+/// <c>minnow quantize [MODEL] --out OUT.gguf --scheme q8_0|q4_0|int4 [--group 32|64|128] [--method rtn|gptq|awq|llamacpp]</c>:
+/// quantizes a model's linear layers to GGUF Q8_0 / Q4_0 blocks or INT4 groups with a scale and zero point (round
+/// to nearest, GPTQ or AWQ-style scaling, calibrated on a
 /// text), writes a GGUF file every engine runs, then measures it against the original on an evaluation text:
 /// size, bits per weight, perplexity before and after, KL divergence and top-1 agreement, decode speed, and the
 /// per-layer relative output error on the calibration data. <c>--method llamacpp</c> runs llama.cpp's own
@@ -255,7 +256,7 @@ internal static class QuantizeCommand
             string? ggufName = GgufNames.FromHuggingFace(arch, layer.Name.StartsWith("transformer.", StringComparison.Ordinal) ? layer.Name["transformer.".Length..] : layer.Name);
             var file0 = ggufName is not null && stored.TryGetValue(ggufName, out var s0) ? s0 : tensor;
             double? rtnError = null;
-            if (file0.Type is DType.Q4_0 or DType.Q8_0)
+            if (file0.Type is DType.Q4_0 or DType.Q8_0 || (file0.Type.IsInt4Group() && layer.Columns % file0.Type.BlockSize() == 0))
             {
                 var rtn = BlockCodec.RoundToNearest(file0.Type, w, layer.Rows, layer.Columns).ToFloats();
                 rtnError = error.Relative(w, rtn, layer.Rows);

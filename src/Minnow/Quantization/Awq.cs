@@ -64,7 +64,10 @@ public static class Awq
         return s.Select(v => (float)(v / norm)).ToArray();
     }
 
-    /// <summary>W·diag(s) rounded to nearest (llama.cpp's quantizer), and the weights it stands for: Q(W·diag(s))·diag(s)⁻¹.</summary>
+    /// <summary>
+    /// W·diag(s) rounded to nearest (llama.cpp's quantizer; any <see cref="BlockCodec"/> format, the INT4 groups
+    /// included), and the weights it stands for: Q(W·diag(s))·diag(s)⁻¹.
+    /// </summary>
     public static float[] Effective(float[] weights, int rows, int columns, float[] s, DType type, out BlockCodec codec)
     {
         var scaled = ScaleColumns(weights, rows, columns, s);

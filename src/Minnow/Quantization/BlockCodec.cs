@@ -4,35 +4,48 @@ using Minnow.Tensors;
 namespace Minnow.Quantization;
 
 /// <summary>
-/// The GGUF block formats as quantizers see them: a matrix of integer codes with one fp16 scale per block of 32
-/// values along a row. Q8_0: d + 32 int8 codes in [-128, 127]; Q4_0: d + 32 codes in [-8, 7] stored as
-/// (q + 8) nibbles, value j in the low nibble of byte j and value j+16 in its high nibble.
+/// The GGUF block formats as quantizers see them: a matrix of integer codes with one fp16 scale (and, for the
+/// asymmetric INT4 types, one fp16 minimum) per group of values along a row. Q8_0: d + 32 int8 codes in
+/// [-128, 127]; Q4_0: d + 32 codes in [-8, 7] stored as (q + 8) nibbles, value j in the low nibble of byte j and
+/// value j+16 in its high nibble; Q4_1, Q4_1_G64, Q4_1_G128: d, m + 32, 64 or 128 codes in [0, 15] (value = q·d + m)
+/// stored as Q4_1 nibble blocks of 32.
 /// </summary>
 public sealed class BlockCodec
 {
+    /// <summary>The smallest group of every format (the nibble/byte block of 32).</summary>
     public const int BlockSize = 32;
 
     private readonly sbyte[] _codes;
     private readonly Half[] _scales;
+    private readonly Half[]? _minimums;
 
     public BlockCodec(DType type, int rows, int columns)
     {
-        if (type is not (DType.Q8_0 or DType.Q4_0))
+        if (type is not (DType.Q8_0 or DType.Q4_0) && !type.IsInt4Group())
         {
             throw new ArgumentOutOfRangeException(nameof(type), $"{type} is not a block format.");
         }
 
-        if (columns % BlockSize != 0)
+        int group = type.BlockSize();
+        if (columns % group != 0)
         {
-            throw new ArgumentException($"{columns} columns are not a multiple of {BlockSize}.", nameof(columns));
+            throw new ArgumentException($"{columns} columns are not a multiple of {group}.", nameof(columns));
         }
 
         Type = type;
+        GroupSize = group;
         Rows = rows;
         Columns = columns;
         _codes = new sbyte[(long)rows * columns];
-        _scales = new Half[(long)rows * columns / BlockSize];
+        _scales = new Half[(long)rows * columns / group];
+        _minimums = type.IsInt4Group() ? new Half[_scales.Length] : null;
     }
+
+    /// <summary>Values sharing one scale (and minimum): 32 except for Q4_1_G64 / Q4_1_G128.</summary>
+    public int GroupSize { get; }
+
+    /// <summary>True when each group also has a minimum (value = q·d + m, codes in [0, 15]).</summary>
+    public bool Asymmetric => _minimums is not null;
 
     public DType Type { get; }
 
@@ -40,24 +53,48 @@ public sealed class BlockCodec
 
     public int Columns { get; }
 
-    public int MinCode => Type == DType.Q4_0 ? -8 : -128;
+    public int MinCode => Type switch
+    {
+        DType.Q4_0 => -8,
+        DType.Q8_0 => -128,
+        _ => 0,
+    };
 
-    public int MaxCode => Type == DType.Q4_0 ? 7 : 127;
+    public int MaxCode => Type switch
+    {
+        DType.Q4_0 => 7,
+        DType.Q8_0 => 127,
+        _ => 15,
+    };
 
     public Span<sbyte> CodeRow(int row) => _codes.AsSpan(row * Columns, Columns);
 
-    public Span<Half> ScaleRow(int row) => _scales.AsSpan(row * (Columns / BlockSize), Columns / BlockSize);
+    public Span<Half> ScaleRow(int row) => _scales.AsSpan(row * (Columns / GroupSize), Columns / GroupSize);
 
-    /// <summary>The value a code stands for: code × d.</summary>
-    public float Value(int row, int column) => _codes[((long)row * Columns) + column] * (float)_scales[(((long)row * Columns) + column) / BlockSize];
+    /// <summary>The groups' minimums m (all zero, and not stored, for the symmetric formats).</summary>
+    public Span<Half> MinimumRow(int row) => _minimums is null ? Span<Half>.Empty : _minimums.AsSpan(row * (Columns / GroupSize), Columns / GroupSize);
 
-    /// <summary>The dequantized matrix (float32, row-major).</summary>
+    /// <summary>The value a code stands for: code × d (+ m for the asymmetric formats).</summary>
+    public float Value(int row, int column)
+    {
+        long i = ((long)row * Columns) + column;
+        return ValueAt(i);
+    }
+
+    private float ValueAt(long i)
+    {
+        long g = i / GroupSize;
+        float value = _codes[i] * (float)_scales[g];
+        return _minimums is null ? value : value + (float)_minimums[g];
+    }
+
+    /// <summary>The dequantized matrix (float32, row-major), as the format's dequantizer reads it.</summary>
     public float[] ToFloats()
     {
         var values = new float[_codes.Length];
         for (long i = 0; i < values.Length; i++)
         {
-            values[i] = _codes[i] * (float)_scales[i / BlockSize];
+            values[i] = ValueAt(i);
         }
 
         return values;
@@ -72,6 +109,21 @@ public sealed class BlockCodec
         {
             var block = bytes.AsSpan((int)(b * blockBytes), blockBytes);
             BinaryPrimitives.WriteUInt16LittleEndian(block, BitConverter.HalfToUInt16Bits(_scales[b]));
+            if (_minimums is not null)
+            {
+                BinaryPrimitives.WriteUInt16LittleEndian(block[2..], BitConverter.HalfToUInt16Bits(_minimums[b]));
+                for (int s = 0; s < GroupSize / BlockSize; s++)
+                {
+                    var nibbles = _codes.AsSpan((int)((b * GroupSize) + (s * BlockSize)), BlockSize);
+                    for (int j = 0; j < 16; j++)
+                    {
+                        block[4 + (16 * s) + j] = (byte)((byte)nibbles[j] | ((byte)nibbles[j + 16] << 4));
+                    }
+                }
+
+                continue;
+            }
+
             var codes = _codes.AsSpan((int)(b * BlockSize), BlockSize);
             if (Type == DType.Q8_0)
             {
@@ -105,6 +157,13 @@ public sealed class BlockCodec
     }
 
     /// <summary>
+    /// The asymmetric code of <paramref name="value"/> on the grid m + q·d (1/d given), q in [0, 15]: as ggml's
+    /// quantize_row_q4_1_ref, (int)((x − m)/d + 0.5) clamped (values below m, which error feedback can produce, go to 0).
+    /// </summary>
+    public static int Code(float value, float inverseScale, float minimum) =>
+        Math.Clamp((int)MathF.Floor(((value - minimum) * inverseScale) + 0.5f), 0, 15);
+
+    /// <summary>
     /// llama.cpp's scale for a block, before fp16 rounding: Q4_0 d = (the value of largest magnitude) / -8;
     /// Q8_0 d = max|x| / 127.
     /// </summary>
@@ -128,6 +187,33 @@ public sealed class BlockCodec
     {
         var codes = CodeRow(row);
         var scales = ScaleRow(row);
+        if (Asymmetric)
+        {
+            // As ggml's quantize_row_q4_1_ref (and Dequantize.FromFloats): the grid spans the group's minimum to maximum.
+            var minimums = MinimumRow(row);
+            for (int g = 0; g < scales.Length; g++)
+            {
+                var group = values.Slice(g * GroupSize, GroupSize);
+                float min = float.MaxValue, max = float.MinValue;
+                foreach (float v in group)
+                {
+                    min = MathF.Min(min, v);
+                    max = MathF.Max(max, v);
+                }
+
+                float d = (max - min) / 15f;
+                float id = d != 0 ? 1f / d : 0f;
+                scales[g] = (Half)d;
+                minimums[g] = (Half)min;
+                for (int j = 0; j < GroupSize; j++)
+                {
+                    codes[(g * GroupSize) + j] = (sbyte)Math.Min(15, (int)(((group[j] - min) * id) + 0.5f));
+                }
+            }
+
+            return;
+        }
+
         for (int b = 0; b < scales.Length; b++)
         {
             var block = values.Slice(b * BlockSize, BlockSize);

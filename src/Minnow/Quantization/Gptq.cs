@@ -38,11 +38,12 @@ public sealed class GptqHessian
 
 /// <summary>
 /// GPTQ (Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers",
-/// 2022, Algorithm 1) producing ordinary GGUF Q4_0 / Q8_0 blocks. Columns are quantized one at a time in lazy
-/// batches; the rounding error of each is spread over the columns not yet quantized through the Cholesky factor
-/// of the inverse Hessian. Each block of 32 columns along a row gets its scale when the first of its columns is
-/// reached, from the error-updated weights at that moment; its values are then rounded to that grid. Rows are
-/// independent given H, so they are processed in tiles spread over the cores.
+/// 2022, Algorithm 1) producing ordinary GGUF Q4_0 / Q8_0 blocks, or the asymmetric INT4 groups (Q4_1, Q4_1_G64,
+/// Q4_1_G128). Columns are quantized one at a time in lazy batches; the rounding error of each is spread over the
+/// columns not yet quantized through the Cholesky factor of the inverse Hessian. Each group of columns along a row
+/// (32, or the INT4 type's 64 / 128) gets its scale (and minimum) when the first of its columns is reached, from
+/// the error-updated weights at that moment; its values are then rounded to that grid. Rows are independent given
+/// H, so they are processed in tiles spread over the cores.
 /// </summary>
 public static class Gptq
 {
@@ -50,6 +51,9 @@ public static class Gptq
 
     /// <summary>Q4_0 scale candidates: the block's signed extreme value maps to code <c>c</c> (llama.cpp's rule is c = -8).</summary>
     private static readonly float[] Q4Candidates = [-8f, -7.75f, -7.5f, -7.25f, -7f, -6.75f, -6.5f, -6.25f, -6f, 7f, 6.75f, 6.5f, 6.25f, 6f];
+
+    /// <summary>Asymmetric INT4 range candidates: each end of [min, max] moved inwards by this many quarter steps (step = range / 15).</summary>
+    private const int RangeShrinkSteps = 4;
 
     /// <summary>
     /// Prepares H (width × width, symmetric; not modified): columns never active get a unit diagonal, the
@@ -127,7 +131,9 @@ public static class Gptq
     }
 
     /// <summary>
-    /// Quantizes W [rows, width] (row-major float32, columns in their natural order) to <paramref name="type"/>.
+    /// Quantizes W [rows, width] (row-major float32, columns in their natural order) to <paramref name="type"/>:
+    /// Q8_0, Q4_0, or an INT4 group type (Q4_1, Q4_1_G64, Q4_1_G128). <paramref name="scaleSearch"/> applies to
+    /// Q4_0 and the INT4 group types (Q8_0 always uses llama.cpp's rule).
     /// </summary>
     public static BlockCodec Quantize(float[] weights, int rows, GptqHessian hessian, DType type, int lazyBatch = 128, bool scaleSearch = true,
         CancellationToken cancellation = default)
@@ -141,17 +147,18 @@ public static class Gptq
         var codec = new BlockCodec(type, rows, n);
         int tiles = (rows + RowTile - 1) / RowTile;
         Parallel.For(0, tiles, new ParallelOptions { MaxDegreeOfParallelism = WorkerPool.DefaultThreadCount, CancellationToken = cancellation },
-            t => QuantizeTile(weights, t * RowTile, Math.Min(RowTile, rows - (t * RowTile)), hessian, codec, Math.Max(1, lazyBatch), scaleSearch && type == DType.Q4_0));
+            t => QuantizeTile(weights, t * RowTile, Math.Min(RowTile, rows - (t * RowTile)), hessian, codec, Math.Max(1, lazyBatch), scaleSearch && type != DType.Q8_0));
         return codec;
     }
 
     private static void QuantizeTile(float[] weights, int row0, int count, GptqHessian hessian, BlockCodec codec, int lazyBatch, bool scaleSearch)
     {
-        int n = hessian.Width, groups = n / BlockCodec.BlockSize;
+        int n = hessian.Width, groupSize = codec.GroupSize, groups = n / groupSize;
         var order = hessian.Order;
         var position = hessian.Position;
         var u = hessian.Upper;
         var type = codec.Type;
+        bool asymmetric = codec.Asymmetric;
 
         // The tile's rows in processing order.
         var w = new double[count * n];
@@ -167,9 +174,10 @@ public static class Gptq
         var errors = new double[count * lazyBatch];
         var scales = new float[count * groups];
         var inverses = new float[count * groups];
+        var minimums = new float[asymmetric ? count * groups : 0];
         var scaled = new bool[groups];
-        Span<float> block = stackalloc float[BlockCodec.BlockSize];
-        Span<float> weightsOfBlock = stackalloc float[BlockCodec.BlockSize];
+        Span<float> block = stackalloc float[groupSize];
+        Span<float> weightsOfBlock = stackalloc float[groupSize];
 
         for (int b1 = 0; b1 < n; b1 += lazyBatch)
         {
@@ -177,23 +185,23 @@ public static class Gptq
             for (int i = b1; i < b2; i++)
             {
                 int column = order[i];
-                int g = column / BlockCodec.BlockSize;
+                int g = column / groupSize;
                 if (!scaled[g])
                 {
-                    // The block's current weights: columns in this batch are up to date; later ones still owe the
+                    // The group's current weights: columns in this batch are up to date; later ones still owe the
                     // batch's pending updates.
-                    for (int j = 0; j < BlockCodec.BlockSize; j++)
+                    for (int j = 0; j < groupSize; j++)
                     {
-                        int p = position[(g * BlockCodec.BlockSize) + j];
+                        int p = position[(g * groupSize) + j];
                         double uu = u[(p * n) + p];
                         weightsOfBlock[j] = (float)(1.0 / (uu * uu));
                     }
 
                     for (int r = 0; r < count; r++)
                     {
-                        for (int j = 0; j < BlockCodec.BlockSize; j++)
+                        for (int j = 0; j < groupSize; j++)
                         {
-                            int p = position[(g * BlockCodec.BlockSize) + j];
+                            int p = position[(g * groupSize) + j];
                             double value = w[(r * n) + p];
                             if (p >= b2)
                             {
@@ -206,7 +214,17 @@ public static class Gptq
                             block[j] = (float)value;
                         }
 
-                        float d = scaleSearch ? SearchQ4Scale(block, weightsOfBlock) : (float)(Half)BlockCodec.ReferenceScale(type, block);
+                        float d;
+                        if (asymmetric)
+                        {
+                            (d, float m) = scaleSearch ? SearchInt4Range(block, weightsOfBlock) : Int4Range(block);
+                            minimums[(r * groups) + g] = m;
+                        }
+                        else
+                        {
+                            d = scaleSearch ? SearchQ4Scale(block, weightsOfBlock) : (float)(Half)BlockCodec.ReferenceScale(type, block);
+                        }
+
                         scales[(r * groups) + g] = d;
                         inverses[(r * groups) + g] = d != 0 ? 1f / d : 0f;
                     }
@@ -220,9 +238,21 @@ public static class Gptq
                 {
                     double value = w[(r * n) + i];
                     float d = scales[(r * groups) + g];
-                    int q = BlockCodec.Code(type, (float)value, inverses[(r * groups) + g]);
-                    codec.CodeRow(row0 + r)[column] = (sbyte)q;
-                    double error = (value - ((double)q * d)) / diagonal;
+                    double error;
+                    if (asymmetric)
+                    {
+                        float m = minimums[(r * groups) + g];
+                        int q = BlockCodec.Code((float)value, inverses[(r * groups) + g], m);
+                        codec.CodeRow(row0 + r)[column] = (sbyte)q;
+                        error = (value - ((q * d) + m)) / diagonal;
+                    }
+                    else
+                    {
+                        int q = BlockCodec.Code(type, (float)value, inverses[(r * groups) + g]);
+                        codec.CodeRow(row0 + r)[column] = (sbyte)q;
+                        error = (value - ((double)q * d)) / diagonal;
+                    }
+
                     errors[(r * lazyBatch) + i - b1] = error;
                     DenseMath.SubtractScaled(w.AsSpan((r * n) + i + 1, b2 - i - 1), error, uRow);
                 }
@@ -245,9 +275,14 @@ public static class Gptq
         for (int r = 0; r < count; r++)
         {
             var rowScales = codec.ScaleRow(row0 + r);
+            var rowMinimums = codec.MinimumRow(row0 + r);
             for (int g = 0; g < groups; g++)
             {
                 rowScales[g] = (Half)scales[(r * groups) + g];
+                if (asymmetric)
+                {
+                    rowMinimums[g] = (Half)minimums[(r * groups) + g];
+                }
             }
         }
     }
@@ -295,6 +330,72 @@ public static class Gptq
             {
                 bestError = error;
                 best = d;
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>ggml's Q4_1 rule on a group's current values: d = (max − min) / 15, m = min, both rounded to fp16.</summary>
+    internal static (float Scale, float Minimum) Int4Range(ReadOnlySpan<float> group)
+    {
+        float min = float.MaxValue, max = float.MinValue;
+        foreach (float v in group)
+        {
+            min = MathF.Min(min, v);
+            max = MathF.Max(max, v);
+        }
+
+        return ((float)(Half)((max - min) / 15f), (float)(Half)min);
+    }
+
+    /// <summary>
+    /// The fp16 (d, m) of an asymmetric INT4 group, among ranges [min + a·δ, max − b·δ] (δ a quarter of a step,
+    /// a, b = 0 … 4; a = b = 0 is ggml's rule), that minimises the error of the group's current values weighted by the
+    /// Hessian (1 / [H⁻¹]ᵢᵢ per column). Values outside the range are clamped to its ends.
+    /// </summary>
+    internal static (float Scale, float Minimum) SearchInt4Range(ReadOnlySpan<float> group, ReadOnlySpan<float> weights)
+    {
+        float min = float.MaxValue, max = float.MinValue;
+        foreach (float v in group)
+        {
+            min = MathF.Min(min, v);
+            max = MathF.Max(max, v);
+        }
+
+        var best = ((float)(Half)((max - min) / 15f), (float)(Half)min);
+        float range = max - min;
+        if (!(range > 0))
+        {
+            return best;
+        }
+
+        double bestError = double.PositiveInfinity;
+        float quarter = range / 60f;
+        for (int a = 0; a <= RangeShrinkSteps; a++)
+        {
+            for (int b = 0; b <= RangeShrinkSteps; b++)
+            {
+                float lo = min + (a * quarter), hi = max - (b * quarter);
+                float d = (float)(Half)((hi - lo) / 15f), m = (float)(Half)lo;
+                if (d == 0 || !float.IsFinite(d))
+                {
+                    continue;
+                }
+
+                float id = 1f / d;
+                double error = 0;
+                for (int j = 0; j < group.Length; j++)
+                {
+                    float e = group[j] - ((BlockCodec.Code(group[j], id, m) * d) + m);
+                    error += weights[j] * e * e;
+                }
+
+                if (error < bestError)
+                {
+                    bestError = error;
+                    best = (d, m);
+                }
             }
         }
 

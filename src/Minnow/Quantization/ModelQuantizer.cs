@@ -61,9 +61,9 @@ public sealed class QuantizedModel : IDisposable
 }
 
 /// <summary>
-/// Quantizes a model's weights to GGUF Q8_0 or Q4_0 as llama.cpp lays them out: linear layers by round to
-/// nearest, GPTQ or AWQ; the token embedding and output head by round to nearest (Q8_0 when the scheme is Q4_0,
-/// as llama.cpp keeps them); rows whose length is not a multiple of 32 in F16; vectors in F32. The result is a
+/// Quantizes a model's weights to GGUF Q8_0, Q4_0 or INT4 groups (Q4_1, Q4_1_G64, Q4_1_G128) as llama.cpp lays
+/// them out: linear layers by round to nearest, GPTQ or AWQ; the token embedding and output head by round to
+/// nearest (Q8_0 when the scheme is a 4-bit one, as llama.cpp keeps them); rows whose length is not a multiple of 32 in F16; vectors in F32. The result is a
 /// self-contained model (it does not borrow the source's memory) that <see cref="Export.GgufExporter"/> writes
 /// unchanged.
 /// </summary>

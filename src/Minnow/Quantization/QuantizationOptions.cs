@@ -21,7 +21,10 @@ public enum QuantizationMethod
 /// <summary>The knobs of <see cref="ModelQuantizer"/>.</summary>
 public sealed record QuantizationOptions
 {
-    /// <summary>The storage format of the linear layers: <see cref="DType.Q8_0"/> or <see cref="DType.Q4_0"/>.</summary>
+    /// <summary>
+    /// The storage format of the linear layers: <see cref="DType.Q8_0"/>, <see cref="DType.Q4_0"/> or an INT4 group
+    /// type (<see cref="DType.Q4_1"/>, <see cref="DType.Q4_1_G64"/>, <see cref="DType.Q4_1_G128"/>), by any method.
+    /// </summary>
     public DType Scheme { get; init; } = DType.Q4_0;
 
     public QuantizationMethod Method { get; init; } = QuantizationMethod.Rtn;
@@ -46,8 +49,9 @@ public sealed record QuantizationOptions
     public int LazyBatchSize { get; init; } = 128;
 
     /// <summary>
-    /// GPTQ Q4_0: pick each block's scale among a few candidates by Hessian-weighted error (false: llama.cpp's
-    /// rule d = max / -8 on the error-updated weights).
+    /// GPTQ Q4_0 and int4 groups: pick each group's scale (int4: scale and minimum) among a few candidates by
+    /// Hessian-weighted error (false: llama.cpp's rules, Q4_0 d = max / -8, Q4_1 d = (max − min) / 15 and m = min, on
+    /// the error-updated weights).
     /// </summary>
     public bool ScaleSearch { get; init; } = true;
 
@@ -59,11 +63,6 @@ public sealed record QuantizationOptions
         if (Scheme is not (DType.Q8_0 or DType.Q4_0) && !Scheme.IsInt4Group())
         {
             throw new MinnowException($"quantization scheme must be q8_0, q4_0 or int4 (q4_1, groups of 32, 64 or 128), not {Scheme.Name()}.");
-        }
-
-        if (Scheme.IsInt4Group() && Method != QuantizationMethod.Rtn)
-        {
-            throw new MinnowException($"--method {MethodName(Method)} writes q8_0 / q4_0 blocks; int4 with a zero point per group is round to nearest for now: add --method rtn.");
         }
 
         foreach (var (layer, type) in TypeOverrides ?? new Dictionary<string, DType>())
