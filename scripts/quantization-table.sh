@@ -16,9 +16,11 @@ run() { # name model args...
     echo "== $name" >&2
     minnow quantize "$@" --out "$out/$name.gguf" --json > "$out/$name.json" || { echo "$name failed" >&2; rm -f "$out/$name.json"; }
 }
-for spec in "q8_0 rtn" "q4_0 rtn" "q4_0 gptq" "q4_0 awq" "mixed gptq" "q8_0 llamacpp" "q4_0 llamacpp" "q4_k_m llamacpp"; do
+schemes=("q8_0 rtn" "q4_0 rtn" "q4_0 gptq" "q4_0 awq" "mixed gptq" "int4 rtn 32" "int4 gptq 32" "int4 rtn 128" "int4 gptq 128"
+    "q8_0 llamacpp" "q4_0 llamacpp" "q4_k_m llamacpp")
+for spec in "${schemes[@]}"; do
     set -- $spec
-    run "default-$1-$2" "$default" --scheme "$1" --method "$2"
+    run "default-$1${3:+-g$3}-$2" "$default" --scheme "$1" --method "$2" ${3:+--group "$3"}
 done
 
 # stories260K: no tokenizer here, so calibration and evaluation are token ids sampled from the model itself.
@@ -32,9 +34,9 @@ if [ -d "$stories" ]; then
                 --seed "$((seed * 1000 + i))" --json | sed -n 's/.*"token_ids":\[\([0-9,]*\)\].*/1,\1/p' >> "$out/stories-$kind.txt"
         done
     done
-    for spec in "q8_0 rtn" "q4_0 rtn" "q4_0 gptq" "q4_0 awq" "mixed gptq" "q8_0 llamacpp" "q4_0 llamacpp" "q4_k_m llamacpp"; do
+    for spec in "${schemes[@]}"; do
         set -- $spec
-        run "stories-$1-$2" "$stories" --scheme "$1" --method "$2" --ids --calib "$out/stories-calib.txt" --eval "$out/stories-eval.txt" \
+        run "stories-$1${3:+-g$3}-$2" "$stories" --scheme "$1" --method "$2" ${3:+--group "$3"} --ids --calib "$out/stories-calib.txt" --eval "$out/stories-eval.txt" \
             --bos 1 --ctx 256 --calib-seq 128
     done
 fi

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Minnow.Tensors;
 
 namespace Minnow.Kernels;
@@ -332,9 +333,22 @@ public static unsafe class MatMul
         T a0 = default, a1 = default, a2 = default, a3 = default;
         if (!TFormat.Blocked)
         {
+            // The four rows are read side by side: short streams the hardware prefetcher barely picks up before
+            // they end. Each step asks for the matching share of the next four rows (contiguous after these).
+            byte* next = w + (4 * rowBytes);
+            int stepBytes = 4 * c * TFormat.BlockBytes;
             int i = 0;
             for (; i <= n - c; i += c)
             {
+                if (Sse.IsSupported)
+                {
+                    byte* ahead = next + ((long)i * 4 * TFormat.BlockBytes);
+                    for (int b = 0; b < stepBytes; b += 64)
+                    {
+                        Sse.Prefetch0(ahead + b);
+                    }
+                }
+
                 T xv = Simd.Load<T>(x + i);
                 a0 = Simd.MultiplyAdd(TFormat.Load<T>(w0, i), xv, a0);
                 a1 = Simd.MultiplyAdd(TFormat.Load<T>(w1, i), xv, a1);
