@@ -159,40 +159,16 @@ internal static unsafe class Simd
     /// <summary>Count&lt;T&gt; IEEE halves at p, exactly converted.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static T LoadHalves<T>(ushort* p)
-        where T : struct
-    {
-        short* s = (short*)p;
-        if (typeof(T) == typeof(Vector128<float>))
-        {
-            Vector128<int> v = Sse41.IsSupported
-                ? Sse41.ConvertToVector128Int32(s)
-                : Vector128.WidenLower(Vector128.CreateScalar(Unsafe.ReadUnaligned<long>(s)).AsInt16());
-            return As<Vector128<float>, T>(HalfConversion.ToSingle(v));
-        }
+        where T : struct => LoadHalves<T>(p, finite: false);
 
-        if (typeof(T) == typeof(Vector256<float>))
-        {
-            Vector256<int> v = Avx2.IsSupported
-                ? Avx2.ConvertToVector256Int32(s)
-                : Vector256.WidenLower(Vector128.Load(s).ToVector256Unsafe());
-            return As<Vector256<float>, T>(HalfConversion.ToSingle(v));
-        }
-
-        if (typeof(T) == typeof(Vector512<float>))
-        {
-            var halves = Vector256.Load(s);
-            Vector512<int> v = Avx512F.IsSupported
-                ? Avx512F.ConvertToVector512Int32(halves)
-                : Vector512.WidenLower(halves.ToVector512Unsafe());
-            return As<Vector512<float>, T>(HalfConversion.ToSingle(v));
-        }
-
-        return Unsupported<T>();
-    }
-
-    /// <summary><see cref="LoadHalves{T}"/> for halves known to be finite (<see cref="HalfConversion.ToSingleFinite(Vector256{int})"/>).</summary>
+    /// <summary><see cref="LoadHalves{T}(ushort*)"/> for halves known to be finite (<see cref="HalfConversion.ToSingleFinite(Vector256{int})"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static T LoadFiniteHalves<T>(ushort* p)
+        where T : struct => LoadHalves<T>(p, finite: true);
+
+    /// <summary>The halves sign-extended to 32-bit lanes (<c>vpmovsxwd</c>), then converted (a constant <paramref name="finite"/> folds away).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T LoadHalves<T>(ushort* p, bool finite)
         where T : struct
     {
         short* s = (short*)p;
@@ -201,7 +177,7 @@ internal static unsafe class Simd
             Vector128<int> v = Sse41.IsSupported
                 ? Sse41.ConvertToVector128Int32(s)
                 : Vector128.WidenLower(Vector128.CreateScalar(Unsafe.ReadUnaligned<long>(s)).AsInt16());
-            return As<Vector128<float>, T>(HalfConversion.ToSingleFinite(v));
+            return As<Vector128<float>, T>(finite ? HalfConversion.ToSingleFinite(v) : HalfConversion.ToSingle(v));
         }
 
         if (typeof(T) == typeof(Vector256<float>))
@@ -209,7 +185,7 @@ internal static unsafe class Simd
             Vector256<int> v = Avx2.IsSupported
                 ? Avx2.ConvertToVector256Int32(s)
                 : Vector256.WidenLower(Vector128.Load(s).ToVector256Unsafe());
-            return As<Vector256<float>, T>(HalfConversion.ToSingleFinite(v));
+            return As<Vector256<float>, T>(finite ? HalfConversion.ToSingleFinite(v) : HalfConversion.ToSingle(v));
         }
 
         if (typeof(T) == typeof(Vector512<float>))
@@ -218,7 +194,7 @@ internal static unsafe class Simd
             Vector512<int> v = Avx512F.IsSupported
                 ? Avx512F.ConvertToVector512Int32(halves)
                 : Vector512.WidenLower(halves.ToVector512Unsafe());
-            return As<Vector512<float>, T>(HalfConversion.ToSingleFinite(v));
+            return As<Vector512<float>, T>(finite ? HalfConversion.ToSingleFinite(v) : HalfConversion.ToSingle(v));
         }
 
         return Unsupported<T>();
