@@ -14,6 +14,7 @@ internal static class CommandRegistry
         yield return PerplexityCommand.Create();
         yield return TrainCommand.Create();
         yield return FinetuneCommand.Create();
+        yield return QatCommand.Create();
         yield return MergeCommand.Create();
         yield return QuantizeCommand.Create();
         yield return PruneCommand.Create();

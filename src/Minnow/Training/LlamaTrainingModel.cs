@@ -37,6 +37,7 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
     private int* _inputs, _targets;
     private int _capacityBatch, _capacitySeq;
     private LoraLayers? _lora;
+    private FakeQuantizer? _fakeQuant;
 
     public LlamaTrainingModel(ModelConfig config, WorkerPool? pool = null)
     {
@@ -127,6 +128,26 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
         }
 
         _lora = lora;
+    }
+
+    /// <summary>The fake quantizer of quantization-aware training, or null (see <see cref="EnableFakeQuantization"/>).</summary>
+    public FakeQuantizer? FakeQuantization => _fakeQuant;
+
+    /// <summary>
+    /// Quantization-aware training: from now on every forward pass of the linear layers (q, k, v, o, gate, up,
+    /// down) uses Q(W) = dequantize(quantize_rtn(W)) in <paramref name="scheme"/>, recomputed from the current float
+    /// weights at each pass, and the backward pass uses Q(W) for the input gradient while the weight gradient goes
+    /// to the float W unchanged (the straight-through estimator). The embedding, head and norms stay in float32.
+    /// Null turns it off.
+    /// </summary>
+    public void EnableFakeQuantization(DType? scheme)
+    {
+        _fakeQuant?.Dispose();
+        _fakeQuant = null;
+        if (scheme is DType type)
+        {
+            _fakeQuant = new FakeQuantizer(Parameters, type, _layers.SelectMany(w => new[] { w.Wq, w.Wk, w.Wv, w.Wo, w.Gate, w.Up, w.Down }));
+        }
     }
 
     /// <summary>
@@ -293,6 +314,9 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
 
     private float* P(Parameter p) => Parameters.Value(p);
 
+    // The weights a linear layer multiplies by: Q(W) under fake quantization, else W.
+    private float* W(Parameter p) => _fakeQuant != null ? _fakeQuant.Weights(p) : Parameters.Value(p);
+
     // Base gradients: none while LoRA adapters are attached (the base is frozen).
     private float* G(Parameter p) => _lora != null ? null : Parameters.Grad(p);
 
@@ -306,6 +330,7 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
         int n = batch * seqLen, d = c.HiddenSize, f = c.IntermediateSize, vocab = c.VocabSize;
         var pool = _pool;
         var lora = _lora;
+        _fakeQuant?.Refresh(pool);
         EmbeddingOp.Forward(P(_embed), _inputs, n, d, _resid[0], pool);
         for (int l = 0; l < _layers.Length; l++)
         {
@@ -313,26 +338,26 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
             var a = _acts[l];
             float* x = _resid[2 * l], mid = _resid[(2 * l) + 1], next = _resid[(2 * l) + 2];
             RmsNormOp.Forward(x, P(w.AttnNorm), a.Xn1, n, d, c.NormEps, pool);
-            LinearOp.Forward(a.Xn1, n, d, P(w.Wq), c.QDim, PB(w.Bq), a.Q, pool);
+            LinearOp.Forward(a.Xn1, n, d, W(w.Wq), c.QDim, PB(w.Bq), a.Q, pool);
             lora?.Forward(l, LoraTarget.QProj, a.Xn1, n, a.Q);
-            LinearOp.Forward(a.Xn1, n, d, P(w.Wk), c.KvDim, PB(w.Bk), a.K, pool);
+            LinearOp.Forward(a.Xn1, n, d, W(w.Wk), c.KvDim, PB(w.Bk), a.K, pool);
             lora?.Forward(l, LoraTarget.KProj, a.Xn1, n, a.K);
-            LinearOp.Forward(a.Xn1, n, d, P(w.Wv), c.KvDim, PB(w.Bv), a.V, pool);
+            LinearOp.Forward(a.Xn1, n, d, W(w.Wv), c.KvDim, PB(w.Bv), a.V, pool);
             lora?.Forward(l, LoraTarget.VProj, a.Xn1, n, a.V);
             RopeOp.Apply(a.Q, n, seqLen, c.Heads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
             RopeOp.Apply(a.K, n, seqLen, c.KvHeads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
             AttentionOp.Forward(a.Q, a.K, a.V, a.Probs, a.Attn, batch, seqLen, c.Heads, c.KvHeads, c.HeadDim, pool);
-            LinearOp.Forward(a.Attn, n, c.QDim, P(w.Wo), d, null, _tmp, pool);
+            LinearOp.Forward(a.Attn, n, c.QDim, W(w.Wo), d, null, _tmp, pool);
             lora?.Forward(l, LoraTarget.OProj, a.Attn, n, _tmp);
             ResidualOp.Add(x, _tmp, mid, (long)n * d, pool);
 
             RmsNormOp.Forward(mid, P(w.MlpNorm), a.Xn2, n, d, c.NormEps, pool);
-            LinearOp.Forward(a.Xn2, n, d, P(w.Gate), f, null, a.H1, pool);
+            LinearOp.Forward(a.Xn2, n, d, W(w.Gate), f, null, a.H1, pool);
             lora?.Forward(l, LoraTarget.GateProj, a.Xn2, n, a.H1);
-            LinearOp.Forward(a.Xn2, n, d, P(w.Up), f, null, a.H2, pool);
+            LinearOp.Forward(a.Xn2, n, d, W(w.Up), f, null, a.H2, pool);
             lora?.Forward(l, LoraTarget.UpProj, a.Xn2, n, a.H2);
             SwiGluOp.Forward(a.H1, a.H2, a.Act, (long)n * f, pool);
-            LinearOp.Forward(a.Act, n, f, P(w.Down), d, null, _tmp, pool);
+            LinearOp.Forward(a.Act, n, f, W(w.Down), d, null, _tmp, pool);
             lora?.Forward(l, LoraTarget.DownProj, a.Act, n, _tmp);
             ResidualOp.Add(mid, _tmp, next, (long)n * d, pool);
         }
@@ -358,26 +383,26 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
             float* x = _resid[2 * l], mid = _resid[(2 * l) + 1];
 
             // MLP: next = mid + down(silu(gate·xn2) * up·xn2), xn2 = norm(mid); _dX holds ∂L/∂next.
-            LinearOp.Backward(a.Act, _dX, n, f, P(w.Down), d, _dAct, false, G(w.Down), null, pool);
+            LinearOp.Backward(a.Act, _dX, n, f, W(w.Down), d, _dAct, false, G(w.Down), null, pool);
             lora?.Backward(l, LoraTarget.DownProj, a.Act, _dX, n, _dAct);
             SwiGluOp.Backward(a.H1, a.H2, _dAct, _dH1, _dH2, (long)n * f, pool);
-            LinearOp.Backward(a.Xn2, _dH1, n, d, P(w.Gate), f, _dXn, false, G(w.Gate), null, pool);
+            LinearOp.Backward(a.Xn2, _dH1, n, d, W(w.Gate), f, _dXn, false, G(w.Gate), null, pool);
             lora?.Backward(l, LoraTarget.GateProj, a.Xn2, _dH1, n, _dXn);
-            LinearOp.Backward(a.Xn2, _dH2, n, d, P(w.Up), f, _dXn, true, G(w.Up), null, pool);
+            LinearOp.Backward(a.Xn2, _dH2, n, d, W(w.Up), f, _dXn, true, G(w.Up), null, pool);
             lora?.Backward(l, LoraTarget.UpProj, a.Xn2, _dH2, n, _dXn);
             RmsNormOp.Backward(mid, P(w.MlpNorm), _dXn, _dX, G(w.MlpNorm), _rstd, n, d, c.NormEps, pool);
 
             // Attention: mid = x + Wo·attention(rope(q), rope(k), v), q/k/v = W·norm(x); _dX holds ∂L/∂mid.
-            LinearOp.Backward(a.Attn, _dX, n, c.QDim, P(w.Wo), d, _dAttn, false, G(w.Wo), null, pool);
+            LinearOp.Backward(a.Attn, _dX, n, c.QDim, W(w.Wo), d, _dAttn, false, G(w.Wo), null, pool);
             lora?.Backward(l, LoraTarget.OProj, a.Attn, _dX, n, _dAttn);
             AttentionOp.Backward(a.Q, a.K, a.V, a.Probs, _dAttn, _dQ, _dK, _dV, batch, seqLen, c.Heads, c.KvHeads, c.HeadDim, pool);
             RopeOp.Apply(_dQ, n, seqLen, c.Heads, c.HeadDim, c.RotaryDim, _cos, _negSin, pool);
             RopeOp.Apply(_dK, n, seqLen, c.KvHeads, c.HeadDim, c.RotaryDim, _cos, _negSin, pool);
-            LinearOp.Backward(a.Xn1, _dQ, n, d, P(w.Wq), c.QDim, _dXn, false, G(w.Wq), GB(w.Bq), pool);
+            LinearOp.Backward(a.Xn1, _dQ, n, d, W(w.Wq), c.QDim, _dXn, false, G(w.Wq), GB(w.Bq), pool);
             lora?.Backward(l, LoraTarget.QProj, a.Xn1, _dQ, n, _dXn);
-            LinearOp.Backward(a.Xn1, _dK, n, d, P(w.Wk), c.KvDim, _dXn, true, G(w.Wk), GB(w.Bk), pool);
+            LinearOp.Backward(a.Xn1, _dK, n, d, W(w.Wk), c.KvDim, _dXn, true, G(w.Wk), GB(w.Bk), pool);
             lora?.Backward(l, LoraTarget.KProj, a.Xn1, _dK, n, _dXn);
-            LinearOp.Backward(a.Xn1, _dV, n, d, P(w.Wv), c.KvDim, _dXn, true, G(w.Wv), GB(w.Bv), pool);
+            LinearOp.Backward(a.Xn1, _dV, n, d, W(w.Wv), c.KvDim, _dXn, true, G(w.Wv), GB(w.Bv), pool);
             lora?.Backward(l, LoraTarget.VProj, a.Xn1, _dV, n, _dXn);
             RmsNormOp.Backward(x, P(w.AttnNorm), _dXn, _dX, G(w.AttnNorm), _rstd, n, d, c.NormEps, pool);
         }
@@ -562,6 +587,8 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
         }
 
         _buffers.Clear();
+        _fakeQuant?.Dispose();
+        _fakeQuant = null;
         Parameters.Dispose();
     }
 }

@@ -279,7 +279,7 @@ public static class LoraFinetune
     /// interleaved-RoPE order; they are put back in Hugging Face order, so the adapter is trained (and saved) for
     /// the Hugging Face layout that PEFT and <see cref="LoraAdapter"/> expect.
     /// </summary>
-    private static LlamaTrainingModel ToTrainable(ModelConfig config, WeightSet weights, WorkerPool? pool)
+    internal static LlamaTrainingModel ToTrainable(ModelConfig config, WeightSet weights, WorkerPool? pool)
     {
         if (config.RopeStyle != RopeStyle.Interleaved)
         {
@@ -300,7 +300,7 @@ public static class LoraFinetune
     }
 
     /// <summary>Random windows of the text: a pure function of seed and step (as <see cref="Trainer"/> draws them).</summary>
-    private static void FillBatch(int[] tokens, long seed, int step, int batch, int context, int[] inputs, int[] targets)
+    internal static void FillBatch(int[] tokens, long seed, int step, int batch, int context, int[] inputs, int[] targets)
     {
         var rng = SplitMix64.For(seed, step + 1, 0);
         int starts = tokens.Length - context;

@@ -1,0 +1,244 @@
+using System.Diagnostics;
+using Minnow.Export;
+using Minnow.Loading;
+using Minnow.Models;
+using Minnow.Quantization;
+using Minnow.Tensors;
+
+namespace Minnow.Training;
+
+/// <summary>What <see cref="QuantizationAwareTraining.Run"/> trains and where it writes.</summary>
+public sealed record QatOptions
+{
+    /// <summary>The float model (anything <see cref="LoadedModel.Open"/> reads; Llama architecture).</summary>
+    public required string ModelPath { get; init; }
+
+    /// <summary>A UTF-8 text file.</summary>
+    public required string DataPath { get; init; }
+
+    /// <summary>The quantized GGUF to write.</summary>
+    public required string OutputPath { get; init; }
+
+    /// <summary>The block format trained for and written: Q8_0, Q4_0 or an INT4 group type.</summary>
+    public DType Scheme { get; init; } = DType.Q4_0;
+
+    public int Steps { get; init; } = 100;
+
+    public int BatchSize { get; init; } = 8;
+
+    /// <summary>Tokens per training sequence (default: the model's context, at most 256).</summary>
+    public int? Context { get; init; }
+
+    public float LearningRate { get; init; } = 5e-5f;
+
+    public float ClipNorm { get; init; } = 1f;
+
+    public long Seed { get; init; } = 1;
+
+    /// <summary>The last fraction of the text, kept out of training to measure on.</summary>
+    public double HeldOutFraction { get; init; } = 0.1;
+
+    public void Validate()
+    {
+        if (Scheme is not (DType.Q8_0 or DType.Q4_0) && !Scheme.IsInt4Group())
+        {
+            throw new MinnowException($"--qat must be q8_0, q4_0 or int4, not {Scheme.Name()}.");
+        }
+
+        if (Context is < 2)
+        {
+            throw new MinnowException($"--context {Context} must be at least 2.");
+        }
+
+        ToTrainingOptions(Context ?? 2).Validate();
+    }
+
+    internal TrainingOptions ToTrainingOptions(int context) => new()
+    {
+        Steps = Steps,
+        BatchSize = BatchSize,
+        SequenceLength = context,
+        LearningRate = LearningRate,
+        WeightDecay = 0,
+        ClipNorm = ClipNorm,
+        Seed = Seed,
+    };
+}
+
+/// <summary>A progress report from quantization-aware training: phase "evaluating", "training" or "writing".</summary>
+public readonly record struct QatProgress(string Phase, int Step, int TotalSteps, double Loss, float LearningRate, double TokensPerSecond, TimeSpan? Remaining);
+
+/// <summary>The outcome of quantization-aware training. Losses are mean next-token NLL in nats with the linear layers fake-quantized.</summary>
+public sealed record QatSummary
+{
+    public required string OutputPath { get; init; }
+
+    public required int Steps { get; init; }
+
+    public required int TotalSteps { get; init; }
+
+    public required bool Cancelled { get; init; }
+
+    public required int Context { get; init; }
+
+    public required long HeldOutTokens { get; init; }
+
+    /// <summary>Held-out loss of the round-to-nearest model before and after training (null without held-out text).</summary>
+    public double? HeldOutLossBefore { get; init; }
+
+    public double? HeldOutLossAfter { get; init; }
+
+    public required long FileBytes { get; init; }
+
+    public required double TokensPerSecond { get; init; }
+
+    public required double Seconds { get; init; }
+}
+
+/// <summary>
+/// Quantization-aware training of a Llama-architecture model: all weights are trained with AdamW (warm-up +
+/// cosine, gradient clipping, no weight decay) while the linear layers compute with their round-to-nearest
+/// fake-quantized weights (<see cref="LlamaTrainingModel.EnableFakeQuantization"/>, straight-through estimator);
+/// the trained float weights are then quantized by <see cref="ModelQuantizer"/> (round to nearest, the same scheme)
+/// and written as GGUF atomically. Cancelling writes the model trained so far.
+/// </summary>
+public static class QuantizationAwareTraining
+{
+    /// <summary>
+    /// Trains <paramref name="model"/> in place with fake quantization in <paramref name="scheme"/> (null: none, plain
+    /// float training) on random windows of <paramref name="tokens"/> (a pure function of seed and step). Returns the
+    /// steps done and whether it was cancelled. Fake quantization stays enabled afterwards.
+    /// </summary>
+    public static (int Steps, bool Cancelled) Train(LlamaTrainingModel model, int[] tokens, TrainingOptions options, DType? scheme,
+        Action<int, double, float>? stepDone = null, CancellationToken cancellationToken = default, WorkerPool? pool = null)
+    {
+        int context = options.SequenceLength;
+        if (tokens.Length < context + 1)
+        {
+            throw new MinnowException($"the training text has {tokens.Length} tokens, fewer than one context of {context} + 1.");
+        }
+
+        model.EnableFakeQuantization(scheme);
+        model.EnsureCapacity(options.BatchSize, context);
+        using var optimizer = new AdamW(model.Parameters, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, pool);
+        var schedule = options.Schedule();
+        var inputs = new int[options.BatchSize * context];
+        var targets = new int[options.BatchSize * context];
+        int step = 0;
+        for (; step < options.Steps; step++)
+        {
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return (step, true);
+            }
+
+            LoraFinetune.FillBatch(tokens, options.Seed, step, options.BatchSize, context, inputs, targets);
+            model.Parameters.ZeroGrads();
+            double loss = model.ForwardBackward(inputs, targets, options.BatchSize, context).MeanLoss;
+            GradientClipping.ClipGlobalNorm(model.Parameters, options.ClipNorm, pool);
+            float lr = schedule.At(step);
+            optimizer.Update(lr);
+            stepDone?.Invoke(step + 1, loss, lr);
+        }
+
+        return (step, false);
+    }
+
+    /// <summary>The training model's float weights as an inference model (borrowing its memory: use it while the training model lives).</summary>
+    public static unsafe TransformerModel AsInferenceModel(LlamaTrainingModel model, WorkerPool? pool = null)
+    {
+        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var p in model.Parameters.All)
+        {
+            tensors[p.Name] = new Tensor(p.Name, DType.F32, p.Shape, (byte*)model.Parameters.Value(p), null);
+        }
+
+        return ModelFactory.Create(model.Config, new WeightSet(tensors, "quantization-aware training", null), pool);
+    }
+
+    /// <summary>Round-to-nearest quantization of the training model's float weights in <paramref name="scheme"/> (self-contained).</summary>
+    public static QuantizedModel Quantize(LlamaTrainingModel model, DType scheme, WorkerPool? pool = null)
+    {
+        using var source = AsInferenceModel(model, pool);
+        return ModelQuantizer.Quantize(source, new QuantizationOptions { Scheme = scheme, Method = QuantizationMethod.Rtn }, pool: pool);
+    }
+
+    public static QatSummary Run(QatOptions o, Action<QatProgress>? progress = null, CancellationToken cancellationToken = default, WorkerPool? pool = null)
+    {
+        o.Validate();
+        var watch = Stopwatch.StartNew();
+        var (trainText, heldOutText) = TrainingRun.ReadAndSplit(o.DataPath, o.HeldOutFraction);
+        LlamaTrainingModel model;
+        int[] trainTokens, heldOutTokens;
+        GgufTokenizerMetadata.Source tokenizerMetadata;
+        using (var loaded = LoadedModel.Open(o.ModelPath, pool))
+        {
+            if (string.Equals(loaded.Path, Path.GetFullPath(o.OutputPath), StringComparison.Ordinal))
+            {
+                throw new MinnowException($"{o.OutputPath}: --out is the model itself; write to another file.");
+            }
+
+            if (loaded.Config.Architecture != Architecture.Llama)
+            {
+                throw new MinnowException($"{loaded.Path}: quantization-aware training supports Llama-architecture models; this one is {loaded.Config.ModelType}.");
+            }
+
+            var tokenizer = loaded.Tokenizer ?? throw new MinnowException($"{loaded.Path}: the model has no tokenizer, so {o.DataPath} cannot be tokenized.");
+            trainTokens = [.. tokenizer.Encode(trainText, addSpecial: false, parseSpecial: false)];
+            heldOutTokens = heldOutText.Length > 0 ? [.. tokenizer.Encode(heldOutText, addSpecial: false, parseSpecial: false)] : [];
+            tokenizerMetadata = GgufTokenizerMetadata.For(loaded.Path, loaded.Format, loaded.Config.VocabSize);
+            model = LoraFinetune.ToTrainable(loaded.Config, loaded.Model.Weights, pool);
+        }
+
+        using var modelScope = model;
+        int context = Math.Min(o.Context ?? Math.Min(256, model.Config.MaxPositions), model.Config.MaxPositions);
+        if (trainTokens.Length < context + 1)
+        {
+            throw new MinnowException($"{o.DataPath}: the training part has {trainTokens.Length} tokens, fewer than one context of {context} + 1; use more text or a smaller --context.");
+        }
+
+        var options = o.ToTrainingOptions(context);
+        bool hasHeldOut = heldOutTokens.Length > context;
+        model.EnableFakeQuantization(o.Scheme);
+        progress?.Invoke(new QatProgress("evaluating", 0, o.Steps, 0, 0, 0, null));
+        double? before = hasHeldOut ? Trainer.MeanNll(model, heldOutTokens, context) : null;
+
+        var trainWatch = Stopwatch.StartNew();
+        long tokensPerStep = (long)options.BatchSize * context;
+        var (steps, cancelled) = Train(model, trainTokens, options, o.Scheme, (step, loss, lr) =>
+        {
+            double seconds = trainWatch.Elapsed.TotalSeconds;
+            progress?.Invoke(new QatProgress("training", step, o.Steps, loss, lr, step * tokensPerStep / Math.Max(seconds, 1e-9),
+                TimeSpan.FromSeconds(seconds / step * (o.Steps - step))));
+        }, cancellationToken, pool);
+        double trainSeconds = trainWatch.Elapsed.TotalSeconds;
+
+        double? after = before;
+        if (!cancelled && hasHeldOut)
+        {
+            progress?.Invoke(new QatProgress("evaluating", steps, o.Steps, 0, 0, 0, null));
+            after = Trainer.MeanNll(model, heldOutTokens, context);
+        }
+
+        progress?.Invoke(new QatProgress("writing", steps, o.Steps, 0, 0, 0, null));
+        using (var quantized = Quantize(model, o.Scheme, pool))
+        {
+            GgufExporter.Export(quantized.Model, o.OutputPath, o.Scheme, tokenizerMetadata.Write);
+        }
+
+        return new QatSummary
+        {
+            OutputPath = Path.GetFullPath(o.OutputPath),
+            Steps = steps,
+            TotalSteps = o.Steps,
+            Cancelled = cancelled,
+            Context = context,
+            HeldOutTokens = heldOutTokens.Length,
+            HeldOutLossBefore = before,
+            HeldOutLossAfter = after,
+            FileBytes = new FileInfo(o.OutputPath).Length,
+            TokensPerSecond = steps * (double)tokensPerStep / Math.Max(trainSeconds, 1e-9),
+            Seconds = watch.Elapsed.TotalSeconds,
+        };
+    }
+}
