@@ -3,7 +3,6 @@ using System.Globalization;
 using Minnow.Loading;
 using Minnow.Models;
 using Minnow.Training;
-using Spectre.Console;
 using static Minnow.Cli.Commands.CommandSupport;
 
 namespace Minnow.Cli.Commands;
@@ -61,7 +60,8 @@ internal static class FinetuneCommand
             };
             options.Validate();
             var err = Err(r);
-            var summary = ErrIsTerminal(r) ? RunWithProgressBar(options, ct) : RunPlain(options, err, ct);
+            var summary = StepProgressDisplay.Run<LoraFinetuneSummary, LoraFinetuneProgress>(ErrIsTerminal(r), err, options.Steps, report => LoraFinetune.Run(options, report, ct), Describe,
+                p => (p.Phase, p.Step, p.TotalSteps), s => s.Cancelled);
             Report(summary, err);
             if (r.GetValue(json))
             {
@@ -90,46 +90,6 @@ internal static class FinetuneCommand
         var adapter = LoraAdapter.Load(folder.FullName, loaded.Config);
         loaded.Model.Adapter = adapter;
         return adapter;
-    }
-
-    private static LoraFinetuneSummary RunWithProgressBar(LoraFinetuneOptions options, CancellationToken ct)
-    {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        LoraFinetuneSummary? summary = null;
-        console.Progress()
-            .AutoClear(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
-            .Start(context =>
-            {
-                var task = context.AddTask("loading the model and the text", maxValue: Math.Max(1, options.Steps));
-                summary = LoraFinetune.Run(options, p =>
-                {
-                    task.Value = p.Step;
-                    task.Description = Markup.Escape(Describe(p));
-                }, ct);
-                if (!summary.Cancelled)
-                {
-                    task.Value = task.MaxValue;
-                }
-            });
-        return summary!;
-    }
-
-    /// <summary>Progress as plain lines (every 15 s and at each phase), for logs and redirected stderr.</summary>
-    private static LoraFinetuneSummary RunPlain(LoraFinetuneOptions options, TextWriter err, CancellationToken ct)
-    {
-        var last = DateTime.MinValue;
-        string? lastPhase = null;
-        return LoraFinetune.Run(options, p =>
-        {
-            bool phaseChanged = p.Phase != lastPhase;
-            lastPhase = p.Phase;
-            if (phaseChanged || DateTime.UtcNow - last > TimeSpan.FromSeconds(15) || p.Step == p.TotalSteps)
-            {
-                last = DateTime.UtcNow;
-                err.WriteLine(Describe(p));
-            }
-        }, ct);
     }
 
     private static string Describe(LoraFinetuneProgress p) => p.Phase switch

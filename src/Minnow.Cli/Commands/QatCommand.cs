@@ -4,7 +4,6 @@ using Minnow.Loading;
 using Minnow.Quantization;
 using Minnow.Tensors;
 using Minnow.Training;
-using Spectre.Console;
 using static Minnow.Cli.Commands.CommandSupport;
 
 namespace Minnow.Cli.Commands;
@@ -58,51 +57,12 @@ internal static class QatCommand
             };
             options.Validate();
             var err = Err(r);
-            var summary = ErrIsTerminal(r) ? RunWithProgressBar(options, ct) : RunPlain(options, err, ct);
+            var summary = StepProgressDisplay.Run<QatSummary, QatProgress>(
+                ErrIsTerminal(r), err, options.Steps, report => QuantizationAwareTraining.Run(options, report, ct), Describe, p => (p.Phase, p.Step, p.TotalSteps), s => s.Cancelled);
             Report(summary, options, err);
             return summary.Cancelled ? 130 : 0;
         });
         return command;
-    }
-
-    private static QatSummary RunWithProgressBar(QatOptions options, CancellationToken ct)
-    {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        QatSummary? summary = null;
-        console.Progress()
-            .AutoClear(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
-            .Start(context =>
-            {
-                var task = context.AddTask("loading the model and the text", maxValue: Math.Max(1, options.Steps));
-                summary = QuantizationAwareTraining.Run(options, p =>
-                {
-                    task.Value = p.Step;
-                    task.Description = Markup.Escape(Describe(p));
-                }, ct);
-                if (!summary.Cancelled)
-                {
-                    task.Value = task.MaxValue;
-                }
-            });
-        return summary!;
-    }
-
-    /// <summary>Progress as plain lines (every 15 s and at each phase), for logs and redirected stderr.</summary>
-    private static QatSummary RunPlain(QatOptions options, TextWriter err, CancellationToken ct)
-    {
-        var last = DateTime.MinValue;
-        string? lastPhase = null;
-        return QuantizationAwareTraining.Run(options, p =>
-        {
-            bool phaseChanged = p.Phase != lastPhase;
-            lastPhase = p.Phase;
-            if (phaseChanged || DateTime.UtcNow - last > TimeSpan.FromSeconds(15) || p.Step == p.TotalSteps)
-            {
-                last = DateTime.UtcNow;
-                err.WriteLine(Describe(p));
-            }
-        }, ct);
     }
 
     private static string Describe(QatProgress p) => p.Phase switch
