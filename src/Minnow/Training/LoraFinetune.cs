@@ -200,37 +200,28 @@ public static class LoraFinetune
         double trainBefore = Trainer.MeanNll(model, probe, context);
         double? heldOutBefore = hasHeldOut ? Trainer.MeanNll(model, heldOutTokens, context) : null;
 
-        using var optimizer = new AdamW(lora.Parameters, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, pool);
-        var schedule = options.Schedule();
-        var inputs = new int[options.BatchSize * context];
-        var targets = new int[options.BatchSize * context];
+        using var trainer = new Trainer(model, trainTokens, options, pool, lora.Parameters);
         var recent = new Queue<double>();
         var trainWatch = Stopwatch.StartNew();
         bool cancelled = false;
         int step = 0;
         for (; step < options.Steps; step++)
         {
-            if (cancellationToken.IsCancellationRequested)
+            if (!trainer.TryTrainStep(cancellationToken, out var result))
             {
                 cancelled = true;
                 break;
             }
 
-            FillBatch(trainTokens, options.Seed, step, options.BatchSize, context, inputs, targets);
-            lora.Parameters.ZeroGrads();
-            double loss = model.ForwardBackward(inputs, targets, options.BatchSize, context).MeanLoss;
-            GradientClipping.ClipGlobalNorm(lora.Parameters, options.ClipNorm, pool);
-            float lr = schedule.At(step);
-            optimizer.Update(lr);
-            recent.Enqueue(loss);
+            recent.Enqueue(result.Loss);
             if (recent.Count > 20)
             {
                 recent.Dequeue();
             }
 
             double seconds = trainWatch.Elapsed.TotalSeconds;
-            double tokensPerSecond = (step + 1.0) * inputs.Length / Math.Max(seconds, 1e-9);
-            progress?.Invoke(new LoraFinetuneProgress("training", step + 1, options.Steps, loss, lr, tokensPerSecond,
+            double tokensPerSecond = (step + 1.0) * trainer.TokensPerStep / Math.Max(seconds, 1e-9);
+            progress?.Invoke(new LoraFinetuneProgress("training", step + 1, options.Steps, result.Loss, result.LearningRate, tokensPerSecond,
                 TimeSpan.FromSeconds(seconds / (step + 1) * (options.Steps - step - 1))));
         }
 
@@ -267,7 +258,7 @@ public static class LoraFinetune
             HeldOutLossBefore = heldOutBefore,
             HeldOutLossAfter = heldOutAfter,
             FinalTrainLoss = recent.Count > 0 ? recent.Average() : double.NaN,
-            TokensPerSecond = step * (double)inputs.Length / Math.Max(trainSeconds, 1e-9),
+            TokensPerSecond = step * (double)trainer.TokensPerStep / Math.Max(trainSeconds, 1e-9),
             Seconds = watch.Elapsed.TotalSeconds,
         };
         AtomicFile.WriteAllText(Path.Combine(o.OutputFolder, SummaryFile), SummaryJson(summary, o, indented: true) + "\n");
@@ -297,19 +288,6 @@ public static class LoraFinetune
         }
 
         return model;
-    }
-
-    /// <summary>Random windows of the text: a pure function of seed and step (as <see cref="Trainer"/> draws them).</summary>
-    internal static void FillBatch(int[] tokens, long seed, int step, int batch, int context, int[] inputs, int[] targets)
-    {
-        var rng = SplitMix64.For(seed, step + 1, 0);
-        int starts = tokens.Length - context;
-        for (int b = 0; b < batch; b++)
-        {
-            int s = rng.NextInt(starts);
-            tokens.AsSpan(s, context).CopyTo(inputs.AsSpan(b * context, context));
-            tokens.AsSpan(s + 1, context).CopyTo(targets.AsSpan(b * context, context));
-        }
     }
 
     /// <summary>The summary and the options that produced it, as JSON (what finetune.json holds).</summary>

@@ -112,33 +112,17 @@ public static class QuantizationAwareTraining
     public static (int Steps, bool Cancelled) Train(LlamaTrainingModel model, int[] tokens, TrainingOptions options, DType? scheme,
         Action<int, double, float>? stepDone = null, CancellationToken cancellationToken = default, WorkerPool? pool = null)
     {
-        int context = options.SequenceLength;
-        if (tokens.Length < context + 1)
-        {
-            throw new MinnowException($"the training text has {tokens.Length} tokens, fewer than one context of {context} + 1.");
-        }
-
         model.EnableFakeQuantization(scheme);
-        model.EnsureCapacity(options.BatchSize, context);
-        using var optimizer = new AdamW(model.Parameters, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, pool);
-        var schedule = options.Schedule();
-        var inputs = new int[options.BatchSize * context];
-        var targets = new int[options.BatchSize * context];
+        using var trainer = new Trainer(model, tokens, options, pool);
         int step = 0;
         for (; step < options.Steps; step++)
         {
-            if (cancellationToken.IsCancellationRequested)
+            if (!trainer.TryTrainStep(cancellationToken, out var result))
             {
                 return (step, true);
             }
 
-            LoraFinetune.FillBatch(tokens, options.Seed, step, options.BatchSize, context, inputs, targets);
-            model.Parameters.ZeroGrads();
-            double loss = model.ForwardBackward(inputs, targets, options.BatchSize, context).MeanLoss;
-            GradientClipping.ClipGlobalNorm(model.Parameters, options.ClipNorm, pool);
-            float lr = schedule.At(step);
-            optimizer.Update(lr);
-            stepDone?.Invoke(step + 1, loss, lr);
+            stepDone?.Invoke(step + 1, result.Loss, result.LearningRate);
         }
 
         return (step, false);

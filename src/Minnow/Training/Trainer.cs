@@ -84,8 +84,13 @@ public sealed unsafe class Trainer : IDisposable
     private readonly int[] _targets;
     private readonly LearningRateSchedule _schedule;
     private readonly WorkerPool _pool;
+    private readonly ParameterStore _trained;
 
-    public Trainer(LlamaTrainingModel model, int[] trainTokens, TrainingOptions options, WorkerPool? pool = null)
+    /// <param name="trained">
+    /// The parameters the optimiser updates (default: all of the model's); LoRA passes its adapters, whose base
+    /// stays frozen.
+    /// </param>
+    public Trainer(LlamaTrainingModel model, int[] trainTokens, TrainingOptions options, WorkerPool? pool = null, ParameterStore? trained = null)
     {
         options.Validate();
         if (trainTokens.Length < options.SequenceLength + 1)
@@ -98,7 +103,8 @@ public sealed unsafe class Trainer : IDisposable
         _tokens = trainTokens;
         _pool = pool ?? WorkerPool.Shared;
         _schedule = options.Schedule();
-        Optimizer = new AdamW(model.Parameters, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, _pool);
+        _trained = trained ?? model.Parameters;
+        Optimizer = new AdamW(_trained, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, _pool);
         int n = options.BatchSize * options.SequenceLength;
         _inputs = new int[n];
         _targets = new int[n];
@@ -138,7 +144,7 @@ public sealed unsafe class Trainer : IDisposable
         var watch = Stopwatch.StartNew();
         var o = Options;
         result = default;
-        Model.Parameters.ZeroGrads();
+        _trained.ZeroGrads();
         double loss = 0;
         for (int micro = 0; micro < o.AccumulationSteps; micro++)
         {
@@ -157,7 +163,7 @@ public sealed unsafe class Trainer : IDisposable
         }
 
         loss /= o.AccumulationSteps;
-        double norm = GradientClipping.ClipGlobalNorm(Model.Parameters, o.ClipNorm, _pool);
+        double norm = GradientClipping.ClipGlobalNorm(_trained, o.ClipNorm, _pool);
         float lr = _schedule.At(Step);
         Optimizer.Update(lr);
         Step++;
