@@ -88,14 +88,7 @@ public unsafe class LoraGradientTests(ITestOutputHelper output)
             double diff = 0, norm = 0;
             for (int i = 0; i < values.Length; i++)
             {
-                float saved = values[i];
-                const float h = 1e-2f;
-                values[i] = saved + h;
-                double up = Loss();
-                values[i] = saved - h;
-                double down = Loss();
-                values[i] = saved;
-                double numeric = (up - down) / (2 * h);
+                double numeric = GradientTests.CentralDifference(values, i, Loss);
                 diff += (numeric - analytic[i]) * (numeric - analytic[i]);
                 norm += numeric * numeric;
             }
@@ -164,14 +157,7 @@ public unsafe class LoraGradientTests(ITestOutputHelper output)
             for (int trial = 0; trial < 4; trial++)
             {
                 int i = rng.NextInt(values.Length);
-                float saved = values[i];
-                const float h = 1e-2f;
-                values[i] = saved + h;
-                double up = Loss();
-                values[i] = saved - h;
-                double down = Loss();
-                values[i] = saved;
-                double numeric = (up - down) / (2 * h);
+                double numeric = GradientTests.CentralDifference(values, i, Loss);
                 Assert.True(Math.Abs(numeric - grads[i]) <= 2e-3 + (2e-2 * Math.Abs(numeric)), $"{p.Name}[{i}]: analytic {grads[i]} vs numeric {numeric}");
                 diff += (numeric - grads[i]) * (numeric - grads[i]);
                 norm += numeric * numeric;
