@@ -52,23 +52,24 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
         _pool = pool ?? WorkerPool.Shared;
         _rope = new RopeTable(config);
         var c = config;
-        int d = c.HiddenSize, f = c.IntermediateSize;
+        int d = c.HiddenSize;
         var specs = new List<(string, long[], bool)> { ("model.embed_tokens.weight", [c.VocabSize, d], true) };
         for (int i = 0; i < c.Layers; i++)
         {
             string p = $"model.layers.{i}.";
+            int qd = c.QDimOf(i), kvd = c.KvDimOf(i), f = c.IntermediateOf(i);
             specs.Add((p + "input_layernorm.weight", [d], false));
-            specs.Add((p + "self_attn.q_proj.weight", [c.QDim, d], true));
-            specs.Add((p + "self_attn.k_proj.weight", [c.KvDim, d], true));
-            specs.Add((p + "self_attn.v_proj.weight", [c.KvDim, d], true));
+            specs.Add((p + "self_attn.q_proj.weight", [qd, d], true));
+            specs.Add((p + "self_attn.k_proj.weight", [kvd, d], true));
+            specs.Add((p + "self_attn.v_proj.weight", [kvd, d], true));
             if (c.QkvBias)
             {
-                specs.Add((p + "self_attn.q_proj.bias", [c.QDim], false));
-                specs.Add((p + "self_attn.k_proj.bias", [c.KvDim], false));
-                specs.Add((p + "self_attn.v_proj.bias", [c.KvDim], false));
+                specs.Add((p + "self_attn.q_proj.bias", [qd], false));
+                specs.Add((p + "self_attn.k_proj.bias", [kvd], false));
+                specs.Add((p + "self_attn.v_proj.bias", [kvd], false));
             }
 
-            specs.Add((p + "self_attn.o_proj.weight", [d, c.QDim], true));
+            specs.Add((p + "self_attn.o_proj.weight", [d, qd], true));
             specs.Add((p + "post_attention_layernorm.weight", [d], false));
             specs.Add((p + "mlp.gate_proj.weight", [f, d], true));
             specs.Add((p + "mlp.up_proj.weight", [f, d], true));
@@ -121,8 +122,9 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
     /// </summary>
     public void AttachLora(LoraLayers lora)
     {
-        if (lora.Model.Layers != Config.Layers || lora.Model.HiddenSize != Config.HiddenSize || lora.Model.IntermediateSize != Config.IntermediateSize ||
-            lora.Model.QDim != Config.QDim || lora.Model.KvDim != Config.KvDim)
+        var m = lora.Model;
+        if (m.Layers != Config.Layers || m.HiddenSize != Config.HiddenSize ||
+            Enumerable.Range(0, m.Layers).Any(l => m.QDimOf(l) != Config.QDimOf(l) || m.KvDimOf(l) != Config.KvDimOf(l) || m.IntermediateOf(l) != Config.IntermediateOf(l)))
         {
             throw new MinnowException("the LoRA adapters were made for a model of another shape.");
         }
@@ -327,7 +329,7 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
     private void Forward(int batch, int seqLen)
     {
         var c = Config;
-        int n = batch * seqLen, d = c.HiddenSize, f = c.IntermediateSize, vocab = c.VocabSize;
+        int n = batch * seqLen, d = c.HiddenSize, vocab = c.VocabSize;
         var pool = _pool;
         var lora = _lora;
         _fakeQuant?.Refresh(pool);
@@ -337,17 +339,18 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
             var w = _layers[l];
             var a = _acts[l];
             float* x = _resid[2 * l], mid = _resid[(2 * l) + 1], next = _resid[(2 * l) + 2];
+            int heads = c.HeadsOf(l), kvHeads = c.KvHeadsOf(l), qd = c.QDimOf(l), kvd = c.KvDimOf(l), f = c.IntermediateOf(l);
             RmsNormOp.Forward(x, P(w.AttnNorm), a.Xn1, n, d, c.NormEps, pool);
-            LinearOp.Forward(a.Xn1, n, d, W(w.Wq), c.QDim, PB(w.Bq), a.Q, pool);
+            LinearOp.Forward(a.Xn1, n, d, W(w.Wq), qd, PB(w.Bq), a.Q, pool);
             lora?.Forward(l, LoraTarget.QProj, a.Xn1, n, a.Q);
-            LinearOp.Forward(a.Xn1, n, d, W(w.Wk), c.KvDim, PB(w.Bk), a.K, pool);
+            LinearOp.Forward(a.Xn1, n, d, W(w.Wk), kvd, PB(w.Bk), a.K, pool);
             lora?.Forward(l, LoraTarget.KProj, a.Xn1, n, a.K);
-            LinearOp.Forward(a.Xn1, n, d, W(w.Wv), c.KvDim, PB(w.Bv), a.V, pool);
+            LinearOp.Forward(a.Xn1, n, d, W(w.Wv), kvd, PB(w.Bv), a.V, pool);
             lora?.Forward(l, LoraTarget.VProj, a.Xn1, n, a.V);
-            RopeOp.Apply(a.Q, n, seqLen, c.Heads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
-            RopeOp.Apply(a.K, n, seqLen, c.KvHeads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
-            AttentionOp.Forward(a.Q, a.K, a.V, a.Probs, a.Attn, batch, seqLen, c.Heads, c.KvHeads, c.HeadDim, pool);
-            LinearOp.Forward(a.Attn, n, c.QDim, W(w.Wo), d, null, _tmp, pool);
+            RopeOp.Apply(a.Q, n, seqLen, heads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
+            RopeOp.Apply(a.K, n, seqLen, kvHeads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
+            AttentionOp.Forward(a.Q, a.K, a.V, a.Probs, a.Attn, batch, seqLen, heads, kvHeads, c.HeadDim, pool);
+            LinearOp.Forward(a.Attn, n, qd, W(w.Wo), d, null, _tmp, pool);
             lora?.Forward(l, LoraTarget.OProj, a.Attn, n, _tmp);
             ResidualOp.Add(x, _tmp, mid, (long)n * d, pool);
 
@@ -370,7 +373,7 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
     private void Backward(int batch, int seqLen)
     {
         var c = Config;
-        int n = batch * seqLen, d = c.HiddenSize, f = c.IntermediateSize;
+        int n = batch * seqLen, d = c.HiddenSize;
         var pool = _pool;
         var lora = _lora;
         LinearOp.Backward(_xfNorm, _logits, n, d, P(_head), c.VocabSize, _dXn, false, G(_head), null, pool);
@@ -381,6 +384,7 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
             var w = _layers[l];
             var a = _acts[l];
             float* x = _resid[2 * l], mid = _resid[(2 * l) + 1];
+            int heads = c.HeadsOf(l), kvHeads = c.KvHeadsOf(l), qd = c.QDimOf(l), kvd = c.KvDimOf(l), f = c.IntermediateOf(l);
 
             // MLP: next = mid + down(silu(gate·xn2) * up·xn2), xn2 = norm(mid); _dX holds ∂L/∂next.
             LinearOp.Backward(a.Act, _dX, n, f, W(w.Down), d, _dAct, false, G(w.Down), null, pool);
@@ -393,16 +397,16 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
             RmsNormOp.Backward(mid, P(w.MlpNorm), _dXn, _dX, G(w.MlpNorm), _rstd, n, d, c.NormEps, pool);
 
             // Attention: mid = x + Wo·attention(rope(q), rope(k), v), q/k/v = W·norm(x); _dX holds ∂L/∂mid.
-            LinearOp.Backward(a.Attn, _dX, n, c.QDim, W(w.Wo), d, _dAttn, false, G(w.Wo), null, pool);
+            LinearOp.Backward(a.Attn, _dX, n, qd, W(w.Wo), d, _dAttn, false, G(w.Wo), null, pool);
             lora?.Backward(l, LoraTarget.OProj, a.Attn, _dX, n, _dAttn);
-            AttentionOp.Backward(a.Q, a.K, a.V, a.Probs, _dAttn, _dQ, _dK, _dV, batch, seqLen, c.Heads, c.KvHeads, c.HeadDim, pool);
-            RopeOp.Apply(_dQ, n, seqLen, c.Heads, c.HeadDim, c.RotaryDim, _cos, _negSin, pool);
-            RopeOp.Apply(_dK, n, seqLen, c.KvHeads, c.HeadDim, c.RotaryDim, _cos, _negSin, pool);
-            LinearOp.Backward(a.Xn1, _dQ, n, d, W(w.Wq), c.QDim, _dXn, false, G(w.Wq), GB(w.Bq), pool);
+            AttentionOp.Backward(a.Q, a.K, a.V, a.Probs, _dAttn, _dQ, _dK, _dV, batch, seqLen, heads, kvHeads, c.HeadDim, pool);
+            RopeOp.Apply(_dQ, n, seqLen, heads, c.HeadDim, c.RotaryDim, _cos, _negSin, pool);
+            RopeOp.Apply(_dK, n, seqLen, kvHeads, c.HeadDim, c.RotaryDim, _cos, _negSin, pool);
+            LinearOp.Backward(a.Xn1, _dQ, n, d, W(w.Wq), qd, _dXn, false, G(w.Wq), GB(w.Bq), pool);
             lora?.Backward(l, LoraTarget.QProj, a.Xn1, _dQ, n, _dXn);
-            LinearOp.Backward(a.Xn1, _dK, n, d, W(w.Wk), c.KvDim, _dXn, true, G(w.Wk), GB(w.Bk), pool);
+            LinearOp.Backward(a.Xn1, _dK, n, d, W(w.Wk), kvd, _dXn, true, G(w.Wk), GB(w.Bk), pool);
             lora?.Backward(l, LoraTarget.KProj, a.Xn1, _dK, n, _dXn);
-            LinearOp.Backward(a.Xn1, _dV, n, d, W(w.Wv), c.KvDim, _dXn, true, G(w.Wv), GB(w.Bv), pool);
+            LinearOp.Backward(a.Xn1, _dV, n, d, W(w.Wv), kvd, _dXn, true, G(w.Wv), GB(w.Bv), pool);
             lora?.Backward(l, LoraTarget.VProj, a.Xn1, _dV, n, _dXn);
             RmsNormOp.Backward(x, P(w.AttnNorm), _dXn, _dX, G(w.AttnNorm), _rstd, n, d, c.NormEps, pool);
         }
@@ -436,7 +440,7 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
         _buffers.Clear();
         var c = Config;
         long n = (long)batch * seqLen;
-        int d = c.HiddenSize, f = c.IntermediateSize;
+        int d = c.HiddenSize, f = c.MaxIntermediate;
         _resid = new float*[(2 * c.Layers) + 1];
         for (int i = 0; i < _resid.Length; i++)
         {
@@ -446,18 +450,19 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
         _acts = new LayerActs[c.Layers];
         for (int l = 0; l < c.Layers; l++)
         {
+            int lf = c.IntermediateOf(l);
             _acts[l] = new LayerActs
             {
                 Xn1 = Alloc(n * d),
-                Q = Alloc(n * c.QDim),
-                K = Alloc(n * c.KvDim),
-                V = Alloc(n * c.KvDim),
-                Probs = Alloc(AttentionOp.ProbsLength(batch, seqLen, c.Heads)),
-                Attn = Alloc(n * c.QDim),
+                Q = Alloc(n * c.QDimOf(l)),
+                K = Alloc(n * c.KvDimOf(l)),
+                V = Alloc(n * c.KvDimOf(l)),
+                Probs = Alloc(AttentionOp.ProbsLength(batch, seqLen, c.HeadsOf(l))),
+                Attn = Alloc(n * c.QDimOf(l)),
                 Xn2 = Alloc(n * d),
-                H1 = Alloc(n * f),
-                H2 = Alloc(n * f),
-                Act = Alloc(n * f),
+                H1 = Alloc(n * lf),
+                H2 = Alloc(n * lf),
+                Act = Alloc(n * lf),
             };
         }
 
@@ -466,10 +471,10 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
         _tmp = Alloc(n * d);
         _dX = Alloc(n * d);
         _dXn = Alloc(n * d);
-        _dQ = Alloc(n * c.QDim);
-        _dK = Alloc(n * c.KvDim);
-        _dV = Alloc(n * c.KvDim);
-        _dAttn = Alloc(n * c.QDim);
+        _dQ = Alloc(n * c.MaxQDim);
+        _dK = Alloc(n * c.MaxKvDim);
+        _dV = Alloc(n * c.MaxKvDim);
+        _dAttn = Alloc(n * c.MaxQDim);
         _dH1 = Alloc(n * f);
         _dH2 = Alloc(n * f);
         _dAct = Alloc(n * f);
@@ -539,6 +544,20 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
             json.WriteNumber("num_key_value_heads", c.KvHeads);
             json.WriteNumber("head_dim", c.HeadDim);
             json.WriteNumber("num_hidden_layers", c.Layers);
+            foreach (var (key, sizes) in new[] { ("minnow_layer_heads", c.LayerHeads), ("minnow_layer_kv_heads", c.LayerKvHeads), ("minnow_layer_intermediate", c.LayerIntermediate) })
+            {
+                if (sizes != null)
+                {
+                    json.WriteStartArray(key);
+                    foreach (int size in sizes)
+                    {
+                        json.WriteNumberValue(size);
+                    }
+
+                    json.WriteEndArray();
+                }
+            }
+
             json.WriteNumber("vocab_size", c.VocabSize);
             json.WriteNumber("max_position_embeddings", c.MaxPositions);
             json.WriteNumber("rms_norm_eps", c.NormEps);
