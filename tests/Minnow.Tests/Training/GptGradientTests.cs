@@ -1,4 +1,5 @@
 using Minnow.Formats.Safetensors;
+using Minnow.Loading;
 using Minnow.Models;
 using Minnow.Tensors;
 using Minnow.Tests.Models;
@@ -225,5 +226,69 @@ public unsafe class GptGradientTests(ITestOutputHelper output)
         Assert.Equal(
             new Span<float>(withPrefix.Parameters.Values, (int)withPrefix.Parameters.TotalFloats).ToArray(),
             new Span<float>(withoutPrefix.Parameters.Values, (int)withoutPrefix.Parameters.TotalFloats).ToArray());
+    }
+
+    [Theory]
+    [MemberData(nameof(TinyConfigs))]
+    public void SaveHuggingFace_LoadsBackAndRunsInTheInferenceEngineWithTheSameLoss(string name)
+    {
+        using var model = TinyModel(TinyConfig(name));
+        var (inputs, _) = TinyBatch();
+        var tokens = inputs.AsSpan(0, TinySeqLen + 1).ToArray();
+        var (total, count) = model.Evaluate(tokens.AsSpan(0, TinySeqLen), tokens.AsSpan(1), 1, TinySeqLen);
+        double trainingMean = total / count;
+        string folder = Path.Combine(Path.GetTempPath(), "minnow-gpt-save-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            model.SaveHuggingFace(folder);
+            using (var reloaded = GptTrainingModel.Load(folder))
+            {
+                Assert.Equal(model.Config, reloaded.Config);
+                Assert.Equal(
+                    new Span<float>(model.Parameters.Values, (int)model.Parameters.TotalFloats).ToArray(),
+                    new Span<float>(reloaded.Parameters.Values, (int)reloaded.Parameters.TotalFloats).ToArray());
+            }
+
+            using var engine = ModelLoader.LoadModel(folder);
+            int vocab = engine.Config.VocabSize;
+            var logits = new float[TinySeqLen * vocab];
+            using (var cache = new KvCache(engine.Config, TinySeqLen))
+            {
+                fixed (float* p = logits)
+                {
+                    engine.Forward(tokens.AsSpan(0, TinySeqLen), cache, p, allLogits: true);
+                }
+            }
+
+            double engineTotal = 0;
+            for (int t = 0; t < TinySeqLen; t++)
+            {
+                var row = logits.AsSpan(t * vocab, vocab);
+                float max = float.NegativeInfinity;
+                foreach (float v in row)
+                {
+                    max = MathF.Max(max, v);
+                }
+
+                double sum = 0;
+                foreach (float v in row)
+                {
+                    sum += Math.Exp(v - max);
+                }
+
+                engineTotal += Math.Log(sum) + max - row[tokens[t + 1]];
+            }
+
+            double engineMean = engineTotal / TinySeqLen;
+            output.WriteLine($"{name}: mean NLL training forward {trainingMean:F6}, inference engine {engineMean:F6}");
+            Assert.True(Math.Abs(trainingMean - engineMean) <= 1e-5 * engineMean, $"training {trainingMean} vs engine {engineMean}");
+        }
+        finally
+        {
+            if (Directory.Exists(folder))
+            {
+                Directory.Delete(folder, true);
+            }
+        }
     }
 }
