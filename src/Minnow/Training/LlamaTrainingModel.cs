@@ -12,7 +12,7 @@ namespace Minnow.Training;
 /// cross-entropy to <see cref="ParameterStore.Grads"/>. Activation buffers are allocated once for the largest
 /// batch seen and reused. Every op is deterministic, so a step gives bit-identical results on any thread count.
 /// </summary>
-public sealed unsafe class LlamaTrainingModel : IDisposable
+public sealed unsafe class LlamaTrainingModel : ITrainingModel
 {
     private sealed class LayerParams
     {
@@ -283,35 +283,9 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
 
     private int Prepare(ReadOnlySpan<int> inputs, ReadOnlySpan<int> targets, int batch, int seqLen)
     {
-        int n = batch * seqLen;
-        if (batch <= 0 || seqLen <= 0 || inputs.Length != n || targets.Length != n)
-        {
-            throw new ArgumentException($"expected {batch}×{seqLen} inputs and targets, got {inputs.Length} and {targets.Length}.");
-        }
-
-        if (seqLen > Config.MaxPositions)
-        {
-            throw new MinnowException($"sequence length {seqLen} is longer than the model's {Config.MaxPositions} positions.");
-        }
-
+        TrainingBatch.Validate(inputs, targets, batch, seqLen, Config);
         EnsureCapacity(batch, seqLen);
-        int count = 0;
-        for (int i = 0; i < n; i++)
-        {
-            if ((uint)inputs[i] >= (uint)Config.VocabSize || targets[i] >= Config.VocabSize)
-            {
-                throw new MinnowException($"token id {Math.Max(inputs[i], targets[i])} is outside the vocabulary of {Config.VocabSize}.");
-            }
-
-            _inputs[i] = inputs[i];
-            _targets[i] = targets[i];
-            if (targets[i] >= 0)
-            {
-                count++;
-            }
-        }
-
-        return count;
+        return TrainingBatch.Stage(inputs, targets, _inputs, _targets);
     }
 
     private float* P(Parameter p) => Parameters.Value(p);
@@ -526,6 +500,8 @@ public sealed unsafe class LlamaTrainingModel : IDisposable
         writer.Save(Path.Combine(folder, "model.safetensors"));
         AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), ConfigJson(Config, dtype));
     }
+
+    string ITrainingModel.HuggingFaceConfigJson() => ConfigJson(Config);
 
     /// <summary>A Hugging Face config.json for a Llama-architecture config.</summary>
     public static string ConfigJson(ModelConfig c, DType dtype = DType.F32)

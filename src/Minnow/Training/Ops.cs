@@ -12,21 +12,12 @@ namespace Minnow.Training;
 /// <summary>y = x·Wᵀ (+ b) for W [out, in]; backward dx = dy·W, dW += dyᵀ·x (unless frozen), db += Σ dy.</summary>
 public static unsafe class LinearOp
 {
-    private struct BiasJob
-    {
-        public float* Y;
-        public float* Bias;
-        public int Rows;
-        public int Width;
-    }
-
     public static void Forward(float* x, int rows, int inDim, float* weight, int outDim, float* bias, float* y, WorkerPool pool)
     {
         Gemm.Multiply(rows, outDim, inDim, x, inDim, false, weight, inDim, true, y, outDim, false, pool);
         if (bias != null)
         {
-            var job = new BiasJob { Y = y, Bias = bias, Rows = rows, Width = outDim };
-            pool.For(rows, 64, &AddBiasRows, &job);
+            BiasRows.Add(y, bias, rows, outDim, pool);
         }
     }
 
@@ -52,10 +43,28 @@ public static unsafe class LinearOp
             ColumnSums.Accumulate(dy, rows, outDim, dBias, pool);
         }
     }
+}
 
-    private static void AddBiasRows(void* context, int start, int end)
+/// <summary>y[r] += bias for every row of [rows, width], parallel over rows.</summary>
+internal static unsafe class BiasRows
+{
+    private struct Job
     {
-        ref BiasJob job = ref *(BiasJob*)context;
+        public float* Y;
+        public float* Bias;
+        public int Rows;
+        public int Width;
+    }
+
+    public static void Add(float* y, float* bias, int rows, int width, WorkerPool pool)
+    {
+        var job = new Job { Y = y, Bias = bias, Rows = rows, Width = width };
+        pool.For(rows, 64, &Run, &job);
+    }
+
+    private static void Run(void* context, int start, int end)
+    {
+        ref Job job = ref *(Job*)context;
         for (int r = start; r < end; r++)
         {
             VectorMath.Add(job.Bias, job.Y + ((long)r * job.Width), job.Width);

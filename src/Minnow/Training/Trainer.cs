@@ -66,7 +66,7 @@ public sealed record TrainingOptions
 public readonly record struct StepResult(int Step, double Loss, float LearningRate, double GradientNorm, long Tokens, TimeSpan Elapsed);
 
 /// <summary>
-/// Trains a <see cref="LlamaTrainingModel"/> on a token stream: each step samples
+/// Trains an <see cref="ITrainingModel"/> (Llama, GPT-NeoX or GPT-2) on a token stream: each step samples
 /// <c>BatchSize × AccumulationSteps</c> random windows (a pure function of seed and step, so a resumed run sees
 /// the same batches), accumulates gradients, clips them by global norm and takes an AdamW step on the warm-up +
 /// cosine schedule. Checkpoints hold the weights, both moments and the step, so resuming continues bit-identically.
@@ -90,7 +90,7 @@ public sealed unsafe class Trainer : IDisposable
     /// The parameters the optimiser updates (default: all of the model's); LoRA passes its adapters, whose base
     /// stays frozen.
     /// </param>
-    public Trainer(LlamaTrainingModel model, int[] trainTokens, TrainingOptions options, WorkerPool? pool = null, ParameterStore? trained = null)
+    public Trainer(ITrainingModel model, int[] trainTokens, TrainingOptions options, WorkerPool? pool = null, ParameterStore? trained = null)
     {
         options.Validate();
         if (trainTokens.Length < options.SequenceLength + 1)
@@ -111,7 +111,7 @@ public sealed unsafe class Trainer : IDisposable
         model.EnsureCapacity(options.BatchSize, options.SequenceLength);
     }
 
-    public LlamaTrainingModel Model { get; }
+    public ITrainingModel Model { get; }
 
     public TrainingOptions Options { get; }
 
@@ -188,7 +188,7 @@ public sealed unsafe class Trainer : IDisposable
     /// Mean next-token NLL over consecutive non-overlapping windows of <paramref name="seqLen"/> + 1 tokens
     /// (each window predicts its last seqLen tokens from the ones before, starting fresh).
     /// </summary>
-    public static double MeanNll(LlamaTrainingModel model, ReadOnlySpan<int> tokens, int seqLen, int batch = 8)
+    public static double MeanNll(ITrainingModel model, ReadOnlySpan<int> tokens, int seqLen, int batch = 8)
     {
         int windows = (tokens.Length - 1) / seqLen;
         if (windows == 0)
@@ -239,7 +239,7 @@ public sealed unsafe class Trainer : IDisposable
         writer.AddMetadata("format", "pt");
         writer.AddMetadata(MetaStep, Step.ToString(System.Globalization.CultureInfo.InvariantCulture));
         writer.AddMetadata(MetaOptions, JsonSerializer.Serialize(Options, TrainingJsonContext.Default.TrainingOptions));
-        writer.AddMetadata(MetaConfig, LlamaTrainingModel.ConfigJson(Model.Config));
+        writer.AddMetadata(MetaConfig, Model.HuggingFaceConfigJson());
         writer.Save(path);
     }
 
@@ -273,7 +273,7 @@ public sealed unsafe class Trainer : IDisposable
     {
         using var file = SafetensorsFile.Open(path);
         var (stored, config, step) = ReadInfo(file, path);
-        var model = new LlamaTrainingModel(config, pool);
+        var model = TrainingModels.Create(config, pool);
         try
         {
             var trainer = new Trainer(model, trainTokens, options ?? stored, pool);

@@ -18,6 +18,51 @@ public unsafe class TrainerTests(ITestOutputHelper output)
     private static ModelConfig GoldenSize() =>
         LlamaTrainingModel.CreateConfig(vocab: 256, hidden: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 176, maxPositions: 64, tieEmbeddings: false);
 
+    /// <summary>The GPT-2 golden checkpoint's shape: vocab 256, n_embd 64, 2 layers, 4 heads, FFN 256, tanh GELU.</summary>
+    private static ModelConfig Gpt2GoldenSize() => new()
+    {
+        Architecture = Architecture.Gpt2,
+        ModelType = "gpt2",
+        HiddenSize = 64,
+        IntermediateSize = 256,
+        Layers = 2,
+        Heads = 4,
+        KvHeads = 4,
+        HeadDim = 16,
+        VocabSize = 256,
+        MaxPositions = 128,
+        NormEps = 1e-5f,
+        Activation = Activation.GeluTanh,
+        TieEmbeddings = true,
+    };
+
+    /// <summary>The GPT-NeoX golden checkpoint's shape: hidden 64, 3 layers, 4 heads, rotary_pct 0.25, parallel residual, exact GELU.</summary>
+    private static ModelConfig NeoXGoldenSize() => new()
+    {
+        Architecture = Architecture.GptNeoX,
+        ModelType = "gpt_neox",
+        HiddenSize = 64,
+        IntermediateSize = 256,
+        Layers = 3,
+        Heads = 4,
+        KvHeads = 4,
+        HeadDim = 16,
+        RotaryDim = 4,
+        VocabSize = 256,
+        MaxPositions = 128,
+        NormEps = 1e-5f,
+        ParallelResidual = true,
+        Activation = Activation.Gelu,
+    };
+
+    private static ITrainingModel CreateModel(string architecture, long seed) => architecture switch
+    {
+        "llama" => LlamaTrainingModel.CreateRandom(GoldenSize(), seed),
+        "gpt_neox" => GptTrainingModel.CreateRandom(NeoXGoldenSize(), seed),
+        "gpt2" => GptTrainingModel.CreateRandom(Gpt2GoldenSize(), seed),
+        _ => throw new ArgumentOutOfRangeException(nameof(architecture)),
+    };
+
     private static TrainingOptions Options(int steps) => new()
     {
         Steps = steps,
@@ -48,14 +93,34 @@ public unsafe class TrainerTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Resume_FromCheckpointHalfway_IsBitIdenticalToAStraightRun()
+    public void Training_Gpt2GoldenSizeModelFor100Steps_LowersTheLoss()
+    {
+        using var model = GptTrainingModel.CreateRandom(Gpt2GoldenSize(), seed: 1);
+        using var trainer = new Trainer(model, ByteTokens(), Options(100) with { AccumulationSteps = 1 });
+        var losses = new List<double>();
+        while (!trainer.Finished)
+        {
+            losses.Add(trainer.TrainStep().Loss);
+        }
+
+        double first = losses.Take(10).Average(), last = losses.TakeLast(10).Average();
+        output.WriteLine($"gpt2: mean loss of the first 10 steps {first:F3}, of the last 10 {last:F3}");
+        Assert.InRange(losses[0], 5.3, 5.8); // an untrained model over 256 byte values starts near ln 256 = 5.55
+        Assert.True(last < first - 1.5, $"loss went from {first:F3} to {last:F3}");
+    }
+
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("gpt_neox")]
+    [InlineData("gpt2")]
+    public void Resume_FromCheckpointHalfway_IsBitIdenticalToAStraightRun(string architecture)
     {
         var tokens = ByteTokens();
         string folder = Path.Combine(Path.GetTempPath(), "minnow-resume-" + Guid.NewGuid().ToString("N"));
         try
         {
             float[] straight;
-            using (var model = LlamaTrainingModel.CreateRandom(GoldenSize(), seed: 3))
+            using (var model = CreateModel(architecture, seed: 3))
             using (var trainer = new Trainer(model, tokens, Options(20)))
             {
                 while (!trainer.Finished)
@@ -67,7 +132,7 @@ public unsafe class TrainerTests(ITestOutputHelper output)
             }
 
             string checkpoint = Path.Combine(folder, "checkpoint.safetensors");
-            using (var model = LlamaTrainingModel.CreateRandom(GoldenSize(), seed: 3))
+            using (var model = CreateModel(architecture, seed: 3))
             using (var trainer = new Trainer(model, tokens, Options(20)))
             {
                 for (int i = 0; i < 10; i++)
@@ -101,7 +166,7 @@ public unsafe class TrainerTests(ITestOutputHelper output)
         }
     }
 
-    private static float[] Snapshot(LlamaTrainingModel model) =>
+    private static float[] Snapshot(ITrainingModel model) =>
         new Span<float>(model.Parameters.Values, (int)model.Parameters.TotalFloats).ToArray();
 
     [Fact]
