@@ -46,6 +46,12 @@ internal static unsafe class SparseMatMul
     /// <summary>The same for 4-bit masks (the 128-bit permute).</summary>
     private static readonly int* Expand4 = BuildExpandTable(4);
 
+    /// <summary>For mask m (8 bits), lane j all ones when bit j is set: the lanes that keep a value.</summary>
+    private static readonly int* Lanes8 = BuildLaneTable(8);
+
+    /// <summary>The same for 4-bit masks.</summary>
+    private static readonly int* Lanes4 = BuildLaneTable(4);
+
     public static void Compute(Tensor weight, float* x, int tokens, float* y, float* bias, WorkerPool pool, VectorWidth width)
     {
         if (!weight.Type.IsSparse() || weight.Rank != 2)
@@ -74,8 +80,35 @@ internal static unsafe class SparseMatMul
         long work = (long)GroupRows * job.Columns * tokens;
         int minGrain = (int)Math.Clamp((1L << 16) / Math.Max(1, work), 1, groups);
         int grain = Math.Max(minGrain, groups / (pool.ThreadCount * 4));
-        var body = weight.Type == DType.SparseF16 ? Select<SparseF16Values>(width) : Select<SparseQ8Values>(width);
+        var body = weight.Type == DType.SparseQ8 ? Select<SparseQ8Values>(width)
+            : FiniteValues.Of(weight) ? Select<SparseFiniteF16Values>(width) : Select<SparseF16Values>(width);
         pool.For(groups, grain, body, &job);
+    }
+
+    /// <summary>Whether a SPARSE_F16 matrix's values are free of ±∞ and NaN, found once and kept with the tensor.</summary>
+    private sealed class FiniteValues
+    {
+        private FiniteValues(bool value) => Value = value;
+
+        private bool Value { get; }
+
+        public static bool Of(Tensor weight) => weight.KernelForm(0, static (w, _) => new FiniteValues(AllFinite(w))).Value;
+
+        private static bool AllFinite(Tensor weight)
+        {
+            int n = weight.Columns, maskBytes = SparseMatrix.MaskBytes(n);
+            for (int r = 0; r < weight.Rows; r++)
+            {
+                byte* values = SparseMatrix.Row(weight.Data, r) + maskBytes;
+                long count = (SparseMatrix.Row(weight.Data, r + 1) - values) / sizeof(ushort);
+                if (!HalfConversion.AllFinite((ushort*)values, count))
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
     }
 
     private static delegate*<void*, int, int, void> Select<TValues>(VectorWidth width)
@@ -137,8 +170,15 @@ internal static unsafe class SparseMatMul
         float* s = stackalloc float[GroupRows];
         if (job.Tokens == 1)
         {
-            // Decode: straight from the packed rows.
-            for (int o = start * GroupRows; o < rowEnd; o++)
+            // Decode: straight from the packed rows, two at a time (two independent chains of multiply-adds).
+            int o = start * GroupRows;
+            for (; o + 2 <= rowEnd; o += 2)
+            {
+                Dot2<TValues, T>(SparseMatrix.Row(job.Weight, o), SparseMatrix.Row(job.Weight, o + 1), job.X, n, s);
+                Store(ref job, 0, o, s, 2);
+            }
+
+            if (o < rowEnd)
             {
                 s[0] = Dot1<TValues, T>(SparseMatrix.Row(job.Weight, o), job.X, n);
                 Store(ref job, 0, o, s, 1);
@@ -219,6 +259,49 @@ internal static unsafe class SparseMatMul
         return sum;
     }
 
+    /// <summary>Two packed rows times one token, each exactly as <see cref="Dot1"/> computes it.</summary>
+    internal static void Dot2<TValues, T>(byte* row0, byte* row1, float* x, int n, float* s)
+        where TValues : struct, ISparseValues
+        where T : struct
+    {
+        int c = Simd.Count<T>();
+        int maskBytes = SparseMatrix.MaskBytes(n), scaleBytes = TValues.ScaleBytes(n);
+        byte* scales0 = row0 + maskBytes, scales1 = row1 + maskBytes;
+        byte* values0 = scales0 + scaleBytes, values1 = scales1 + scaleBytes;
+        T acc0 = default, acc1 = default, scale0 = default, scale1 = default;
+        int i = 0;
+        for (; i <= n - c; i += c)
+        {
+            if (TValues.Scaled && (i & (SparseMatrix.ScaleGroup - 1)) == 0)
+            {
+                scale0 = Simd.Broadcast<T>(TValues.Scale(scales0, i));
+                scale1 = Simd.Broadcast<T>(TValues.Scale(scales1, i));
+            }
+
+            T xv = Simd.Load<T>(x + i);
+            acc0 = Simd.MultiplyAdd(Next<TValues, T>(row0, i, ref values0, scale0), xv, acc0);
+            acc1 = Simd.MultiplyAdd(Next<TValues, T>(row1, i, ref values1, scale1), xv, acc1);
+        }
+
+        float sum0 = Simd.Sum(acc0), sum1 = Simd.Sum(acc1);
+        for (int k0 = 0, k1 = 0; i < n; i++)
+        {
+            int bit = 1 << (i & 7);
+            if ((row0[i >> 3] & bit) != 0)
+            {
+                sum0 += TValues.Value(values0, k0++, scales0, i) * x[i];
+            }
+
+            if ((row1[i >> 3] & bit) != 0)
+            {
+                sum1 += TValues.Value(values1, k1++, scales1, i) * x[i];
+            }
+        }
+
+        s[0] = sum0;
+        s[1] = sum1;
+    }
+
     /// <summary>Converts one packed row to dense float32 with the vector body (bit for bit the values <see cref="Dot1"/> multiplies).</summary>
     internal static void Expand<TValues, T>(byte* row, int n, float* destination)
         where TValues : struct, ISparseValues
@@ -255,6 +338,18 @@ internal static unsafe class SparseMatMul
         where TValues : struct, ISparseValues
         where T : struct
     {
+        if (typeof(T) == typeof(Vector512<float>) && Avx512F.IsSupported)
+        {
+            // AVX-512 expands the packed values into the mask's lanes (zeroing the others) in one instruction.
+            int m16 = Unsafe.ReadUnaligned<ushort>(row + (i >> 3));
+            var bits = Vector512.Create(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768);
+            var kept = Vector512.Equals(Vector512.Create(m16) & bits, bits).AsSingle();
+            T packed = TValues.Load(values, scale);
+            var wide = Avx512F.Expand(Vector512<float>.Zero, kept, Unsafe.As<T, Vector512<float>>(ref packed));
+            values += BitOperations.PopCount((uint)m16) * TValues.ValueBytes;
+            return Unsafe.As<Vector512<float>, T>(ref wide);
+        }
+
         if (typeof(T) == typeof(Vector512<float>))
         {
             var half = Unsafe.As<T, Vector512<float>>(ref scale).GetLower();
@@ -283,9 +378,7 @@ internal static unsafe class SparseMatMul
             var v = Unsafe.As<T, Vector256<float>>(ref packed);
             var index = Vector256.Load(Expand8 + (m * 8));
             var moved = Avx2.IsSupported ? Avx2.PermuteVar8x32(v, index) : Vector256.Shuffle(v, index);
-            var bits = Vector256.Create(1, 2, 4, 8, 16, 32, 64, 128);
-            var kept = Vector256.Equals(Vector256.Create(m) & bits, bits).AsSingle();
-            var result = moved & kept;
+            var result = moved & Vector256.Load((float*)Lanes8 + (m * 8));
             return Unsafe.As<Vector256<float>, T>(ref result);
         }
 
@@ -294,9 +387,7 @@ internal static unsafe class SparseMatMul
             var v = Unsafe.As<T, Vector128<float>>(ref packed);
             var index = Vector128.Load(Expand4 + (m * 4));
             var moved = Avx.IsSupported ? Avx.PermuteVar(v, index) : Vector128.Shuffle(v, index);
-            var bits = Vector128.Create(1, 2, 4, 8);
-            var kept = Vector128.Equals(Vector128.Create(m) & bits, bits).AsSingle();
-            var result = moved & kept;
+            var result = moved & Vector128.Load((float*)Lanes4 + (m * 4));
             return Unsafe.As<Vector128<float>, T>(ref result);
         }
 
@@ -312,6 +403,21 @@ internal static unsafe class SparseMatMul
             for (int j = 0; j < lanes; j++)
             {
                 table[(m * lanes) + j] = (m & (1 << j)) != 0 ? BitOperations.PopCount((uint)(m & ((1 << j) - 1))) : 0;
+            }
+        }
+
+        return table;
+    }
+
+    private static int* BuildLaneTable(int lanes)
+    {
+        int masks = 1 << lanes;
+        int* table = (int*)NativeMemory.AlignedAlloc((nuint)(masks * lanes * sizeof(int)), 64);
+        for (int m = 0; m < masks; m++)
+        {
+            for (int j = 0; j < lanes; j++)
+            {
+                table[(m * lanes) + j] = (m & (1 << j)) != 0 ? -1 : 0;
             }
         }
 
@@ -363,6 +469,27 @@ internal readonly unsafe struct SparseF16Values : ISparseValues
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static T Load<T>(byte* values, T scale)
         where T : struct => Simd.LoadHalves<T>((ushort*)values);
+}
+
+/// <summary>
+/// SPARSE_F16 values with no ±∞ or NaN (checked once per tensor): the same values as <see cref="SparseF16Values"/>,
+/// converted with three vector operations fewer.
+/// </summary>
+internal readonly unsafe struct SparseFiniteF16Values : ISparseValues
+{
+    public static int ValueBytes => 2;
+
+    public static bool Scaled => false;
+
+    public static int ScaleBytes(int columns) => 0;
+
+    public static float Scale(byte* scales, int column) => 1f;
+
+    public static float Value(byte* values, int k, byte* scales, int column) => HalfConversion.ToSingle(Unsafe.ReadUnaligned<ushort>(values + (2L * k)));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static T Load<T>(byte* values, T scale)
+        where T : struct => Simd.LoadFiniteHalves<T>((ushort*)values);
 }
 
 /// <summary>Packed int8 q with an fp16 scale d per 64 columns; value = q · d (exact in float: 8 × 11 significant bits).</summary>
