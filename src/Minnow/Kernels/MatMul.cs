@@ -494,7 +494,7 @@ public static unsafe class MatMul
     }
 
     /// <summary>Four float rows (stride apart) times two tokens: each weight vector is loaded once for both.</summary>
-    private static void Tile4x2<T>(float* w, int stride, float* xa, float* xb, int n, float* sa, float* sb)
+    internal static void Tile4x2<T>(float* w, int stride, float* xa, float* xb, int n, float* sa, float* sb)
         where T : struct
     {
         int c = Simd.Count<T>();

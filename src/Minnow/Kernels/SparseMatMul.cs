@@ -168,6 +168,7 @@ internal static unsafe class SparseMatMul
         int n = job.Columns;
         int rowEnd = Math.Min(end * GroupRows, job.Rows);
         float* s = stackalloc float[GroupRows];
+        float* s2 = stackalloc float[GroupRows];
         if (job.Tokens == 1)
         {
             // Decode: straight from the packed rows, two at a time (two independent chains of multiply-adds).
@@ -197,7 +198,19 @@ internal static unsafe class SparseMatMul
                 Expand<TValues, T>(SparseMatrix.Row(job.Weight, r + k), n, buffer + ((long)k * n));
             }
 
-            for (int t = 0; t < job.Tokens; t++)
+            int t = 0;
+            if (count == GroupRows)
+            {
+                // Two tokens at a time, each weight vector loaded once for both (as the dense path does).
+                for (; t + 2 <= job.Tokens; t += 2)
+                {
+                    MatMul.Tile4x2<T>(buffer, n, job.X + ((long)t * n), job.X + ((long)(t + 1) * n), n, s, s2);
+                    Store(ref job, t, r, s, GroupRows);
+                    Store(ref job, t + 1, r, s2, GroupRows);
+                }
+            }
+
+            for (; t < job.Tokens; t++)
             {
                 float* x = job.X + ((long)t * n);
                 if (count == GroupRows)
