@@ -99,6 +99,11 @@ internal static class BenchCommand
 
             string? typeText = r.GetValue(type);
             DType? exportType = typeText is null ? null : ExportCommand.ParseType(typeText);
+            if (exportType is DType t && t.IsSparse() && peer is not null)
+            {
+                throw new MinnowException($"--type {typeText}: llama.cpp cannot read Minnow's sparse types; compare with --vs llama.cpp on f16 or q8_0.");
+            }
+
             return Compare(r, modelPath, peer is not null, exportType, settings, textFile, r.GetValue(noAgreement) ? 0 : checkTokens, r.GetValue(json), ct);
         });
         return command;

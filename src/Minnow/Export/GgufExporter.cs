@@ -11,18 +11,20 @@ namespace Minnow.Export;
 /// permuted for its interleaved RoPE, GPT-NeoX's fused qkv regrouped as [q | k | v], GPT-2's Conv1D weights
 /// transposed, llama3 RoPE scaling as a <c>rope_freqs.weight</c> tensor. Matrices are stored in the requested
 /// type (rows whose length is not a multiple of 32 fall back to F16 for block types; Q4_0 keeps the embedding and
-/// output head at Q8_0); vectors stay F32.
+/// output head at Q8_0); vectors stay F32. The sparse types (Minnow's, for pruned models) store a matrix with at
+/// least <see cref="SparseMatrix.MinimumSparsity"/> zeros as a <see cref="SparseMatrix"/> and the others, and the
+/// embedding and output head, in the dense type of the same precision (F16, or Q8_0).
 /// </summary>
 public static class GgufExporter
 {
-    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128];
+    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128, DType.SparseF16, DType.SparseQ8];
 
     public static void Export(TransformerModel model, string path, DType type, Action<GgufWriter>? addTokenizer = null,
         IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default)
     {
         if (!SupportedTypes.Contains(type))
         {
-            throw new MinnowException($"GGUF export supports f32, f16, q8_0, q4_0 and q4_1 (and Minnow's q4_1_g64 / q4_1_g128), not {type.Name()}.");
+            throw new MinnowException($"GGUF export supports f32, f16, q8_0, q4_0 and q4_1 (and Minnow's q4_1_g64 / q4_1_g128, sparse-f16 / sparse-q8), not {type.Name()}.");
         }
 
         var c = model.Config;
@@ -98,6 +100,11 @@ public static class GgufExporter
             return DType.F32;
         }
 
+        if (requested.IsSparse() && name is "output.weight" or "token_embd.weight")
+        {
+            requested = SparseMatrix.DenseCounterpart(requested);
+        }
+
         if (requested.BlockSize() > 1 && shape[^1] % requested.BlockSize() != 0)
         {
             return DType.F16;
@@ -129,7 +136,7 @@ public static class GgufExporter
 
         int[]? rowOrder = RowOrder(c, arch, hfName, shape);
         DType storage = tensor.Type is DType.Q8_0 or DType.Q4_0 || tensor.Type.IsInt4Group() ? tensor.Type : StorageType(requested, shape, ggufName);
-        if (storage == tensor.Type && !transpose)
+        if (storage == tensor.Type && !transpose && !storage.IsSparse())
         {
             var raw = new ReadOnlySpan<byte>(tensor.Data, checked((int)tensor.ByteSize)).ToArray();
             return (rowOrder is null ? raw : ReorderRows(raw, rowOrder, shape.Length == 2 ? (int)tensor.RowBytes : storage.BlockBytes()), storage, shape);
@@ -144,6 +151,16 @@ public static class GgufExporter
         if (rowOrder != null)
         {
             values = ReorderRows(values, rowOrder, RowLength(shape));
+        }
+
+        if (storage.IsSparse())
+        {
+            if (SparseMatrix.Sparsity(values) >= SparseMatrix.MinimumSparsity)
+            {
+                return (SparseMatrix.Encode(storage, values, (int)shape[0], (int)shape[1]), storage, shape);
+            }
+
+            storage = StorageType(SparseMatrix.DenseCounterpart(storage), shape, ggufName);
         }
 
         return (Dequantize.FromFloats(storage, values), storage, shape);

@@ -9,7 +9,8 @@ namespace Minnow.Kernels;
 /// y[t, o] = Σ_i x[t, i] · W[o, i] (+ bias[o]) for a weight matrix W [outputs, inputs] of any storage type and
 /// <c>tokens</c> rows of float32 activations; all arithmetic is float32. Q8_0 and Q4_0 weights go by default to
 /// <see cref="QuantizedMatMul"/> instead (activations quantized to Q8_0, integer dot products, as llama.cpp); the
-/// description below is the float path, which they take with <c>MINNOW_Q8_ACTIVATIONS=0</c>.
+/// description below is the float path, which they take with <c>MINNOW_Q8_ACTIVATIONS=0</c>. Sparse matrices
+/// (<see cref="SparseMatrix"/>) go to <see cref="SparseMatMul"/>, which sums in the same order.
 /// <para>
 /// Output rows are spread over the worker pool in groups of four. Decoding (one token) streams each group's
 /// weights once, converting them to float in registers. With several tokens a group is converted once into a
@@ -78,6 +79,12 @@ public static unsafe class MatMul
     {
         if (tokens <= 0 || weight.Rows == 0)
         {
+            return;
+        }
+
+        if (weight.Type.IsSparse())
+        {
+            SparseMatMul.Compute(weight, x, tokens, y, bias, pool ?? WorkerPool.Shared, width);
             return;
         }
 
@@ -487,7 +494,7 @@ public static unsafe class MatMul
     }
 
     /// <summary>Four float rows (stride apart) times two tokens: each weight vector is loaded once for both.</summary>
-    private static void Tile4x2<T>(float* w, int stride, float* xa, float* xb, int n, float* sa, float* sb)
+    internal static void Tile4x2<T>(float* w, int stride, float* xa, float* xb, int n, float* sa, float* sb)
         where T : struct
     {
         int c = Simd.Count<T>();

@@ -46,6 +46,18 @@ public enum DType
 
     /// <summary>The same with groups of 128 (four nibble blocks).</summary>
     Q4_1_G128,
+
+    /// <summary>
+    /// Minnow's sparse matrix with F16 values: per row a bitmap of the kept columns, then the kept values packed
+    /// (<see cref="SparseMatrix"/>). Its size depends on the values, not only the shape. Not a llama.cpp type.
+    /// </summary>
+    SparseF16,
+
+    /// <summary>
+    /// Minnow's sparse matrix with 8-bit values: per row a bitmap of the kept columns, an fp16 scale per 64 columns,
+    /// then the kept values packed as int8 (value = q · scale, <see cref="SparseMatrix"/>). Not a llama.cpp type.
+    /// </summary>
+    SparseQ8,
 }
 
 public static class DTypeInfo
@@ -81,7 +93,10 @@ public static class DTypeInfo
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 
-    /// <summary>Bytes needed to store <paramref name="elements"/> values (a multiple of the block size).</summary>
+    /// <summary>
+    /// Bytes needed to store <paramref name="elements"/> values (a multiple of the block size); not defined for the
+    /// sparse types, whose size depends on their content (<see cref="SparseMatrix.ByteSize"/>).
+    /// </summary>
     public static long ByteCount(this DType type, long elements) => elements / type.BlockSize() * type.BlockBytes();
 
     /// <summary>
@@ -90,6 +105,9 @@ public static class DTypeInfo
     /// </summary>
     public static bool IsLoadOnly(this DType type) => type is DType.Q5_0 or DType.Q5_1 or DType.Q8_1
         or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+
+    /// <summary>True for Minnow's sparse matrix types (<see cref="SparseMatrix"/>), whose size is not a function of the shape.</summary>
+    public static bool IsSparse(this DType type) => type is DType.SparseF16 or DType.SparseQ8;
 
     /// <summary>True for INT4 with a scale and zero point per group: Q4_1 (32), Q4_1_G64, Q4_1_G128.</summary>
     public static bool IsInt4Group(this DType type) => type is DType.Q4_1 or DType.Q4_1_G64 or DType.Q4_1_G128;
@@ -112,6 +130,8 @@ public static class DTypeInfo
         DType.Q6_K => "Q6_K",
         DType.Q4_1_G64 => "Q4_1_G64",
         DType.Q4_1_G128 => "Q4_1_G128",
+        DType.SparseF16 => "SPARSE_F16",
+        DType.SparseQ8 => "SPARSE_Q8",
         _ => type.ToString(),
     };
 }

@@ -20,7 +20,7 @@ public sealed unsafe class Tensor
             ElementCount *= d;
         }
 
-        ByteSize = type.ByteCount(ElementCount);
+        ByteSize = type.IsSparse() ? SparseMatrix.ByteSize(data, Rows) : type.ByteCount(ElementCount);
     }
 
     public string Name { get; }
@@ -46,6 +46,7 @@ public sealed unsafe class Tensor
     /// <summary>Length of a row (the last dimension).</summary>
     public int Columns => Shape.Length == 0 ? 1 : checked((int)Shape[^1]);
 
+    /// <summary>Bytes per row (not defined for the sparse types, whose rows differ in length: see <see cref="SparseMatrix"/>).</summary>
     public long RowBytes => Type.ByteCount(Columns);
 
     public byte* RowPointer(int row) => Data + (row * RowBytes);
@@ -58,6 +59,12 @@ public sealed unsafe class Tensor
         if ((uint)row >= (uint)Rows)
         {
             throw new ArgumentOutOfRangeException(nameof(row));
+        }
+
+        if (Type.IsSparse())
+        {
+            SparseMatrix.ReadRow(Type, Data, row, destination[..Columns]);
+            return;
         }
 
         Dequantize.Row(Type, RowPointer(row), destination[..Columns]);

@@ -25,8 +25,12 @@ public static class GgmlType
     public const uint MinnowQ4_1_G64 = 1064;
     public const uint MinnowQ4_1_G128 = 1128;
 
+    /// <summary>Minnow's own ids for its sparse matrices (<see cref="DType.SparseF16"/>, <see cref="DType.SparseQ8"/>); llama.cpp has no such types.</summary>
+    public const uint MinnowSparseF16 = 2016;
+    public const uint MinnowSparseQ8 = 2008;
+
     /// <summary>The ggml types Minnow loads, for messages ("F32, F16, ...").</summary>
-    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, and Minnow's Q4_1_G64, Q4_1_G128";
+    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, and Minnow's Q4_1_G64, Q4_1_G128, SPARSE_F16, SPARSE_Q8";
 
     private static readonly string[] Names =
     [
@@ -41,6 +45,8 @@ public static class GgmlType
     {
         MinnowQ4_1_G64 => "Q4_1_G64 (Minnow)",
         MinnowQ4_1_G128 => "Q4_1_G128 (Minnow)",
+        MinnowSparseF16 => "SPARSE_F16 (Minnow)",
+        MinnowSparseQ8 => "SPARSE_Q8 (Minnow)",
         _ => type < Names.Length ? Names[type] : $"type {type}",
     };
 
@@ -62,6 +68,8 @@ public static class GgmlType
         Q6_K => DType.Q6_K,
         MinnowQ4_1_G64 => DType.Q4_1_G64,
         MinnowQ4_1_G128 => DType.Q4_1_G128,
+        MinnowSparseF16 => DType.SparseF16,
+        MinnowSparseQ8 => DType.SparseQ8,
         _ => null,
     };
 
@@ -83,6 +91,8 @@ public static class GgmlType
         DType.Q6_K => Q6_K,
         DType.Q4_1_G64 => MinnowQ4_1_G64,
         DType.Q4_1_G128 => MinnowQ4_1_G128,
+        DType.SparseF16 => MinnowSparseF16,
+        DType.SparseQ8 => MinnowSparseQ8,
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 }

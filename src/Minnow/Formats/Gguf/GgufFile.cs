@@ -215,7 +215,25 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
                 throw new MinnowException($"{source}: tensor '{name}' data offset {offset} is not a multiple of the alignment {alignment}.");
             }
 
-            long bytes = dtype.ByteCount(elements);
+            long bytes;
+            if (dtype.IsSparse())
+            {
+                if (dims.Length != 2 || dims[0] == 0 || offset > (ulong)(file.Length - dataOffset))
+                {
+                    throw new MinnowException($"{source}: tensor '{name}' is {dtype.Name()}, which must be a matrix with rows inside the file.");
+                }
+
+                bytes = SparseMatrix.Measure(dtype, file.Pointer + dataOffset + (long)offset, file.Length - dataOffset - (long)offset, checked((int)dims[1]), checked((int)dims[0]), out string? fault);
+                if (fault != null)
+                {
+                    throw new MinnowException($"{source}: tensor '{name}' is not a valid {dtype.Name()} matrix: {fault}.");
+                }
+            }
+            else
+            {
+                bytes = dtype.ByteCount(elements);
+            }
+
             if (offset > (ulong)file.Length || dataOffset + (long)offset + bytes > file.Length)
             {
                 decimal end = dataOffset + (decimal)offset + bytes;

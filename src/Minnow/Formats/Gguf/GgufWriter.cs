@@ -40,7 +40,17 @@ public sealed unsafe class GgufWriter
     public GgufWriter AddTensor(string name, DType type, long[] shape, byte[] data)
     {
         long elements = ElementCount(shape);
-        if (data.LongLength != type.ByteCount(elements))
+        if (type.IsSparse())
+        {
+            fixed (byte* p = data)
+            {
+                if (shape.Length != 2 || SparseMatrix.Measure(type, p, data.LongLength, checked((int)shape[0]), checked((int)shape[1]), out string? fault) != data.LongLength)
+                {
+                    throw new ArgumentException($"Tensor '{name}': not a {type.Name()} matrix of shape {string.Join("x", shape)}.", nameof(data));
+                }
+            }
+        }
+        else if (data.LongLength != type.ByteCount(elements))
         {
             throw new ArgumentException($"Tensor '{name}': {data.Length} bytes given, {type.ByteCount(elements)} expected for {type.Name()} {string.Join("x", shape)}.", nameof(data));
         }
@@ -123,7 +133,7 @@ public sealed unsafe class GgufWriter
             w.Write(GgmlType.FromDType(t.Type));
             offsets[i] = offset;
             w.Write((ulong)offset);
-            offset = GgufFile.AlignUp(offset + t.Type.ByteCount(ElementCount(t.Shape)), Alignment);
+            offset = GgufFile.AlignUp(offset + (t.Bytes?.LongLength ?? t.Source!.ByteSize), Alignment);
         }
 
         w.Flush();

@@ -1,0 +1,102 @@
+using Minnow.Export;
+using Minnow.Formats.Gguf;
+using Minnow.Loading;
+using Minnow.Models;
+using Minnow.Pruning;
+using Minnow.Tensors;
+using Minnow.Tests.Models;
+
+namespace Minnow.Tests.Pruning;
+
+/// <summary>
+/// A pruned model exported with Minnow's sparse types stores its pruned matrices sparse, reloads, and gives the
+/// logits of the same pruned model stored dense (F16 against sparse F16; the sparse 8-bit model against its own
+/// values written out as F32). Reads ../shared in place.
+/// </summary>
+public class SparseExportTests
+{
+    public static TheoryData<PruningMethod> Methods() => new() { PruningMethod.Wanda, PruningMethod.TwoFour };
+
+    private static string Temp(string what) => Path.Combine(Path.GetTempPath(), $"minnow-sparse-{what}-{Guid.NewGuid():N}.gguf");
+
+    [Theory]
+    [MemberData(nameof(Methods))]
+    public void SparseModelGivesTheDenseModelsLogits(PruningMethod method)
+    {
+        var golden = GoldenReference.Load("stories260k-hf");
+        if (golden is null)
+        {
+            return;
+        }
+
+        using var source = ModelLoader.LoadModel(golden.WeightsFile("f32"));
+        var calibration = PruningTestSupport.Sample(source, 4, 64, seed: 5);
+        using var pruned = ModelPruner.Prune(source, new PruningOptions { Method = method }, calibration).CreateModel();
+        int[] ids = golden.InputIds;
+        string f16 = Temp("f16"), sparseF16 = Temp("sf16"), sparseQ8 = Temp("sq8"), q8Dense = Temp("sq8-as-f32");
+        try
+        {
+            GgufExporter.Export(pruned, f16, DType.F16, GgufTokenizerMetadata.WriteNone);
+            GgufExporter.Export(pruned, sparseF16, DType.SparseF16, GgufTokenizerMetadata.WriteNone);
+            GgufExporter.Export(pruned, sparseQ8, DType.SparseQ8, GgufTokenizerMetadata.WriteNone);
+            AssertPrunedMatricesSparse(sparseF16, DType.SparseF16);
+            AssertPrunedMatricesSparse(sparseQ8, DType.SparseQ8);
+            Assert.True(new FileInfo(sparseF16).Length < new FileInfo(f16).Length);
+
+            using (var dense = ModelLoader.LoadModel(f16))
+            using (var sparse = ModelLoader.LoadModel(sparseF16))
+            {
+                PruningTestSupport.AssertClose(PruningTestSupport.Logits(dense, ids), PruningTestSupport.Logits(sparse, ids), 1e-5f);
+            }
+
+            using (var sparse = ModelLoader.LoadModel(sparseQ8))
+            {
+                GgufExporter.Export(sparse, q8Dense, DType.F32, GgufTokenizerMetadata.WriteNone);
+                using var dense = ModelLoader.LoadModel(q8Dense);
+                PruningTestSupport.AssertClose(PruningTestSupport.Logits(dense, ids), PruningTestSupport.Logits(sparse, ids), 1e-5f);
+            }
+        }
+        finally
+        {
+            foreach (string path in new[] { f16, sparseF16, sparseQ8, q8Dense })
+            {
+                File.Delete(path);
+            }
+        }
+    }
+
+    /// <summary>Every block matrix (attention and MLP) is stored sparse; embeddings and norms are not.</summary>
+    private static void AssertPrunedMatricesSparse(string path, DType type)
+    {
+        using var file = GgufFile.Open(path);
+        foreach (var t in file.Tensors)
+        {
+            bool blockMatrix = t.Name.StartsWith("blk.", StringComparison.Ordinal) && t.Rank == 2;
+            Assert.True(blockMatrix == (t.Type == type), $"{t}");
+        }
+    }
+
+    [Fact]
+    public void UnprunedModelExportsDense()
+    {
+        var golden = GoldenReference.Load("stories260k-hf");
+        if (golden is null)
+        {
+            return;
+        }
+
+        using var source = ModelLoader.LoadModel(golden.WeightsFile("f32"));
+        string path = Temp("unpruned");
+        try
+        {
+            GgufExporter.Export(source, path, DType.SparseQ8, GgufTokenizerMetadata.WriteNone);
+            using var file = GgufFile.Open(path);
+            Assert.DoesNotContain(file.Tensors, t => t.Type.IsSparse());
+            Assert.Contains(file.Tensors, t => t.Type == DType.Q8_0);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+}
