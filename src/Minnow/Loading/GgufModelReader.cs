@@ -32,6 +32,35 @@ public static unsafe class GgufModelReader
         }
     }
 
+    /// <summary>Embedding tables that are looked up, not multiplied (when the model has a separate output head).</summary>
+    private static readonly string[] EmbeddingNames = ["model.embed_tokens.weight", "gpt_neox.embed_in.weight", "wte.weight", "transformer.wte.weight"];
+
+    private static readonly string[] HeadNames = ["lm_head.weight", "embed_out.weight"];
+
+    /// <summary>
+    /// When a model's weight matrices are mostly in an integer block format (Q8_0, Q4_0, INT4 groups), the line
+    /// saying how many are not (F16/F32/BF16 — rows whose length is not a multiple of 32 cannot be stored in blocks)
+    /// and so run on float kernels with float activations; null when there are none, or nothing is quantized.
+    /// </summary>
+    public static string? FloatKernelFallbackNote(IReadOnlyDictionary<string, Tensor> tensors, string source)
+    {
+        bool tied = !HeadNames.Any(tensors.ContainsKey);
+        var matrices = tensors.Values
+            .Where(t => t.Rank == 2 && !t.Name.EndsWith("wpe.weight", StringComparison.Ordinal) && (tied || !EmbeddingNames.Contains(t.Name)))
+            .ToList();
+        int quantized = matrices.Count(t => t.Type is DType.Q8_0 or DType.Q4_0 || t.Type.IsInt4Group());
+        var fallback = matrices.Where(t => t.Type is DType.F16 or DType.F32 or DType.BF16).ToList();
+        if (quantized == 0 || fallback.Count == 0)
+        {
+            return null;
+        }
+
+        string types = string.Join(", ", fallback.GroupBy(t => t.Type).OrderBy(g => g.Key).Select(g => $"{g.Count()} {g.Key.Name()}"));
+        string lengths = string.Join(", ", fallback.Select(t => t.Shape[^1]).Distinct().Order());
+        return $"warning: {source}: {fallback.Count} of {matrices.Count} weight matrices ({types}; rows of {lengths}) have no INT8 kernel " +
+            "and fall back to float kernels with float activations.";
+    }
+
     private static (ModelConfig Config, WeightSet Weights) Read(GgufFile file, GgufWeightsOwner owner, ICollection<string>? notes)
     {
         string source = file.Path;
@@ -68,6 +97,11 @@ public static unsafe class GgufModelReader
             string types = string.Join(", ", converted.Select(c => $"{c.Value} {c.Key.Name()}"));
             notes.Add($"{file.FileName}: {count} tensor{(count == 1 ? "" : "s")} ({types}) converted to F32 at load, as Minnow has no kernels for " +
                 $"{(converted.Count == 1 ? "this type" : "these types")} ({convertedFileBytes / 1048576.0:0.0} MiB in the file, {convertedBytes / 1048576.0:0.0} MiB in memory).");
+        }
+
+        if (notes != null && FloatKernelFallbackNote(tensors, file.FileName) is { } fallback)
+        {
+            notes.Add(fallback);
         }
 
         int Required(string key) => m.TryGetInt($"{arch}.{key}", out int v)
