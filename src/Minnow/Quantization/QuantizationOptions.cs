@@ -85,7 +85,7 @@ public sealed record QuantizationOptions
 
         if (PerChannel && Method == QuantizationMethod.Awq)
         {
-            throw new MinnowException("--scheme int8 supports --method rtn or gptq (its activation scaling is SmoothQuant, --smooth-alpha).");
+            throw new MinnowException("--scheme int8 supports --method rtn or gptq, not awq (its activation scaling is SmoothQuant, --smooth-alpha).");
         }
 
         if (SmoothAlpha is < 0 or > 1 || !double.IsFinite(SmoothAlpha))

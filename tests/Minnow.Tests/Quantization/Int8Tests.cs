@@ -3,6 +3,7 @@ using Minnow.Export;
 using Minnow.Loading;
 using Minnow.Quantization;
 using Minnow.Tensors;
+using Minnow.Tests.Cli;
 using Minnow.Tests.Models;
 using Minnow.Tokenizers;
 using Xunit.Abstractions;
@@ -238,6 +239,44 @@ public class Int8Tests(ITestOutputHelper output)
         {
             File.Delete(path);
         }
+    }
+
+    [Fact]
+    public void CommandWritesInt8ReportsSmoothingAndWarnsAboutFallbacks()
+    {
+        var golden = GoldenReference.Load("stories260k-hf");
+        if (golden is null)
+        {
+            return;
+        }
+
+        using var folder = new TempFolder();
+        string calib = folder.File("calib.txt"), eval = folder.File("eval.txt"), target = folder.File("stories-int8.gguf");
+        using (var pool = new WorkerPool(1))
+        using (var original = ModelLoader.LoadModel(golden.Folder, pool))
+        {
+            File.WriteAllText(calib, string.Join(' ', Calibration.Sample(original, 4, 64, Bos, seed: 1).SelectMany(s => s[1..])));
+            File.WriteAllText(eval, string.Join(' ', Calibration.Sample(original, 2, 128, Bos, seed: 2).SelectMany(s => s)));
+        }
+
+        var result = Minnow.Tests.Cli.Cli.Run("quantize", golden.Folder, "--out", target, "--scheme", "int8", "--method", "rtn", "--ids", "--calib", calib,
+            "--eval", eval, "--bos", "1", "--ctx", "128", "--calib-seq", "64", "--json");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var json = result.Json();
+        Assert.Equal("int8", json.GetProperty("scheme").GetString());
+        Assert.True(json.GetProperty("options").GetProperty("per_channel").GetBoolean());
+        Assert.Equal(0.5, json.GetProperty("options").GetProperty("smooth_alpha").GetDouble());
+        Assert.Contains(json.GetProperty("layers").EnumerateArray(), l => l.GetProperty("method").GetString() == "smooth");
+        Assert.Single(result.Stderr.Split('\n'), line => line.StartsWith("warning:", StringComparison.Ordinal) && line.Contains("fall back to float kernels", StringComparison.Ordinal));
+        using (var loaded = ModelLoader.LoadModel(target))
+        {
+            AssertOneScalePerRow("q_proj", loaded.Weights.Get("model.layers.0.self_attn.q_proj.weight"));
+        }
+
+        Minnow.Tests.Cli.Cli.AssertFails(["quantize", golden.Folder, "--out", target + "2", "--scheme", "q4_0", "--smooth-alpha", "0.5"], "--smooth-alpha", "int8");
+        Minnow.Tests.Cli.Cli.AssertFails(["quantize", golden.Folder, "--out", target + "2", "--scheme", "int8", "--smooth-alpha", "1.5"], "--smooth-alpha", "1.5");
+        Minnow.Tests.Cli.Cli.AssertFails(["quantize", golden.Folder, "--out", target + "2", "--scheme", "int8", "--method", "awq"], "int8", "awq");
+        Assert.False(File.Exists(target + "2"));
     }
 
     private static unsafe void AssertOneScalePerRow(string name, Tensor tensor)
