@@ -201,7 +201,7 @@ internal static class QuantizeCommand
                     using var quantized = ModelQuantizer.Quantize(loaded.Model, options, statistics, phase($"quantizing ({report.Method})"), ct);
                     report.Tensors = quantized.Tensors;
                     var writing = phase("writing");
-                    GgufExporter.Export(quantized.Model, target, type, tokenizer.Write, writing, ct);
+                    GgufExporter.Export(quantized.Model, target, type, tokenizer.Write, writing, ct, rowScaledInt8: options.PerChannel);
                 }
 
                 report.QuantizeSeconds = quantizeWatch.Elapsed.TotalSeconds;

@@ -77,7 +77,11 @@ public static unsafe class GgufModelReader
                 continue;
             }
 
-            if (t.Type.IsLoadOnly())
+            if (t.Type == DType.I8)
+            {
+                tensors[hf] = RowScaledToQ8_0(file, t, hf, owner);
+            }
+            else if (t.Type.IsLoadOnly())
             {
                 var f32 = ToF32(t, hf, owner);
                 converted[t.Type] = converted.GetValueOrDefault(t.Type) + 1;
@@ -200,6 +204,41 @@ public static unsafe class GgufModelReader
         };
 
         return (config, new WeightSet(tensors, source, owner));
+    }
+
+    /// <summary>The name of the per-row scale tensor of an I8 matrix (INT8 per output channel).</summary>
+    public static string RowScaleName(string ggufName) => ggufName + ".scale";
+
+    /// <summary>
+    /// An I8 matrix [rows, cols] with its F16 per-row scales (<see cref="RowScaleName"/>) as Q8_0 blocks that all carry
+    /// the row's scale: the same values exactly, in the layout the integer kernels run.
+    /// </summary>
+    private static Tensor RowScaledToQ8_0(GgufFile file, Tensor codes, string name, GgufWeightsOwner owner)
+    {
+        string scaleName = RowScaleName(codes.Name);
+        var scales = file.Tensors.FirstOrDefault(s => s.Name == scaleName)
+            ?? throw new MinnowException($"{file.FileName}: I8 tensor '{codes.Name}' has no per-row scale tensor '{scaleName}'.");
+        if (codes.Rank != 2 || codes.Columns % 32 != 0 || scales.Type != DType.F16 || scales.ElementCount != codes.Rows)
+        {
+            throw new MinnowException($"{file.FileName}: I8 tensor '{codes.Name}' must be [rows, a multiple of 32 columns] with {codes.Rows} F16 scales in " +
+                $"'{scaleName}' (found {codes.Columns} columns, {scales.ElementCount} {scales.Type.Name()} scales).");
+        }
+
+        int rows = codes.Rows, cols = codes.Columns, blocks = cols / 32;
+        var buffer = owner.Allocate(DType.Q8_0.ByteCount(codes.ElementCount));
+        byte* destination = (byte*)buffer.Pointer;
+        for (long r = 0; r < rows; r++)
+        {
+            ushort scale = ((ushort*)scales.Data)[r];
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* block = destination + (((r * blocks) + b) * 34);
+                *(ushort*)block = scale;
+                Buffer.MemoryCopy(codes.Data + (r * cols) + (b * 32), block + 2, 32, 32);
+            }
+        }
+
+        return new Tensor(name, DType.Q8_0, codes.Shape, buffer.Pointer, buffer);
     }
 
     /// <summary>Dequantizes a tensor into a new F32 tensor backed by native memory that <paramref name="owner"/> keeps.</summary>

@@ -46,6 +46,13 @@ public enum DType
 
     /// <summary>The same with groups of 128 (four nibble blocks).</summary>
     Q4_1_G128,
+
+    /// <summary>
+    /// Plain int8 values (ggml's I8). In a GGUF file a linear layer stored as I8 has a companion F16 tensor of one
+    /// scale per row (<c>NAME.scale</c>): INT8 per output channel, which the loader expands into Q8_0 blocks that all
+    /// carry the row's scale (exact), so the integer kernels run it. No kernel reads I8 directly.
+    /// </summary>
+    I8,
 }
 
 public static class DTypeInfo
@@ -65,6 +72,7 @@ public static class DTypeInfo
     {
         DType.F32 => 4,
         DType.F16 or DType.BF16 => 2,
+        DType.I8 => 1,
         DType.Q8_0 => 34,
         DType.Q4_0 => 18,
         DType.Q4_1 => 20,
@@ -112,6 +120,7 @@ public static class DTypeInfo
         DType.Q6_K => "Q6_K",
         DType.Q4_1_G64 => "Q4_1_G64",
         DType.Q4_1_G128 => "Q4_1_G128",
+        DType.I8 => "I8",
         _ => type.ToString(),
     };
 }

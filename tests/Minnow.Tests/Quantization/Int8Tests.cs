@@ -212,12 +212,33 @@ public class Int8Tests(ITestOutputHelper output)
         using var quantized = ModelQuantizer.Quantize(original,
             new QuantizationOptions { Scheme = DType.Q8_0, Method = QuantizationMethod.Gptq, PerChannel = true, SmoothAlpha = 0.5 }, statistics, pool: pool);
         string path = Path.Combine(Path.GetTempPath(), $"minnow-int8-{Guid.NewGuid():N}.gguf");
+        string blocksPath = Path.ChangeExtension(path, ".q8_0.gguf");
         try
         {
-            GgufExporter.Export(quantized.Model, path, DType.Q8_0);
+            GgufExporter.Export(quantized.Model, path, DType.Q8_0, rowScaledInt8: true);
+            GgufExporter.Export(quantized.Model, blocksPath, DType.Q8_0);
+
+            // In the file: I8 codes and one F16 scale per row, smaller than the same values in Q8_0 blocks.
+            using (var file = Minnow.Formats.Gguf.GgufFile.Open(path))
+            {
+                var q = file.Tensors.Single(t => t.Name == "blk.0.attn_q.weight");
+                Assert.Equal(DType.I8, q.Type);
+                var scale = file.Tensors.Single(t => t.Name == GgufModelReader.RowScaleName("blk.0.attn_q.weight"));
+                Assert.Equal(DType.F16, scale.Type);
+                Assert.Equal(q.Rows, scale.ElementCount);
+                Assert.Equal(DType.I8, file.Tensors.Single(t => t.Name == "token_embd.weight").Type);
+                Assert.Equal(DType.F16, file.Tensors.Single(t => t.Name == "blk.0.ffn_down.weight").Type);
+            }
+
+            Assert.True(new FileInfo(path).Length < new FileInfo(blocksPath).Length, $"{new FileInfo(path).Length} vs {new FileInfo(blocksPath).Length}");
             var notes = new List<string>();
             using var reloaded = ModelLoader.LoadModel(path, pool, notes);
             AssertSameBlocks(quantized.Model, reloaded);
+            using (var fromBlocks = ModelLoader.LoadModel(blocksPath, pool))
+            {
+                AssertSameBlocks(fromBlocks, reloaded);
+            }
+
             Assert.Equal(DType.Q8_0, reloaded.Weights.Get("model.embed_tokens.weight").Type);
             Assert.Equal(DType.F16, reloaded.Weights.Get("model.layers.0.mlp.down_proj.weight").Type);
 
@@ -238,6 +259,7 @@ public class Int8Tests(ITestOutputHelper output)
         finally
         {
             File.Delete(path);
+            File.Delete(blocksPath);
         }
     }
 
@@ -271,6 +293,12 @@ public class Int8Tests(ITestOutputHelper output)
         using (var loaded = ModelLoader.LoadModel(target))
         {
             AssertOneScalePerRow("q_proj", loaded.Weights.Get("model.layers.0.self_attn.q_proj.weight"));
+        }
+
+        using (var file = Minnow.Formats.Gguf.GgufFile.Open(target))
+        {
+            Assert.Equal(DType.I8, file.Tensors.Single(t => t.Name == "blk.0.attn_q.weight").Type);
+            Assert.Equal(file.Tensors.Sum(t => t.ByteSize), json.GetProperty("tensor_bytes").GetInt64());
         }
 
         Minnow.Tests.Cli.Cli.AssertFails(["quantize", golden.Folder, "--out", target + "2", "--scheme", "q4_0", "--smooth-alpha", "0.5"], "--smooth-alpha", "int8");
@@ -319,10 +347,12 @@ public class Int8Tests(ITestOutputHelper output)
             string path = Path.Combine(Path.GetTempPath(), $"minnow-int8-{Guid.NewGuid():N}.gguf");
             try
             {
-                GgufExporter.Export(quantized.Model, path, DType.Q8_0);
+                GgufExporter.Export(quantized.Model, path, DType.Q8_0, rowScaledInt8: true);
                 var notes = new List<string>();
                 using var reloaded = ModelLoader.LoadModel(path, pool, notes);
                 Assert.Empty(notes); // every matrix of the default model has rows of a multiple of 32
+                Assert.Equal(DType.Q8_0, reloaded.Weights.Get("model.layers.0.mlp.up_proj.weight").Type);
+                AssertSameBlocks(quantized.Model, reloaded);
                 var sample = evaluation.Take(64).ToArray();
                 Assert.Equal(Logits(quantized.Model, sample), Logits(reloaded, sample));
             }

@@ -19,6 +19,7 @@ public static class GgmlType
     public const uint Q5_K = 13;
     public const uint Q6_K = 14;
     public const uint IQ2_XXS = 16;
+    public const uint I8 = 24;
     public const uint BF16 = 30;
 
     /// <summary>Minnow's own ids for INT4 groups of 64 and 128 (<see cref="DType.Q4_1_G64"/>); llama.cpp has no such types.</summary>
@@ -26,7 +27,7 @@ public static class GgmlType
     public const uint MinnowQ4_1_G128 = 1128;
 
     /// <summary>The ggml types Minnow loads, for messages ("F32, F16, ...").</summary>
-    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, and Minnow's Q4_1_G64, Q4_1_G128";
+    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, I8 (with a per-row F16 .scale tensor), and Minnow's Q4_1_G64, Q4_1_G128";
 
     private static readonly string[] Names =
     [
@@ -62,6 +63,7 @@ public static class GgmlType
         Q6_K => DType.Q6_K,
         MinnowQ4_1_G64 => DType.Q4_1_G64,
         MinnowQ4_1_G128 => DType.Q4_1_G128,
+        I8 => DType.I8,
         _ => null,
     };
 
@@ -83,6 +85,7 @@ public static class GgmlType
         DType.Q6_K => Q6_K,
         DType.Q4_1_G64 => MinnowQ4_1_G64,
         DType.Q4_1_G128 => MinnowQ4_1_G128,
+        DType.I8 => I8,
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 }
