@@ -38,7 +38,7 @@ internal static class QuantizeCommand
         var scheme = new Option<string>("--scheme", "-s")
         {
             Description = "Weight format: q8_0, q4_0, int4 (a scale and zero point per --group of values; 32 is llama.cpp's q4_1), " +
-                "int8 (one scale per output channel, stored as q8_0 blocks carrying the row's scale; SmoothQuant with --smooth-alpha), " +
+                "int8 (one scale per output channel: I8 codes and an F16 scale per row, Minnow's own; SmoothQuant with --smooth-alpha), " +
                 "or mixed (q4_0 with the layers that matter most kept at q8_0, within --max-size). " +
                 "With --method llamacpp also llama.cpp's own types: q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m, q6_k.",
             DefaultValueFactory = _ => "q4_0",

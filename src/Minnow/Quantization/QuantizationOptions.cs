@@ -57,8 +57,9 @@ public sealed record QuantizationOptions
 
     /// <summary>
     /// INT8 per output channel (<c>--scheme int8</c>): one symmetric scale per row, d = max|row| / 127, codes in
-    /// [-127, 127]. Requires <see cref="Scheme"/> = <see cref="DType.Q8_0"/>: the rows are stored as Q8_0 blocks that
-    /// all carry the row's scale, so the integer kernels run them unchanged (the file is the size of Q8_0).
+    /// [-127, 127]. Requires <see cref="Scheme"/> = <see cref="DType.Q8_0"/>: in memory the rows are Q8_0 blocks that all
+    /// carry the row's scale, so the integer kernels run them unchanged; <see cref="Export.GgufExporter"/> with
+    /// <c>rowScaledInt8</c> writes them as I8 codes and one F16 scale per row.
     /// </summary>
     public bool PerChannel { get; init; }
 
