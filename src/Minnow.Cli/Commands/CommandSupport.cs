@@ -32,6 +32,15 @@ internal static class CommandSupport
 
     public static TextWriter Err(ParseResult r) => r.InvocationConfiguration.Error;
 
+    /// <summary>Prints what was done at load (one line each, to stderr): warnings as they are, the rest as "note: ...".</summary>
+    public static void WriteNotes(TextWriter err, IEnumerable<string> notes)
+    {
+        foreach (var note in notes)
+        {
+            err.WriteLine(note.StartsWith("warning:", StringComparison.Ordinal) ? note : "note: " + note);
+        }
+    }
+
     /// <summary>True when stderr is the real console and a terminal (so progress bars can be drawn).</summary>
     public static bool ErrIsTerminal(ParseResult r) => ReferenceEquals(Err(r), Console.Error) && !Console.IsErrorRedirected;
 

@@ -91,6 +91,7 @@ internal static class GenerateCommand
             }
 
             using var loaded = LoadedModel.Open(DefaultModel.Resolve(r.GetValue(model)));
+            WriteNotes(Err(r), loaded.Notes);
             using var lora = FinetuneCommand.AttachAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);
             if (text is not null && tokenizer is null)

@@ -78,10 +78,7 @@ internal static class OptimizeCommand
             using var loaded = LoadedModel.Open(DefaultModel.Resolve(r.GetValue(model)));
             var texts = QuantizeCommand.Texts.Prepare(loaded, r.GetValue(calib), r.GetValue(eval), r.GetValue(ids), null, r.GetValue(calibTokens), null);
             var err = Err(r);
-            foreach (var note in texts.Notes.Concat(loaded.Notes))
-            {
-                err.WriteLine("note: " + note);
-            }
+            WriteNotes(err, texts.Notes.Concat(loaded.Notes));
 
             int context = Math.Min(r.GetValue(ctx), loaded.Config.MaxPositions);
             var search = new SearchTexts(texts.Calibration, texts.Evaluation, context, texts.Bos, r.GetValue(chunks));

@@ -68,6 +68,7 @@ internal static class PerplexityCommand
             using var lora = FinetuneCommand.AttachAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);
             var err = Err(r);
+            WriteNotes(err, loaded.Notes);
             int[] tokens;
             int? bosToken;
             if (textFile is not null)

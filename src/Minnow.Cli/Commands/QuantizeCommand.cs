@@ -13,7 +13,7 @@ using static Minnow.Cli.Commands.CommandSupport;
 namespace Minnow.Cli.Commands;
 
 /// <summary>
-/// <c>minnow quantize [MODEL] --out OUT.gguf --scheme q8_0|q4_0|int4 [--group 32|64|128] [--method rtn|gptq|awq|llamacpp]</c>:
+/// <c>minnow quantize [MODEL] --out OUT.gguf --scheme q8_0|q4_0|int4|int8 [--group 32|64|128] [--method rtn|gptq|awq|llamacpp] [--smooth-alpha A]</c>:
 /// quantizes a model's linear layers to GGUF Q8_0 / Q4_0 blocks or INT4 groups with a scale and zero point (round
 /// to nearest, GPTQ or AWQ-style scaling, calibrated on a
 /// text), writes a GGUF file every engine runs, then measures it against the original on an evaluation text:
@@ -25,6 +25,9 @@ internal static class QuantizeCommand
 {
     public const int DefaultCalibrationTokens = 32768;
 
+    /// <summary>SmoothQuant's α for <c>--scheme int8</c> (the paper's default for most models).</summary>
+    public const double DefaultSmoothAlpha = 0.5;
+
     /// <summary>Calibration windows the mixed-precision sensitivity scan runs per layer.</summary>
     private const int MixedScanWindows = 16;
 
@@ -35,6 +38,7 @@ internal static class QuantizeCommand
         var scheme = new Option<string>("--scheme", "-s")
         {
             Description = "Weight format: q8_0, q4_0, int4 (a scale and zero point per --group of values; 32 is llama.cpp's q4_1), " +
+                "int8 (one scale per output channel: I8 codes and an F16 scale per row, Minnow's own; SmoothQuant with --smooth-alpha), " +
                 "or mixed (q4_0 with the layers that matter most kept at q8_0, within --max-size). " +
                 "With --method llamacpp also llama.cpp's own types: q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m, q6_k.",
             DefaultValueFactory = _ => "q4_0",
@@ -72,10 +76,14 @@ internal static class QuantizeCommand
         var damp = new Option<double>("--damp") { Description = "GPTQ dampening, as a fraction of the Hessian's mean diagonal.", DefaultValueFactory = _ => 0.01 };
         var noActOrder = new Option<bool>("--no-act-order") { Description = "GPTQ: quantize columns left to right instead of by decreasing Hessian diagonal." };
         var noScaleSearch = new Option<bool>("--no-scale-search") { Description = "GPTQ Q4_0: use llama.cpp's scale rule (max / -8) instead of a Hessian-weighted search." };
+        var smoothAlpha = new Option<double?>("--smooth-alpha")
+        {
+            Description = "With --scheme int8: SmoothQuant migration strength α in [0, 1] (default 0.5; 0 turns smoothing off).",
+        };
         var json = JsonOption();
         var command = new Command("quantize", "Quantize a model to GGUF Q8_0 or Q4_0 (round to nearest, GPTQ or AWQ) and report what it costs in quality.")
         {
-            model, output, scheme, group, maxSize, method, calib, calibTokens, calibLength, eval, ids, ctx, chunks, bos, damp, noActOrder, noScaleSearch, json,
+            model, output, scheme, group, maxSize, method, calib, calibTokens, calibLength, eval, ids, ctx, chunks, bos, damp, noActOrder, noScaleSearch, smoothAlpha, json,
         };
 
         command.SetSyncAction((r, ct) =>
@@ -85,6 +93,16 @@ internal static class QuantizeCommand
             bool mixed = schemeName == "mixed";
             string methodName = r.GetValue(method)?.Trim().ToLowerInvariant() ?? "gptq";
             bool llamaCpp = methodName is "llamacpp" or "llama.cpp";
+            bool int8 = schemeName == "int8";
+            if (r.GetValue(smoothAlpha) is not null && !int8)
+            {
+                throw new MinnowException("--smooth-alpha applies to --scheme int8 only.");
+            }
+
+            if (int8 && llamaCpp)
+            {
+                throw new MinnowException("--scheme int8 is Minnow's own (per-channel scales); llama.cpp's quantizer does not make it.");
+            }
 
             // llama.cpp's quantizer also makes its own other types (q4_k_m, ...), for comparison.
             bool llamaCppOnly = llamaCpp && schemeName is not ("q8_0" or "q8" or "q4_0" or "q4");
@@ -112,6 +130,8 @@ internal static class QuantizeCommand
                 Dampening = r.GetValue(damp),
                 ActOrder = !r.GetValue(noActOrder),
                 ScaleSearch = !r.GetValue(noScaleSearch),
+                PerChannel = int8,
+                SmoothAlpha = int8 ? r.GetValue(smoothAlpha) ?? DefaultSmoothAlpha : 0,
             };
             options.Validate();
             if (r.GetValue(calibTokens) < 2)
@@ -148,8 +168,9 @@ internal static class QuantizeCommand
             int context = Math.Min(requested, loaded.Config.MaxPositions);
             var tokenizer = GgufTokenizerMetadata.For(loaded.Path, loaded.Format, loaded.Config.VocabSize);
             bool bar = ErrIsTerminal(r);
-            var report = new Report { SchemeOverride = mixed ? "mixed" : llamaCppOnly ? schemeName : null, Options = options, Method = llamaCpp ? "llamacpp" : QuantizationOptions.MethodName(options.Method), Texts = texts, Context = context };
+            var report = new Report { SchemeOverride = mixed ? "mixed" : llamaCppOnly ? schemeName : int8 ? "int8" : null, Options = options, Method = llamaCpp ? "llamacpp" : QuantizationOptions.MethodName(options.Method), Texts = texts, Context = context };
 
+            var writtenNotes = new List<string>();
             ProgressPhases.Run(bar, err, phase =>
             {
                 var calibWatch = Stopwatch.StartNew();
@@ -180,13 +201,13 @@ internal static class QuantizeCommand
                     using var quantized = ModelQuantizer.Quantize(loaded.Model, options, statistics, phase($"quantizing ({report.Method})"), ct);
                     report.Tensors = quantized.Tensors;
                     var writing = phase("writing");
-                    GgufExporter.Export(quantized.Model, target, type, tokenizer.Write, writing, ct);
+                    GgufExporter.Export(quantized.Model, target, type, tokenizer.Write, writing, ct, rowScaledInt8: options.PerChannel);
                 }
 
                 report.QuantizeSeconds = quantizeWatch.Elapsed.TotalSeconds;
 
                 // Measure what was written, as every other command will load it.
-                using var written = ModelLoader.LoadModel(target);
+                using var written = ModelLoader.LoadModel(target, null, writtenNotes);
                 report.FileBytes = new FileInfo(target).Length;
                 using (var file = Formats.Gguf.GgufFile.Open(target))
                 {
@@ -207,6 +228,7 @@ internal static class QuantizeCommand
                 report.Decode = ModelComparison.DecodeTokensPerSecond(written);
             });
 
+            WriteNotes(err, writtenNotes);
             report.Seconds = watch.Elapsed.TotalSeconds;
             if (r.GetValue(json))
             {
@@ -544,6 +566,8 @@ internal static class QuantizeCommand
             w.WriteBoolean("act_order", Options.ActOrder);
             w.WriteBoolean("scale_search", Options.ScaleSearch);
             w.WriteNumber("awq_grid", Options.AwqGridSteps);
+            w.WriteBoolean("per_channel", Options.PerChannel);
+            w.Number("smooth_alpha", Options.SmoothAlpha);
             w.WriteEndObject();
             if (MixedPlan is { } mix)
             {

@@ -19,8 +19,13 @@ public static class GgufExporter
 {
     public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128, DType.SparseF16, DType.SparseQ8];
 
+    /// <param name="rowScaledInt8">
+    /// Write every Q8_0 matrix whose blocks all carry their row's scale (INT8 per output channel, <c>quantize --scheme
+    /// int8</c>) as I8 codes plus one F16 scale per row (a companion <c>NAME.scale</c> tensor): 8 bits per weight plus 16 per
+    /// row instead of Q8_0's 8.5. Minnow loads them back into the same Q8_0 blocks; llama.cpp does not read them.
+    /// </param>
     public static void Export(TransformerModel model, string path, DType type, Action<GgufWriter>? addTokenizer = null,
-        IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default)
+        IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default, bool rowScaledInt8 = false)
     {
         if (!SupportedTypes.Contains(type))
         {
@@ -46,7 +51,16 @@ public static class GgufExporter
             }
 
             var (data, storage, shape) = ToGguf(c, arch, hfName, ggufName, tensor, type);
-            writer.AddTensor(ggufName, storage, shape, data);
+            if (rowScaledInt8 && storage == DType.Q8_0 && shape.Length == 2 && SplitRowScaled(data, (int)shape[0], (int)shape[1]) is ({ } codes, { } scales))
+            {
+                writer.AddTensor(ggufName, DType.I8, shape, codes);
+                writer.AddTensor(GgufModelReader.RowScaleName(ggufName), DType.F16, [shape[0]], scales);
+            }
+            else
+            {
+                writer.AddTensor(ggufName, storage, shape, data);
+            }
+
             progress?.Report((++done, tensors.Count));
         }
 
@@ -74,6 +88,35 @@ public static class GgufExporter
 
         throw new MinnowException($"{source}: its layers differ in head count or MLP width, which llama.cpp reads only for Llama-architecture models " +
             $"without q/k/v bias or RoPE scaling (as its 'deci' architecture); a {c.ModelType} model like this cannot be exported to GGUF. Keep it as safetensors.");
+    }
+
+    /// <summary>
+    /// Q8_0 rows whose blocks all carry one scale, as int8 codes and the F16 row scales (raw bytes); null when any row
+    /// has blocks of different scales.
+    /// </summary>
+    private static (byte[] Codes, byte[] Scales)? SplitRowScaled(byte[] q8, int rows, int columns)
+    {
+        int blocks = columns / 32, blockBytes = DType.Q8_0.BlockBytes();
+        var codes = new byte[(long)rows * columns];
+        var scales = new byte[rows * 2];
+        for (int r = 0; r < rows; r++)
+        {
+            var row = q8.AsSpan(r * blocks * blockBytes, blocks * blockBytes);
+            for (int b = 0; b < blocks; b++)
+            {
+                var block = row.Slice(b * blockBytes, blockBytes);
+                if (block[0] != row[0] || block[1] != row[1])
+                {
+                    return null;
+                }
+
+                block[2..].CopyTo(codes.AsSpan((r * columns) + (b * 32), 32));
+            }
+
+            row[..2].CopyTo(scales.AsSpan(r * 2, 2));
+        }
+
+        return (codes, scales);
     }
 
     /// <summary>The block index in a Hugging Face tensor name ("model.layers.3.…" → 3), or -1.</summary>

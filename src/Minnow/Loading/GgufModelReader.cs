@@ -32,6 +32,35 @@ public static unsafe class GgufModelReader
         }
     }
 
+    /// <summary>Embedding tables that are looked up, not multiplied (when the model has a separate output head).</summary>
+    private static readonly string[] EmbeddingNames = ["model.embed_tokens.weight", "gpt_neox.embed_in.weight", "wte.weight", "transformer.wte.weight"];
+
+    private static readonly string[] HeadNames = ["lm_head.weight", "embed_out.weight"];
+
+    /// <summary>
+    /// When a model's weight matrices are mostly in an integer block format (Q8_0, Q4_0, INT4 groups), the line
+    /// saying how many are not (F16/F32/BF16 — rows whose length is not a multiple of 32 cannot be stored in blocks)
+    /// and so run on float kernels with float activations; null when there are none, or nothing is quantized.
+    /// </summary>
+    public static string? FloatKernelFallbackNote(IReadOnlyDictionary<string, Tensor> tensors, string source)
+    {
+        bool tied = !HeadNames.Any(tensors.ContainsKey);
+        var matrices = tensors.Values
+            .Where(t => t.Rank == 2 && !t.Name.EndsWith("wpe.weight", StringComparison.Ordinal) && (tied || !EmbeddingNames.Contains(t.Name)))
+            .ToList();
+        int quantized = matrices.Count(t => t.Type is DType.Q8_0 or DType.Q4_0 || t.Type.IsInt4Group());
+        var fallback = matrices.Where(t => t.Type is DType.F16 or DType.F32 or DType.BF16).ToList();
+        if (quantized == 0 || fallback.Count == 0)
+        {
+            return null;
+        }
+
+        string types = string.Join(", ", fallback.GroupBy(t => t.Type).OrderBy(g => g.Key).Select(g => $"{g.Count()} {g.Key.Name()}"));
+        string lengths = string.Join(", ", fallback.Select(t => t.Shape[^1]).Distinct().Order());
+        return $"warning: {source}: {fallback.Count} of {matrices.Count} weight matrices ({types}; rows of {lengths}) have no INT8 kernel " +
+            "and fall back to float kernels with float activations.";
+    }
+
     private static (ModelConfig Config, WeightSet Weights) Read(GgufFile file, GgufWeightsOwner owner, ICollection<string>? notes)
     {
         string source = file.Path;
@@ -48,7 +77,11 @@ public static unsafe class GgufModelReader
                 continue;
             }
 
-            if (t.Type.IsLoadOnly())
+            if (t.Type == DType.I8)
+            {
+                tensors[hf] = RowScaledToQ8_0(file, t, hf, owner);
+            }
+            else if (t.Type.IsLoadOnly())
             {
                 var f32 = ToF32(t, hf, owner);
                 converted[t.Type] = converted.GetValueOrDefault(t.Type) + 1;
@@ -68,6 +101,11 @@ public static unsafe class GgufModelReader
             string types = string.Join(", ", converted.Select(c => $"{c.Value} {c.Key.Name()}"));
             notes.Add($"{file.FileName}: {count} tensor{(count == 1 ? "" : "s")} ({types}) converted to F32 at load, as Minnow has no kernels for " +
                 $"{(converted.Count == 1 ? "this type" : "these types")} ({convertedFileBytes / 1048576.0:0.0} MiB in the file, {convertedBytes / 1048576.0:0.0} MiB in memory).");
+        }
+
+        if (notes != null && FloatKernelFallbackNote(tensors, file.FileName) is { } fallback)
+        {
+            notes.Add(fallback);
         }
 
         int Required(string key) => m.TryGetInt($"{arch}.{key}", out int v)
@@ -166,6 +204,41 @@ public static unsafe class GgufModelReader
         };
 
         return (config, new WeightSet(tensors, source, owner));
+    }
+
+    /// <summary>The name of the per-row scale tensor of an I8 matrix (INT8 per output channel).</summary>
+    public static string RowScaleName(string ggufName) => ggufName + ".scale";
+
+    /// <summary>
+    /// An I8 matrix [rows, cols] with its F16 per-row scales (<see cref="RowScaleName"/>) as Q8_0 blocks that all carry
+    /// the row's scale: the same values exactly, in the layout the integer kernels run.
+    /// </summary>
+    private static Tensor RowScaledToQ8_0(GgufFile file, Tensor codes, string name, GgufWeightsOwner owner)
+    {
+        string scaleName = RowScaleName(codes.Name);
+        var scales = file.Tensors.FirstOrDefault(s => s.Name == scaleName)
+            ?? throw new MinnowException($"{file.FileName}: I8 tensor '{codes.Name}' has no per-row scale tensor '{scaleName}'.");
+        if (codes.Rank != 2 || codes.Columns % 32 != 0 || scales.Type != DType.F16 || scales.ElementCount != codes.Rows)
+        {
+            throw new MinnowException($"{file.FileName}: I8 tensor '{codes.Name}' must be [rows, a multiple of 32 columns] with {codes.Rows} F16 scales in " +
+                $"'{scaleName}' (found {codes.Columns} columns, {scales.ElementCount} {scales.Type.Name()} scales).");
+        }
+
+        int rows = codes.Rows, cols = codes.Columns, blocks = cols / 32;
+        var buffer = owner.Allocate(DType.Q8_0.ByteCount(codes.ElementCount));
+        byte* destination = (byte*)buffer.Pointer;
+        for (long r = 0; r < rows; r++)
+        {
+            ushort scale = ((ushort*)scales.Data)[r];
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* block = destination + (((r * blocks) + b) * 34);
+                *(ushort*)block = scale;
+                Buffer.MemoryCopy(codes.Data + (r * cols) + (b * 32), block + 2, 32, 32);
+            }
+        }
+
+        return new Tensor(name, DType.Q8_0, codes.Shape, buffer.Pointer, buffer);
     }
 
     /// <summary>Dequantizes a tensor into a new F32 tensor backed by native memory that <paramref name="owner"/> keeps.</summary>

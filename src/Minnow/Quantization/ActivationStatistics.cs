@@ -7,7 +7,7 @@ namespace Minnow.Quantization;
 /// <summary>
 /// Calibration statistics of the inputs of a model's linear layers, gathered in one streaming pass as an
 /// <see cref="ILinearInputObserver"/>: per input group (q/k/v share one, gate/up share one) the second moment
-/// XᵀX (float64 accumulation of float32 partial sums over each forward batch) and per-channel Σ|x| and Σx².
+/// XᵀX (float64 accumulation of float32 partial sums over each forward batch) and per-channel Σ|x|, Σx² and max|x|.
 /// Memory is fixed by the layer widths (one width² matrix per group), whatever the number of tokens.
 /// </summary>
 public sealed unsafe class ActivationStatistics : ILinearInputObserver, IDisposable
@@ -18,6 +18,7 @@ public sealed unsafe class ActivationStatistics : ILinearInputObserver, IDisposa
         public readonly double[] Gram = new double[width * width];
         public readonly double[] SumAbs = new double[width];
         public readonly double[] SumSquares = new double[width];
+        public readonly double[] MaxAbs = new double[width];
         public long Tokens;
     }
 
@@ -90,6 +91,7 @@ public sealed unsafe class ActivationStatistics : ILinearInputObserver, IDisposa
                 float v = row[i];
                 xt[((long)i * tokens) + t] = v;
                 acc.SumAbs[i] += MathF.Abs(v);
+                acc.MaxAbs[i] = Math.Max(acc.MaxAbs[i], MathF.Abs(v));
                 acc.SumSquares[i] += (double)v * v;
             }
         }
@@ -127,6 +129,9 @@ public sealed unsafe class ActivationStatistics : ILinearInputObserver, IDisposa
         var acc = Get(group);
         return acc.SumAbs.Select(s => s / Math.Max(1, acc.Tokens)).ToArray();
     }
+
+    /// <summary>Per input channel max |x| over every calibration token (SmoothQuant's activation range), a new array.</summary>
+    public double[] MaxAbs(string group) => (double[])Get(group).MaxAbs.Clone();
 
     /// <summary>Per input channel mean x² (Wanda's ‖x_j‖² / tokens).</summary>
     public double[] MeanSquare(string group)

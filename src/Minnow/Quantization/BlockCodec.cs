@@ -227,6 +227,48 @@ public sealed class BlockCodec
         }
     }
 
+    /// <summary>
+    /// INT8 per output channel (Q8_0 only): one symmetric scale for the whole row, d = fp16(max|row| / 127), every
+    /// block carrying it; codes round(x / d) in [-127, 127] against the fp16 scale the kernels read.
+    /// </summary>
+    public void SetRowPerChannel(int row, ReadOnlySpan<float> values)
+    {
+        if (Type != DType.Q8_0)
+        {
+            throw new InvalidOperationException($"per-channel INT8 is stored as Q8_0, not {Type}.");
+        }
+
+        float d = PerChannelScale(values);
+        float id = d != 0 ? 1f / d : 0f;
+        ScaleRow(row).Fill((Half)d);
+        var codes = CodeRow(row);
+        for (int j = 0; j < values.Length; j++)
+        {
+            codes[j] = (sbyte)Math.Clamp(Code(DType.Q8_0, values[j], id), -127, 127);
+        }
+    }
+
+    /// <summary>The fp16 per-row scale of INT8 per output channel: max|row| / 127, rounded to fp16.</summary>
+    public static float PerChannelScale(ReadOnlySpan<float> row)
+    {
+        float amax = 0;
+        foreach (float v in row)
+        {
+            amax = MathF.Max(amax, MathF.Abs(v));
+        }
+
+        return (float)(Half)(amax / 127f);
+    }
+
+    /// <summary>INT8 per output channel by round to nearest for a whole [rows, columns] matrix.</summary>
+    public static BlockCodec RoundToNearestPerChannel(float[] values, int rows, int columns)
+    {
+        var codec = new BlockCodec(DType.Q8_0, rows, columns);
+        Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
+            r => codec.SetRowPerChannel(r, values.AsSpan(r * columns, columns)));
+        return codec;
+    }
+
     /// <summary>Round to nearest for a whole [rows, columns] matrix (rows spread over the cores).</summary>
     public static BlockCodec RoundToNearest(DType type, float[] values, int rows, int columns)
     {

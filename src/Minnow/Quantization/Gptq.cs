@@ -135,9 +135,18 @@ public static class Gptq
     /// Q8_0, Q4_0, or an INT4 group type (Q4_1, Q4_1_G64, Q4_1_G128). <paramref name="scaleSearch"/> applies to
     /// Q4_0 and the INT4 group types (Q8_0 always uses llama.cpp's rule).
     /// </summary>
+    /// <param name="perChannel">
+    /// Q8_0 only: INT8 per output channel, one scale per row, max|row| / 127 of the weights as given (before any error
+    /// feedback), carried by every block of the row.
+    /// </param>
     public static BlockCodec Quantize(float[] weights, int rows, GptqHessian hessian, DType type, int lazyBatch = 128, bool scaleSearch = true,
-        CancellationToken cancellation = default)
+        CancellationToken cancellation = default, bool perChannel = false)
     {
+        if (perChannel && type != DType.Q8_0)
+        {
+            throw new ArgumentException($"per-channel INT8 is stored as Q8_0, not {type}.", nameof(type));
+        }
+
         int n = hessian.Width;
         if (weights.Length != (long)rows * n)
         {
@@ -147,11 +156,13 @@ public static class Gptq
         var codec = new BlockCodec(type, rows, n);
         int tiles = (rows + RowTile - 1) / RowTile;
         Parallel.For(0, tiles, new ParallelOptions { MaxDegreeOfParallelism = WorkerPool.DefaultThreadCount, CancellationToken = cancellation },
-            t => QuantizeTile(weights, t * RowTile, Math.Min(RowTile, rows - (t * RowTile)), hessian, codec, Math.Max(1, lazyBatch), scaleSearch && type != DType.Q8_0));
+            t => QuantizeTile(weights, t * RowTile, Math.Min(RowTile, rows - (t * RowTile)), hessian, codec, Math.Max(1, lazyBatch), scaleSearch && type != DType.Q8_0,
+                perChannel));
         return codec;
     }
 
-    private static void QuantizeTile(float[] weights, int row0, int count, GptqHessian hessian, BlockCodec codec, int lazyBatch, bool scaleSearch)
+    private static void QuantizeTile(float[] weights, int row0, int count, GptqHessian hessian, BlockCodec codec, int lazyBatch, bool scaleSearch,
+        bool perChannel)
     {
         int n = hessian.Width, groupSize = codec.GroupSize, groups = n / groupSize;
         var order = hessian.Order;
@@ -215,7 +226,11 @@ public static class Gptq
                         }
 
                         float d;
-                        if (asymmetric)
+                        if (perChannel)
+                        {
+                            d = BlockCodec.PerChannelScale(weights.AsSpan((row0 + r) * n, n));
+                        }
+                        else if (asymmetric)
                         {
                             (d, float m) = scaleSearch ? SearchInt4Range(block, weightsOfBlock) : Int4Range(block);
                             minimums[(r * groups) + g] = m;

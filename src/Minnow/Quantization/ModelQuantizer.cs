@@ -28,16 +28,24 @@ public sealed record TensorReport
 
     /// <summary>AWQ: the α chosen for the layer's input group.</summary>
     public double? AwqAlpha { get; init; }
+
+    /// <summary>SmoothQuant: the migration strength α applied to the layer's input group (null when not smoothed).</summary>
+    public double? SmoothAlpha { get; init; }
 }
+
+/// <summary>The per input channel scales SmoothQuant applied to one input group (weights × s, the norm ÷ s).</summary>
+public sealed record SmoothingScale(string Group, double Alpha, float[] Scales);
 
 /// <summary>A quantized model held in memory, ready to run or to export (<see cref="Export.GgufExporter"/>).</summary>
 public sealed class QuantizedModel : IDisposable
 {
-    internal QuantizedModel(TransformerModel model, IReadOnlyList<TensorReport> tensors, IReadOnlyList<AwqGroupScale> awq, double seconds)
+    internal QuantizedModel(TransformerModel model, IReadOnlyList<TensorReport> tensors, IReadOnlyList<AwqGroupScale> awq,
+        IReadOnlyList<SmoothingScale> smoothing, double seconds)
     {
         Model = model;
         Tensors = tensors;
         AwqScales = awq;
+        SmoothingScales = smoothing;
         Seconds = seconds;
     }
 
@@ -46,6 +54,8 @@ public sealed class QuantizedModel : IDisposable
     public IReadOnlyList<TensorReport> Tensors { get; }
 
     public IReadOnlyList<AwqGroupScale> AwqScales { get; }
+
+    public IReadOnlyList<SmoothingScale> SmoothingScales { get; }
 
     /// <summary>Time spent quantizing (calibration not included).</summary>
     public double Seconds { get; }
@@ -87,6 +97,7 @@ public static unsafe class ModelQuantizer
         var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var reports = new Dictionary<string, TensorReport>(StringComparer.Ordinal);
         var awqScales = new List<AwqGroupScale>();
+        var smoothingScales = new List<SmoothingScale>();
         var normScales = new Dictionary<string, float[]>(StringComparer.Ordinal);
         int total = weights.All.Count, done = 0;
 
@@ -113,8 +124,22 @@ public static unsafe class ModelQuantizer
                     _ => "rtn",
                 };
 
+                // SmoothQuant (int8): input channel j scaled by s_j in the weights, 1/s_j folded into the norm.
+                float[]? smooth = null;
+                if (options.PerChannel && options.SmoothAlpha > 0 && blocks && calibrated && group.NormWeight != null && weights.Has(group.NormWeight))
+                {
+                    smooth = SmoothQuant.Scales(statistics!.MaxAbs(group.Key), matrices.Select(m => (m.Weights, m.Layer.Rows)).ToList(), options.SmoothAlpha);
+                    smoothingScales.Add(new SmoothingScale(group.Key, options.SmoothAlpha, smooth));
+                    normScales[group.NormWeight] = smooth;
+                    if (group.NormBias != null)
+                    {
+                        normScales[group.NormBias] = smooth;
+                    }
+                }
+
                 GptqHessian? gptq = method == "gptq"
-                    ? Gptq.Prepare(statistics!.Hessian(group.Key), group.Width, options.Dampening, options.ActOrder)
+                    ? Gptq.Prepare(smooth is null ? statistics!.Hessian(group.Key) : ScaleHessian(statistics!.Hessian(group.Key), smooth), group.Width,
+                        options.Dampening, options.ActOrder)
                     : null;
                 AwqGroupScale? awq = null;
                 if (method == "awq")
@@ -134,6 +159,8 @@ public static unsafe class ModelQuantizer
                     cancellation.ThrowIfCancellationRequested();
                     long[] shape = [layer.Rows, layer.Columns];
                     var scheme = options.SchemeOf(layer.Name);
+                    bool perChannel = options.PerChannel && scheme == DType.Q8_0;
+                    var scaled = smooth is null ? w : Awq.ScaleColumns(w, layer.Rows, layer.Columns, smooth);
                     Tensor tensor;
                     float[]? effective = null;
                     if (!blocks)
@@ -143,14 +170,20 @@ public static unsafe class ModelQuantizer
                     }
                     else if (gptq != null)
                     {
-                        var codec = Gptq.Quantize(w, layer.Rows, gptq, scheme, options.LazyBatchSize, options.ScaleSearch, cancellation);
+                        var codec = Gptq.Quantize(scaled, layer.Rows, gptq, scheme, options.LazyBatchSize, options.ScaleSearch, cancellation, perChannel);
                         tensor = owner.Store(layer.Name, scheme, shape, codec.ToBytes());
-                        effective = codec.ToFloats();
+                        effective = Unscale(codec.ToFloats(), layer.Rows, layer.Columns, smooth);
                     }
                     else if (awq != null)
                     {
                         effective = Awq.Effective(w, layer.Rows, layer.Columns, awq.Scales, scheme, out var codec);
                         tensor = owner.Store(layer.Name, scheme, shape, codec.ToBytes());
+                    }
+                    else if (perChannel)
+                    {
+                        var codec = BlockCodec.RoundToNearestPerChannel(scaled, layer.Rows, layer.Columns);
+                        tensor = owner.Store(layer.Name, scheme, shape, codec.ToBytes());
+                        effective = Unscale(codec.ToFloats(), layer.Rows, layer.Columns, smooth);
                     }
                     else
                     {
@@ -165,7 +198,12 @@ public static unsafe class ModelQuantizer
                     tensors[layer.Name] = tensor;
                     double? relative = error != null && effective != null ? error.Relative(w, effective, layer.Rows) : null;
                     double? rtnRelative = relative;
-                    if (error != null && blocks && method != "rtn")
+                    if (error != null && blocks && perChannel && (method != "rtn" || smooth != null))
+                    {
+                        // The reference: per-channel round to nearest without smoothing.
+                        rtnRelative = error.Relative(w, BlockCodec.RoundToNearestPerChannel(w, layer.Rows, layer.Columns).ToFloats(), layer.Rows);
+                    }
+                    else if (error != null && blocks && method != "rtn")
                     {
                         var rtn = new float[w.Length];
                         Dequantize.Row(scheme, ToPointer(Dequantize.FromFloats(scheme, w), out var pin), rtn);
@@ -183,6 +221,7 @@ public static unsafe class ModelQuantizer
                         RelativeOutputError = relative,
                         RoundToNearestError = rtnRelative,
                         AwqAlpha = awq?.Alpha,
+                        SmoothAlpha = smooth is null ? null : options.SmoothAlpha,
                     };
                     progress?.Report((++done, total));
                 }
@@ -209,7 +248,7 @@ public static unsafe class ModelQuantizer
                             values[j] /= s[j];
                         }
 
-                        method = "awq";
+                        method = options.PerChannel ? "smooth" : "awq";
                     }
 
                     tensor = owner.Store(name, DType.F32, source1.Shape, Dequantize.FromFloats(DType.F32, values));
@@ -230,6 +269,13 @@ public static unsafe class ModelQuantizer
                         if (type == source1.Type)
                         {
                             tensor = owner.Store(name, type, source1.Shape, new ReadOnlySpan<byte>(source1.Data, checked((int)source1.ByteSize)).ToArray());
+                        }
+                        else if (options.PerChannel && type == DType.Q8_0 && source1.Rank == 2)
+                        {
+                            // The embedding and the output head: one scale per row (per token, per vocabulary output).
+                            var codec = BlockCodec.RoundToNearestPerChannel(source1.ToFloatArray(), (int)source1.Shape[0], (int)source1.Shape[1]);
+                            tensor = owner.Store(name, type, source1.Shape, codec.ToBytes());
+                            method = "rtn";
                         }
                         else
                         {
@@ -261,7 +307,7 @@ public static unsafe class ModelQuantizer
             var ordered = plan.Layers.Where(l => reports.ContainsKey(l.Name)).Select(l => reports[l.Name])
                 .Concat(weights.All.Keys.Where(k => plan.Find(k) is null).OrderBy(k => k, StringComparer.Ordinal).Select(k => reports[k]))
                 .ToList();
-            return new QuantizedModel(model, ordered, awqScales, watch.Elapsed.TotalSeconds);
+            return new QuantizedModel(model, ordered, awqScales, smoothingScales, watch.Elapsed.TotalSeconds);
         }
         catch
         {
@@ -274,7 +320,14 @@ public static unsafe class ModelQuantizer
     /// Applies AWQ scales to an F32 copy of the model without quantizing anything: W·diag(s) for the group's
     /// layers, the norm divided by s. The result computes the same function (up to float rounding).
     /// </summary>
-    public static TransformerModel ApplyScales(TransformerModel source, IReadOnlyList<AwqGroupScale> scales, WorkerPool? pool = null)
+    public static TransformerModel ApplyScales(TransformerModel source, IReadOnlyList<AwqGroupScale> scales, WorkerPool? pool = null) =>
+        ApplyScales(source, scales.Select(s => (s.Group, s.Scales)).ToList(), pool);
+
+    /// <summary>The same with SmoothQuant's scales: the F32 model <see cref="Quantize"/> rounds when it smooths.</summary>
+    public static TransformerModel ApplyScales(TransformerModel source, IReadOnlyList<SmoothingScale> scales, WorkerPool? pool = null) =>
+        ApplyScales(source, scales.Select(s => (s.Group, s.Scales)).ToList(), pool);
+
+    private static TransformerModel ApplyScales(TransformerModel source, IReadOnlyList<(string Group, float[] Scales)> scales, WorkerPool? pool)
     {
         var weights = source.Weights;
         var plan = LayerPlan.For(source.Config, weights.Has);
@@ -332,6 +385,40 @@ public static unsafe class ModelQuantizer
             set.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The Hessian of inputs divided by s per channel: H'[a, b] = H[a, b] / (s_a · s_b), in place.</summary>
+    private static double[] ScaleHessian(double[] hessian, float[] s)
+    {
+        int n = s.Length;
+        for (int a = 0; a < n; a++)
+        {
+            for (int b = 0; b < n; b++)
+            {
+                hessian[(a * n) + b] /= (double)s[a] * s[b];
+            }
+        }
+
+        return hessian;
+    }
+
+    /// <summary>Q(W·diag(s))·diag(s)⁻¹: the weights a smoothed layer stands for (the values unchanged without smoothing), in place.</summary>
+    private static float[] Unscale(float[] values, int rows, int columns, float[]? s)
+    {
+        if (s is null)
+        {
+            return values;
+        }
+
+        for (int r = 0; r < rows; r++)
+        {
+            for (int j = 0; j < columns; j++)
+            {
+                values[(r * columns) + j] /= s[j];
+            }
+        }
+
+        return values;
     }
 
     /// <summary>GgufExporter's storage policy, so the file holds exactly what was evaluated in memory.</summary>

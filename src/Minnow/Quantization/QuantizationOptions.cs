@@ -55,6 +55,20 @@ public sealed record QuantizationOptions
     /// </summary>
     public bool ScaleSearch { get; init; } = true;
 
+    /// <summary>
+    /// INT8 per output channel (<c>--scheme int8</c>): one symmetric scale per row, d = max|row| / 127, codes in
+    /// [-127, 127]. Requires <see cref="Scheme"/> = <see cref="DType.Q8_0"/>: in memory the rows are Q8_0 blocks that all
+    /// carry the row's scale, so the integer kernels run them unchanged; <see cref="Export.GgufExporter"/> with
+    /// <c>rowScaledInt8</c> writes them as I8 codes and one F16 scale per row.
+    /// </summary>
+    public bool PerChannel { get; init; }
+
+    /// <summary>
+    /// SmoothQuant migration strength α (Xiao et al. 2023) for <see cref="PerChannel"/>: input channel j of the layers
+    /// fed by a norm is scaled by s_j = max|x_j|^α / max|W_:,j|^(1−α), 1/s folded into the norm. 0 disables it.
+    /// </summary>
+    public double SmoothAlpha { get; init; }
+
     /// <summary>AWQ: number of steps of the α grid over [0, 1] (α = 0 is plain round to nearest).</summary>
     public int AwqGridSteps { get; init; } = 20;
 
@@ -63,6 +77,26 @@ public sealed record QuantizationOptions
         if (Scheme is not (DType.Q8_0 or DType.Q4_0) && !Scheme.IsInt4Group())
         {
             throw new MinnowException($"quantization scheme must be q8_0, q4_0 or int4 (q4_1, groups of 32, 64 or 128), not {Scheme.Name()}.");
+        }
+
+        if (PerChannel && Scheme != DType.Q8_0)
+        {
+            throw new MinnowException($"per-channel INT8 is stored in Q8_0 blocks (scheme {Scheme.Name()} given).");
+        }
+
+        if (PerChannel && Method == QuantizationMethod.Awq)
+        {
+            throw new MinnowException("--scheme int8 supports --method rtn or gptq, not awq (its activation scaling is SmoothQuant, --smooth-alpha).");
+        }
+
+        if (SmoothAlpha is < 0 or > 1 || !double.IsFinite(SmoothAlpha))
+        {
+            throw new MinnowException($"--smooth-alpha must be between 0 and 1 (got {SmoothAlpha}).");
+        }
+
+        if (SmoothAlpha > 0 && !PerChannel)
+        {
+            throw new MinnowException("--smooth-alpha applies to --scheme int8 only.");
         }
 
         foreach (var (layer, type) in TypeOverrides ?? new Dictionary<string, DType>())
@@ -102,7 +136,8 @@ public sealed record QuantizationOptions
             128 => DType.Q4_1_G128,
             _ => throw new MinnowException($"--group must be 32, 64 or 128 (got {group})."),
         },
-        _ => throw new MinnowException($"--scheme '{text}' is not supported (q8_0, q4_0, int4, q4_1)."),
+        "int8" => DType.Q8_0,
+        _ => throw new MinnowException($"--scheme '{text}' is not supported (q8_0, q4_0, int4, q4_1, int8)."),
     };
 
     public static QuantizationMethod ParseMethod(string? text) => text?.Trim().ToLowerInvariant() switch

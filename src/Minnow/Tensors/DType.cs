@@ -58,6 +58,13 @@ public enum DType
     /// then the kept values packed as int8 (value = q · scale, <see cref="SparseMatrix"/>). Not a llama.cpp type.
     /// </summary>
     SparseQ8,
+
+    /// <summary>
+    /// Plain int8 values (ggml's I8). In a GGUF file a linear layer stored as I8 has a companion F16 tensor of one
+    /// scale per row (<c>NAME.scale</c>): INT8 per output channel, which the loader expands into Q8_0 blocks that all
+    /// carry the row's scale (exact), so the integer kernels run it. No kernel reads I8 directly.
+    /// </summary>
+    I8,
 }
 
 public static class DTypeInfo
@@ -77,6 +84,7 @@ public static class DTypeInfo
     {
         DType.F32 => 4,
         DType.F16 or DType.BF16 => 2,
+        DType.I8 => 1,
         DType.Q8_0 => 34,
         DType.Q4_0 => 18,
         DType.Q4_1 => 20,
@@ -132,6 +140,7 @@ public static class DTypeInfo
         DType.Q4_1_G128 => "Q4_1_G128",
         DType.SparseF16 => "SPARSE_F16",
         DType.SparseQ8 => "SPARSE_Q8",
+        DType.I8 => "I8",
         _ => type.ToString(),
     };
 }

@@ -19,6 +19,7 @@ public static class GgmlType
     public const uint Q5_K = 13;
     public const uint Q6_K = 14;
     public const uint IQ2_XXS = 16;
+    public const uint I8 = 24;
     public const uint BF16 = 30;
 
     /// <summary>Minnow's own ids for INT4 groups of 64 and 128 (<see cref="DType.Q4_1_G64"/>); llama.cpp has no such types.</summary>
@@ -30,7 +31,7 @@ public static class GgmlType
     public const uint MinnowSparseQ8 = 2008;
 
     /// <summary>The ggml types Minnow loads, for messages ("F32, F16, ...").</summary>
-    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, and Minnow's Q4_1_G64, Q4_1_G128, SPARSE_F16, SPARSE_Q8";
+    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, I8 (with a per-row F16 .scale tensor), and Minnow's Q4_1_G64, Q4_1_G128, SPARSE_F16, SPARSE_Q8";
 
     private static readonly string[] Names =
     [
@@ -70,6 +71,7 @@ public static class GgmlType
         MinnowQ4_1_G128 => DType.Q4_1_G128,
         MinnowSparseF16 => DType.SparseF16,
         MinnowSparseQ8 => DType.SparseQ8,
+        I8 => DType.I8,
         _ => null,
     };
 
@@ -93,6 +95,7 @@ public static class GgmlType
         DType.Q4_1_G128 => MinnowQ4_1_G128,
         DType.SparseF16 => MinnowSparseF16,
         DType.SparseQ8 => MinnowSparseQ8,
+        DType.I8 => I8,
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 }
