@@ -58,14 +58,7 @@ done
 # stories260K: no tokenizer here, so calibration and evaluation are token ids sampled from the model itself.
 stories="${STORIES260K:-$root/../shared/reference/golden/stories260k-hf}"
 if [ -d "$stories" ]; then
-    for set in calib:1:64 eval:2:64; do
-        IFS=: read -r kind seed count <<< "$set"
-        : > "$out/stories-$kind.txt"
-        for i in $(seq 1 "$count"); do
-            minnow generate "$stories" --prompt-ids 1 -n 255 --temperature 1 --top-k 0 --top-p 1 --min-p 0 --ignore-eos \
-                --seed "$((seed * 1000 + i))" --json | sed -n 's/.*"token_ids":\[\([0-9,]*\)\].*/1,\1/p' >> "$out/stories-$kind.txt"
-        done
-    done
+    "$root/scripts/stories260k-ids.sh" "$stories" "$out"
     for spec in "${methods[@]}"; do
         name="${spec%%:*}"
         echo "== stories260K, $name" >&2

@@ -474,14 +474,7 @@ public sealed unsafe class GptTrainingModel : ITrainingModel
             _cos = Alloc((long)seqLen * half);
             _sin = Alloc((long)seqLen * half);
             _negSin = Alloc((long)seqLen * half);
-            for (int t = 0; t < seqLen; t++)
-            {
-                _rope.Fill(t, _cos + ((long)t * half), _sin + ((long)t * half));
-                for (int i = 0; i < half; i++)
-                {
-                    _negSin[((long)t * half) + i] = -_sin[((long)t * half) + i];
-                }
-            }
+            RopeOp.FillTables(_rope, seqLen, c.RotaryDim, _cos, _sin, _negSin);
         }
 
         _capacityBatch = batch;
@@ -506,10 +499,7 @@ public sealed unsafe class GptTrainingModel : ITrainingModel
         Directory.CreateDirectory(folder);
         var writer = new SafetensorsWriter();
         writer.AddMetadata("format", "pt");
-        foreach (var p in Parameters.All)
-        {
-            writer.Add(p.Name, p.Shape, Parameters.ValueSpan(p), dtype);
-        }
+        Parameters.AddTo(writer, dtype);
 
         writer.Save(Path.Combine(folder, "model.safetensors"));
         AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), ConfigJson(Config, dtype));

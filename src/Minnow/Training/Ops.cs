@@ -1,5 +1,6 @@
 using System.Runtime.Intrinsics;
 using Minnow.Kernels;
+using Minnow.Models;
 using Minnow.Tensors;
 
 namespace Minnow.Training;
@@ -254,6 +255,24 @@ public static unsafe class RmsNormOp
 /// </summary>
 public static unsafe class RopeOp
 {
+    /// <summary>
+    /// Fills the [seqLen, rotaryDim/2] tables the forward pass (cos, sin) and the backward pass (cos, −sin: the
+    /// inverse rotation) read.
+    /// </summary>
+    public static void FillTables(RopeTable rope, int seqLen, int rotaryDim, float* cos, float* sin, float* negSin)
+    {
+        int half = rotaryDim / 2;
+        for (int t = 0; t < seqLen; t++)
+        {
+            long row = (long)t * half;
+            rope.Fill(t, cos + row, sin + row);
+            for (int i = 0; i < half; i++)
+            {
+                negSin[row + i] = -sin[row + i];
+            }
+        }
+    }
+
     private struct Job
     {
         public float* X;

@@ -1,3 +1,4 @@
+using Minnow.Formats.Safetensors;
 using Minnow.Tensors;
 
 namespace Minnow.Training;
@@ -84,6 +85,15 @@ public sealed unsafe class ParameterStore : IDisposable
     public Span<float> GradSpan(Parameter p) => new(Grad(p), checked((int)p.Count));
 
     public void ZeroGrads() => _grads.AsFloatSpan().Clear();
+
+    /// <summary>Adds every parameter's values to <paramref name="writer"/> under its Hugging Face name, as <paramref name="dtype"/>.</summary>
+    public void AddTo(SafetensorsWriter writer, DType dtype = DType.F32)
+    {
+        foreach (var p in _list)
+        {
+            writer.Add(p.Name, p.Shape, ValueSpan(p), dtype);
+        }
+    }
 
     public void Dispose()
     {

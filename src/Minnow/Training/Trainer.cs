@@ -225,10 +225,7 @@ public sealed unsafe class Trainer : IDisposable
     {
         var writer = new SafetensorsWriter();
         var store = Model.Parameters;
-        foreach (var p in store.All)
-        {
-            writer.Add(p.Name, p.Shape, store.ValueSpan(p));
-        }
+        store.AddTo(writer);
 
         foreach (var p in store.All)
         {
