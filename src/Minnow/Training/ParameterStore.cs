@@ -33,16 +33,17 @@ public sealed class Parameter
 
 /// <summary>
 /// Every trainable tensor of a model in one contiguous float32 buffer, with a gradient buffer of the same layout
-/// (so clipping and the optimiser run over flat arrays).
+/// (so clipping and the optimiser run over flat arrays). The gradient buffer is allocated on first use, so a frozen
+/// base under LoRA adapters, whose gradients are never asked for, costs only its values.
 /// </summary>
 public sealed unsafe class ParameterStore : IDisposable
 {
     private readonly List<Parameter> _list = [];
     private readonly Dictionary<string, Parameter> _byName = new(StringComparer.Ordinal);
     private readonly NativeBuffer _values;
-    private readonly NativeBuffer _grads;
+    private NativeBuffer? _grads;
 
-    /// <summary>Lays out the given tensors in order; values and gradients start at zero.</summary>
+    /// <summary>Lays out the given tensors in order; values and (once allocated) gradients start at zero.</summary>
     public ParameterStore(IEnumerable<(string Name, long[] Shape, bool Decay)> specs)
     {
         long offset = 0;
@@ -56,7 +57,6 @@ public sealed unsafe class ParameterStore : IDisposable
 
         TotalFloats = offset;
         _values = NativeBuffer.Floats(offset);
-        _grads = NativeBuffer.Floats(offset);
     }
 
     public IReadOnlyList<Parameter> All => _list;
@@ -69,7 +69,12 @@ public sealed unsafe class ParameterStore : IDisposable
 
     public float* Values => _values.FloatPointer;
 
-    public float* Grads => _grads.FloatPointer;
+    public float* Grads => GradBuffer.FloatPointer;
+
+    /// <summary>Whether the gradient buffer exists yet (it is allocated the first time a gradient is asked for).</summary>
+    public bool HasGradientBuffer => _grads != null;
+
+    private NativeBuffer GradBuffer => _grads ??= NativeBuffer.Floats(TotalFloats);
 
     public bool Has(string name) => _byName.ContainsKey(name);
 
@@ -78,13 +83,13 @@ public sealed unsafe class ParameterStore : IDisposable
 
     public float* Value(Parameter p) => _values.FloatPointer + p.Offset;
 
-    public float* Grad(Parameter p) => _grads.FloatPointer + p.Offset;
+    public float* Grad(Parameter p) => GradBuffer.FloatPointer + p.Offset;
 
     public Span<float> ValueSpan(Parameter p) => new(Value(p), checked((int)p.Count));
 
     public Span<float> GradSpan(Parameter p) => new(Grad(p), checked((int)p.Count));
 
-    public void ZeroGrads() => _grads.AsFloatSpan().Clear();
+    public void ZeroGrads() => GradBuffer.AsFloatSpan().Clear();
 
     /// <summary>Adds every parameter's values to <paramref name="writer"/> under its Hugging Face name, as <paramref name="dtype"/>.</summary>
     public void AddTo(SafetensorsWriter writer, DType dtype = DType.F32)
@@ -98,6 +103,6 @@ public sealed unsafe class ParameterStore : IDisposable
     public void Dispose()
     {
         _values.Dispose();
-        _grads.Dispose();
+        _grads?.Dispose();
     }
 }
