@@ -15,7 +15,7 @@ namespace Minnow.Tests.Pruning;
 /// </summary>
 public class SparseExportTests
 {
-    public static TheoryData<PruningMethod> Methods() => new() { PruningMethod.Wanda, PruningMethod.TwoFour };
+    public static TheoryData<PruningMethod> Methods() => new() { PruningMethod.Wanda, PruningMethod.TwoFour, PruningMethod.FourEight };
 
     private static string Temp(string what) => Path.Combine(Path.GetTempPath(), $"minnow-sparse-{what}-{Guid.NewGuid():N}.gguf");
 
