@@ -37,7 +37,7 @@ public sealed unsafe class GptTrainingModel : ITrainingModel
     private readonly bool _conv1D, _parallelResidual;
     private readonly FusedQkvLayout _qkvLayout;
     private readonly RopeTable? _rope;
-    private readonly List<NativeBuffer> _buffers = [];
+    private readonly ActivationArena _arena = new();
     private LayerActs[] _acts = [];
     private float*[] _layerInputs = [];
     private float* _xfNorm, _logits, _qkv, _tmp, _dX, _dXn, _dQ, _dK, _dV, _dAttn, _dH, _dAct, _mean, _rstd, _rowLoss;
@@ -405,7 +405,7 @@ public sealed unsafe class GptTrainingModel : ITrainingModel
     // ---- Buffers ----
 
     /// <summary>Bytes of activation memory currently allocated.</summary>
-    public long ActivationBytes => _buffers.Sum(b => b.Length);
+    public long ActivationBytes => _arena.Bytes;
 
     /// <summary>Allocates activations for batches up to [batch, seqLen] (once; later calls that fit reuse them).</summary>
     public void EnsureCapacity(int batch, int seqLen)
@@ -417,12 +417,7 @@ public sealed unsafe class GptTrainingModel : ITrainingModel
 
         batch = Math.Max(batch, _capacityBatch);
         seqLen = Math.Max(seqLen, _capacitySeq);
-        foreach (var b in _buffers)
-        {
-            b.Dispose();
-        }
-
-        _buffers.Clear();
+        _arena.Release();
         var c = Config;
         long n = (long)batch * seqLen;
         int d = c.HiddenSize, f = c.IntermediateSize, qDim = c.QDim;
@@ -481,12 +476,7 @@ public sealed unsafe class GptTrainingModel : ITrainingModel
         _capacitySeq = seqLen;
     }
 
-    private float* Alloc(long floats)
-    {
-        var b = NativeBuffer.Floats(Math.Max(floats, 1));
-        _buffers.Add(b);
-        return b.FloatPointer;
-    }
+    private float* Alloc(long floats) => _arena.Floats(floats);
 
     // ---- Export ----
 
@@ -572,12 +562,7 @@ public sealed unsafe class GptTrainingModel : ITrainingModel
 
     public void Dispose()
     {
-        foreach (var b in _buffers)
-        {
-            b.Dispose();
-        }
-
-        _buffers.Clear();
+        _arena.Release();
         Parameters.Dispose();
     }
 }

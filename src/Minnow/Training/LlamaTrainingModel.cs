@@ -29,7 +29,7 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
     private readonly Parameter _embed, _head, _finalNorm;
     private readonly LayerParams[] _layers;
     private readonly RopeTable _rope;
-    private readonly List<NativeBuffer> _buffers = [];
+    private readonly ActivationArena _arena = new();
     private LayerActs[] _acts = [];
     private float*[] _resid = [];
     private float* _xfNorm, _logits, _tmp, _dX, _dXn, _dQ, _dK, _dV, _dAttn, _dH1, _dH2, _dAct, _rstd, _rowLoss;
@@ -394,7 +394,7 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
     // ---- Buffers ----
 
     /// <summary>Bytes of activation memory currently allocated.</summary>
-    public long ActivationBytes => _buffers.Sum(b => b.Length);
+    public long ActivationBytes => _arena.Bytes;
 
     /// <summary>Allocates activations for batches up to [batch, seqLen] (once; later calls that fit reuse them).</summary>
     public void EnsureCapacity(int batch, int seqLen)
@@ -406,12 +406,7 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
 
         batch = Math.Max(batch, _capacityBatch);
         seqLen = Math.Max(seqLen, _capacitySeq);
-        foreach (var b in _buffers)
-        {
-            b.Dispose();
-        }
-
-        _buffers.Clear();
+        _arena.Release();
         var c = Config;
         long n = (long)batch * seqLen;
         int d = c.HiddenSize, f = c.MaxIntermediate;
@@ -467,12 +462,7 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
         _capacitySeq = seqLen;
     }
 
-    private float* Alloc(long floats)
-    {
-        var b = NativeBuffer.Floats(Math.Max(floats, 1));
-        _buffers.Add(b);
-        return b.FloatPointer;
-    }
+    private float* Alloc(long floats) => _arena.Floats(floats);
 
     // ---- Export ----
 
@@ -566,12 +556,7 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
 
     public void Dispose()
     {
-        foreach (var b in _buffers)
-        {
-            b.Dispose();
-        }
-
-        _buffers.Clear();
+        _arena.Release();
         _fakeQuant?.Dispose();
         _fakeQuant = null;
         Parameters.Dispose();
