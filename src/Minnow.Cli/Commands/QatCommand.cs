@@ -18,7 +18,16 @@ internal static class QatCommand
     public static Command Create()
     {
         var model = ModelArgument();
-        var data = new Option<FileInfo>("--data") { Description = "UTF-8 text file to train on.", Required = true };
+        var data = new Option<FileInfo?>("--data") { Description = "UTF-8 text file to train on." };
+        var ids = new Option<FileInfo?>("--ids") { Description = "A file of token ids (whitespace or commas) to train on instead of --data, for models without a tokenizer." };
+        var distill = new Option<bool>("--distill")
+        {
+            Description = "Train towards the float model's next-token distributions (KL divergence) instead of the text's next tokens.",
+        };
+        var activations = new Option<bool>("--activations")
+        {
+            Description = "Also fake-quantize the quantized layers' inputs (8 bits per block of 32), as the integer kernels do at run time.",
+        };
         var output = new Option<FileInfo>("--out", "-o") { Description = "Quantized GGUF file to write.", Required = true };
         var scheme = new Option<string>("--scheme") { Description = "Block format trained for and written: q4_0, int4 (see --group) or q8_0.", DefaultValueFactory = _ => "q4_0" };
         var group = new Option<int>("--group") { Description = "int4: values per scale and zero point (32, 64 or 128).", DefaultValueFactory = _ => 32 };
@@ -31,7 +40,7 @@ internal static class QatCommand
 
         var command = new Command("qat", "Quantization-aware training on a text file, then round-to-nearest quantization to a GGUF model.")
         {
-            model, data, output, scheme, group, steps, batch, context, lr, seed, heldOut,
+            model, data, ids, output, scheme, group, steps, batch, context, lr, seed, heldOut, distill, activations,
         };
 
         command.SetSyncAction((r, ct) =>
@@ -42,10 +51,19 @@ internal static class QatCommand
                 throw new MinnowException($"{target}: is a folder; --out must be a file path such as model-q4_0.gguf.");
             }
 
+            var idsFile = r.GetValue(ids);
+            if (idsFile is not null && !idsFile.Exists)
+            {
+                throw new MinnowException($"{idsFile.FullName}: file not found.");
+            }
+
             var options = new QatOptions
             {
                 ModelPath = DefaultModel.Resolve(r.GetValue(model)),
-                DataPath = r.GetValue(data)!.FullName,
+                DataPath = r.GetValue(data)?.FullName,
+                TokenIds = idsFile is null ? null : ParseIds(File.ReadAllText(idsFile.FullName), idsFile.FullName),
+                Distill = r.GetValue(distill),
+                QuantizeActivations = r.GetValue(activations),
                 OutputPath = target,
                 Scheme = QuantizationOptions.ParseScheme(r.GetValue(scheme), r.GetValue(group)),
                 Steps = r.GetValue(steps),
@@ -79,7 +97,7 @@ internal static class QatCommand
     {
         var c = CultureInfo.InvariantCulture;
         err.WriteLine(string.Create(c,
-            $"{(s.Cancelled ? "stopped" : "trained")} {s.Steps}/{s.TotalSteps} steps with {o.Scheme.Name().ToLowerInvariant()} fake quantization in {s.Seconds:F1} s, {s.TokensPerSecond:N0} tok/s"));
+            $"{(s.Cancelled ? "stopped" : "trained")} {s.Steps}/{s.TotalSteps} steps with {o.Scheme.Name().ToLowerInvariant()} fake quantization{(o.QuantizeActivations ? " of weights and activations" : "")}{(o.Distill ? ", distilled from the float model" : "")} in {s.Seconds:F1} s, {s.TokensPerSecond:N0} tok/s"));
         if (s.HeldOutLossBefore is double hb && s.HeldOutLossAfter is double ha && !s.Cancelled)
         {
             err.WriteLine(string.Create(c, $"held-out perplexity with quantized linear layers {Math.Exp(hb):F2} → {Math.Exp(ha):F2} ({s.HeldOutTokens:N0} tokens)"));

@@ -8,6 +8,8 @@ namespace Minnow.Training;
 /// arithmetic of <see cref="Dequantize.FromFloats"/> followed by <see cref="Dequantize.Row"/> (fp16 scales and
 /// minimums included), so training sees the weights that round-to-nearest quantization will store. Matrices whose
 /// rows are not a multiple of the format's block stay in float32, as <see cref="Quantization.ModelQuantizer"/> keeps them.
+/// Optionally the inputs of the quantized matrices are fake-quantized too (<see cref="QuantizeInputs"/>), as the
+/// integer kernels quantize activations at run time.
 /// </summary>
 public sealed unsafe class FakeQuantizer : IDisposable
 {
@@ -20,43 +22,66 @@ public sealed unsafe class FakeQuantizer : IDisposable
     }
 
     private readonly ParameterStore _store;
-    private readonly Dictionary<Parameter, NativeBuffer> _buffers = [];
+    private readonly Dictionary<Parameter, (NativeBuffer Buffer, DType Type)> _buffers = [];
 
-    /// <param name="matrices">The weight matrices ([rows, columns]) to fake-quantize.</param>
-    public FakeQuantizer(ParameterStore store, DType scheme, IEnumerable<Parameter> matrices)
+    /// <param name="store">The parameters the matrices belong to.</param>
+    /// <param name="matrices">The weight matrices ([rows, columns]) to fake-quantize, each in its own format (Q8_0, Q4_0 or an INT4 group type).</param>
+    /// <param name="quantizeInputs">Whether <see cref="QuantizeInputs"/> also fake-quantizes the matrices' inputs.</param>
+    public FakeQuantizer(ParameterStore store, IEnumerable<(Parameter Matrix, DType Type)> matrices, bool quantizeInputs = false)
     {
-        if (scheme is not (DType.Q8_0 or DType.Q4_0) && !scheme.IsInt4Group())
-        {
-            throw new MinnowException($"fake quantization supports q8_0, q4_0 and int4 groups, not {scheme.Name()}.");
-        }
-
         _store = store;
-        Scheme = scheme;
-        foreach (var p in matrices)
+        QuantizesInputs = quantizeInputs;
+        foreach (var (p, type) in matrices)
         {
-            if (p.Shape.Length == 2 && p.Shape[1] % scheme.BlockSize() == 0 && !_buffers.ContainsKey(p))
+            if (type is not (DType.Q8_0 or DType.Q4_0) && !type.IsInt4Group())
             {
-                _buffers[p] = NativeBuffer.Floats(p.Count);
+                throw new MinnowException($"fake quantization supports q8_0, q4_0 and int4 groups, not {type.Name()}.");
+            }
+
+            if (p.Shape.Length == 2 && p.Shape[1] % type.BlockSize() == 0 && !_buffers.ContainsKey(p))
+            {
+                _buffers[p] = (NativeBuffer.Floats(p.Count), type);
             }
         }
     }
 
-    public DType Scheme { get; }
-
     /// <summary>The matrices that are fake-quantized.</summary>
     public IEnumerable<Parameter> Matrices => _buffers.Keys;
 
+    /// <summary>Whether the inputs of the fake-quantized matrices are fake-quantized too (8 bits per block of 32).</summary>
+    public bool QuantizesInputs { get; }
+
+    /// <summary>The format a matrix is fake-quantized in, or null when it stays in float32.</summary>
+    public DType? TypeOf(Parameter p) => _buffers.TryGetValue(p, out var b) ? b.Type : null;
+
     /// <summary>Q(W) for a fake-quantized matrix (as of the last <see cref="Refresh"/>), else the float weights.</summary>
-    public float* Weights(Parameter p) => _buffers.TryGetValue(p, out var b) ? b.FloatPointer : _store.Value(p);
+    public float* Weights(Parameter p) => _buffers.TryGetValue(p, out var b) ? b.Buffer.FloatPointer : _store.Value(p);
 
     /// <summary>Recomputes Q(W) from the current float weights of every matrix.</summary>
     public void Refresh(WorkerPool pool)
     {
-        foreach (var (p, buffer) in _buffers)
+        foreach (var (p, (buffer, type)) in _buffers)
         {
-            var job = new Job { Source = _store.Value(p), Target = buffer.FloatPointer, Columns = checked((int)p.Shape[1]), Type = Scheme };
+            var job = new Job { Source = _store.Value(p), Target = buffer.FloatPointer, Columns = checked((int)p.Shape[1]), Type = type };
             pool.For(checked((int)p.Shape[0]), 16, &Run, &job);
         }
+    }
+
+    /// <summary>
+    /// When inputs are fake-quantized and <paramref name="matrix"/> is, replaces its input <paramref name="x"/>
+    /// ([rows, columns]) in place by dequantize(quantize(x)) in Q8_0 blocks, the arithmetic the integer kernels use
+    /// on activations (<see cref="Kernels.QuantizeActivations"/>). The backward pass treats it as the identity (straight
+    /// through), while the weight gradient sees the quantized input that the forward pass multiplied.
+    /// </summary>
+    public void QuantizeInputs(Parameter matrix, float* x, int rows, int columns, WorkerPool pool)
+    {
+        if (!QuantizesInputs || !_buffers.ContainsKey(matrix) || columns % Kernels.QuantizeActivations.BlockSize != 0)
+        {
+            return;
+        }
+
+        var job = new Job { Source = x, Target = x, Columns = columns, Type = DType.Q8_0 };
+        pool.For(rows, 16, &Run, &job);
     }
 
     private static void Run(void* context, int start, int end)
@@ -169,9 +194,9 @@ public sealed unsafe class FakeQuantizer : IDisposable
 
     public void Dispose()
     {
-        foreach (var b in _buffers.Values)
+        foreach (var (buffer, _) in _buffers.Values)
         {
-            b.Dispose();
+            buffer.Dispose();
         }
 
         _buffers.Clear();

@@ -32,12 +32,13 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
     private readonly ActivationArena _arena = new();
     private LayerActs[] _acts = [];
     private float*[] _resid = [];
-    private float* _xfNorm, _logits, _tmp, _dX, _dXn, _dQ, _dK, _dV, _dAttn, _dH1, _dH2, _dAct, _rstd, _rowLoss;
+    private float* _xfNorm, _logits, _teacherLogits, _tmp, _dX, _dXn, _dQ, _dK, _dV, _dAttn, _dH1, _dH2, _dAct, _rstd, _rowLoss;
     private float* _cos, _sin, _negSin;
     private int* _inputs, _targets;
     private int _capacityBatch, _capacitySeq;
     private LoraLayers? _lora;
     private FakeQuantizer? _fakeQuant;
+    private IDistillationTeacher? _teacher;
 
     public LlamaTrainingModel(ModelConfig config, WorkerPool? pool = null)
     {
@@ -132,6 +133,25 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
         _lora = lora;
     }
 
+    /// <summary>
+    /// Knowledge distillation: while a teacher is set, <see cref="ForwardBackward"/> trains towards the teacher's
+    /// next-token distributions instead of the targets (loss KL(p_teacher ‖ p_model), <see cref="DistillationLossOp"/>;
+    /// targets still say which positions count). <see cref="Evaluate"/> still scores the targets. Null turns it off.
+    /// </summary>
+    public IDistillationTeacher? Teacher
+    {
+        get => _teacher;
+        set
+        {
+            if (value != null && _teacher == null)
+            {
+                _capacityBatch = _capacitySeq = 0; // reallocate with room for the teacher's logits
+            }
+
+            _teacher = value;
+        }
+    }
+
     /// <summary>The fake quantizer of quantization-aware training, or null (see <see cref="EnableFakeQuantization"/>).</summary>
     public FakeQuantizer? FakeQuantization => _fakeQuant;
 
@@ -139,18 +159,35 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
     /// Quantization-aware training: from now on every forward pass of the linear layers (q, k, v, o, gate, up,
     /// down) uses Q(W) = dequantize(quantize_rtn(W)) in <paramref name="scheme"/>, recomputed from the current float
     /// weights at each pass, and the backward pass uses Q(W) for the input gradient while the weight gradient goes
-    /// to the float W unchanged (the straight-through estimator). The embedding, head and norms stay in float32.
-    /// Null turns it off.
+    /// to the float W unchanged (the straight-through estimator). Each matrix gets the format round-to-nearest
+    /// quantization will store it in (<see cref="Quantization.ModelQuantizer"/>): a linear layer whose rows are not
+    /// whole blocks of the scheme is Q8_0 when they are whole blocks of 32 (else it stays float32), and the embedding
+    /// and output head are Q8_0. With <paramref name="activations"/>, the inputs of those matrices are fake-quantized
+    /// too, 8 bits per block of 32, as the integer kernels quantize them at run time. Norms stay in float32. Null
+    /// turns it off.
     /// </summary>
-    public void EnableFakeQuantization(DType? scheme)
+    public void EnableFakeQuantization(DType? scheme, bool activations = false)
     {
         _fakeQuant?.Dispose();
         _fakeQuant = null;
         if (scheme is DType type)
         {
-            _fakeQuant = new FakeQuantizer(Parameters, type, _layers.SelectMany(w => new[] { w.Wq, w.Wk, w.Wv, w.Wo, w.Gate, w.Up, w.Down }));
+            static DType? Format(Parameter p, DType scheme) =>
+                p.Shape[1] % scheme.BlockSize() == 0 ? scheme : p.Shape[1] % BlockSize32 == 0 ? DType.Q8_0 : null;
+            var matrices = new List<(Parameter, DType)>();
+            foreach (var p in _layers.SelectMany(w => new[] { w.Wq, w.Wk, w.Wv, w.Wo, w.Gate, w.Up, w.Down }).Append(_embed).Append(_head).Distinct())
+            {
+                if ((p == _embed || p == _head ? Format(p, DType.Q8_0) : Format(p, type)) is DType format)
+                {
+                    matrices.Add((p, format));
+                }
+            }
+
+            _fakeQuant = new FakeQuantizer(Parameters, matrices, activations);
         }
     }
+
+    private const int BlockSize32 = 32;
 
     /// <summary>
     /// A config for a new Llama model: head size hidden/heads, rms_norm_eps 1e-5, RoPE theta 10000, tied embeddings.
@@ -259,7 +296,8 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
     /// <summary>
     /// Runs <paramref name="batch"/> sequences of <paramref name="seqLen"/> tokens ([batch·seqLen] row-major) and
     /// adds <paramref name="lossScale"/> × ∂(mean NLL)/∂θ to the gradients, where the mean is over positions whose
-    /// target is not negative. Returns that mean NLL (unscaled) and the number of targets.
+    /// target is not negative. Returns that mean NLL (unscaled) and the number of targets. With a
+    /// <see cref="Teacher"/>, the loss is the mean KL divergence from the teacher's distributions instead.
     /// </summary>
     public (double MeanLoss, int Targets) ForwardBackward(ReadOnlySpan<int> inputs, ReadOnlySpan<int> targets, int batch, int seqLen, float lossScale = 1f)
     {
@@ -267,7 +305,17 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
         int n = batch * seqLen;
         Forward(batch, seqLen);
         float scale = count > 0 ? lossScale / count : 0f;
-        double total = CrossEntropyOp.Compute(_logits, _targets, n, Config.VocabSize, _rowLoss, true, scale, _pool);
+        double total;
+        if (_teacher != null)
+        {
+            _teacher.Logits(inputs, batch, seqLen, _teacherLogits);
+            total = DistillationLossOp.Compute(_logits, _teacherLogits, _targets, n, Config.VocabSize, _rowLoss, true, scale, _pool);
+        }
+        else
+        {
+            total = CrossEntropyOp.Compute(_logits, _targets, n, Config.VocabSize, _rowLoss, true, scale, _pool);
+        }
+
         Backward(batch, seqLen);
         return (count > 0 ? total / count : 0, count);
     }
@@ -307,7 +355,7 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
         var pool = _pool;
         var lora = _lora;
         _fakeQuant?.Refresh(pool);
-        EmbeddingOp.Forward(P(_embed), _inputs, n, d, _resid[0], pool);
+        EmbeddingOp.Forward(W(_embed), _inputs, n, d, _resid[0], pool);
         for (int l = 0; l < _layers.Length; l++)
         {
             var w = _layers[l];
@@ -315,6 +363,7 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
             float* x = _resid[2 * l], mid = _resid[(2 * l) + 1], next = _resid[(2 * l) + 2];
             int heads = c.HeadsOf(l), kvHeads = c.KvHeadsOf(l), qd = c.QDimOf(l), kvd = c.KvDimOf(l), f = c.IntermediateOf(l);
             RmsNormOp.Forward(x, P(w.AttnNorm), a.Xn1, n, d, c.NormEps, pool);
+            _fakeQuant?.QuantizeInputs(w.Wq, a.Xn1, n, d, pool);
             LinearOp.Forward(a.Xn1, n, d, W(w.Wq), qd, PB(w.Bq), a.Q, pool);
             lora?.Forward(l, LoraTarget.QProj, a.Xn1, n, a.Q);
             LinearOp.Forward(a.Xn1, n, d, W(w.Wk), kvd, PB(w.Bk), a.K, pool);
@@ -324,23 +373,27 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
             RopeOp.Apply(a.Q, n, seqLen, heads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
             RopeOp.Apply(a.K, n, seqLen, kvHeads, c.HeadDim, c.RotaryDim, _cos, _sin, pool);
             AttentionOp.Forward(a.Q, a.K, a.V, a.Probs, a.Attn, batch, seqLen, heads, kvHeads, c.HeadDim, pool);
+            _fakeQuant?.QuantizeInputs(w.Wo, a.Attn, n, qd, pool);
             LinearOp.Forward(a.Attn, n, qd, W(w.Wo), d, null, _tmp, pool);
             lora?.Forward(l, LoraTarget.OProj, a.Attn, n, _tmp);
             ResidualOp.Add(x, _tmp, mid, (long)n * d, pool);
 
             RmsNormOp.Forward(mid, P(w.MlpNorm), a.Xn2, n, d, c.NormEps, pool);
+            _fakeQuant?.QuantizeInputs(w.Gate, a.Xn2, n, d, pool);
             LinearOp.Forward(a.Xn2, n, d, W(w.Gate), f, null, a.H1, pool);
             lora?.Forward(l, LoraTarget.GateProj, a.Xn2, n, a.H1);
             LinearOp.Forward(a.Xn2, n, d, W(w.Up), f, null, a.H2, pool);
             lora?.Forward(l, LoraTarget.UpProj, a.Xn2, n, a.H2);
             SwiGluOp.Forward(a.H1, a.H2, a.Act, (long)n * f, pool);
+            _fakeQuant?.QuantizeInputs(w.Down, a.Act, n, f, pool);
             LinearOp.Forward(a.Act, n, f, W(w.Down), d, null, _tmp, pool);
             lora?.Forward(l, LoraTarget.DownProj, a.Act, n, _tmp);
             ResidualOp.Add(mid, _tmp, next, (long)n * d, pool);
         }
 
         RmsNormOp.Forward(_resid[2 * _layers.Length], P(_finalNorm), _xfNorm, n, d, c.NormEps, pool);
-        LinearOp.Forward(_xfNorm, n, d, P(_head), vocab, null, _logits, pool);
+        _fakeQuant?.QuantizeInputs(_head, _xfNorm, n, d, pool);
+        LinearOp.Forward(_xfNorm, n, d, W(_head), vocab, null, _logits, pool);
     }
 
     /// <summary>Backward from the logits' gradient (left in the logits buffer by the cross-entropy).</summary>
@@ -350,7 +403,7 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
         int n = batch * seqLen, d = c.HiddenSize;
         var pool = _pool;
         var lora = _lora;
-        LinearOp.Backward(_xfNorm, _logits, n, d, P(_head), c.VocabSize, _dXn, false, G(_head), null, pool);
+        LinearOp.Backward(_xfNorm, _logits, n, d, W(_head), c.VocabSize, _dXn, false, G(_head), null, pool);
         new Span<float>(_dX, n * d).Clear();
         RmsNormOp.Backward(_resid[2 * _layers.Length], P(_finalNorm), _dXn, _dX, G(_finalNorm), _rstd, n, d, c.NormEps, pool);
         for (int l = _layers.Length - 1; l >= 0; l--)
@@ -437,6 +490,7 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
 
         _xfNorm = Alloc(n * d);
         _logits = Alloc(n * c.VocabSize);
+        _teacherLogits = _teacher != null ? Alloc(n * c.VocabSize) : null;
         _tmp = Alloc(n * d);
         _dX = Alloc(n * d);
         _dXn = Alloc(n * d);

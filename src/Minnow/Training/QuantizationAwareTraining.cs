@@ -13,8 +13,21 @@ public sealed record QatOptions
     /// <summary>The float model (anything <see cref="LoadedModel.Open"/> reads; Llama architecture).</summary>
     public required string ModelPath { get; init; }
 
-    /// <summary>A UTF-8 text file.</summary>
-    public required string DataPath { get; init; }
+    /// <summary>A UTF-8 text file (or give <see cref="TokenIds"/>).</summary>
+    public string? DataPath { get; init; }
+
+    /// <summary>Token ids to train on instead of a text file, for models without a tokenizer.</summary>
+    public IReadOnlyList<int>? TokenIds { get; init; }
+
+    /// <summary>
+    /// Distil from the float model: train towards its next-token distributions (KL divergence) rather than the
+    /// text's next tokens, so the quantized model learns to reproduce the original instead of fitting the text.
+    /// With ids sampled from the model itself this is LLM-QAT's data-free distillation (Liu et al. 2023).
+    /// </summary>
+    public bool Distill { get; init; }
+
+    /// <summary>Also fake-quantize the inputs of the quantized matrices (8 bits per block of 32), as the integer kernels do at run time.</summary>
+    public bool QuantizeActivations { get; init; }
 
     /// <summary>The quantized GGUF to write.</summary>
     public required string OutputPath { get; init; }
@@ -40,6 +53,11 @@ public sealed record QatOptions
 
     public void Validate()
     {
+        if ((DataPath is null) == (TokenIds is null))
+        {
+            throw new MinnowException("give the training text with --data FILE (or token ids with --ids FILE), one of the two.");
+        }
+
         if (Scheme is not (DType.Q8_0 or DType.Q4_0) && !Scheme.IsInt4Group())
         {
             throw new MinnowException($"--qat must be q8_0, q4_0 or int4, not {Scheme.Name()}.");
@@ -110,9 +128,9 @@ public static class QuantizationAwareTraining
     /// steps done and whether it was cancelled. Fake quantization stays enabled afterwards.
     /// </summary>
     public static (int Steps, bool Cancelled) Train(LlamaTrainingModel model, int[] tokens, TrainingOptions options, DType? scheme,
-        Action<int, double, float>? stepDone = null, CancellationToken cancellationToken = default, WorkerPool? pool = null)
+        Action<int, double, float>? stepDone = null, CancellationToken cancellationToken = default, WorkerPool? pool = null, bool activations = false)
     {
-        model.EnableFakeQuantization(scheme);
+        model.EnableFakeQuantization(scheme, activations);
         using var trainer = new Trainer(model, tokens, options, pool);
         int step = 0;
         for (; step < options.Steps; step++)
@@ -151,11 +169,12 @@ public static class QuantizationAwareTraining
     {
         o.Validate();
         var watch = Stopwatch.StartNew();
-        var (trainText, heldOutText) = TrainingRun.ReadAndSplit(o.DataPath, o.HeldOutFraction);
         LlamaTrainingModel model;
         int[] trainTokens, heldOutTokens;
         GgufTokenizerMetadata.Source tokenizerMetadata;
-        using (var loaded = LoadedModel.Open(o.ModelPath, pool))
+        var loaded = LoadedModel.Open(o.ModelPath, pool);
+        using var teacher = o.Distill ? new InferenceTeacher(loaded.Model) : null;
+        try
         {
             if (string.Equals(loaded.Path, Path.GetFullPath(o.OutputPath), StringComparison.Ordinal))
             {
@@ -167,34 +186,61 @@ public static class QuantizationAwareTraining
                 throw new MinnowException($"{loaded.Path}: quantization-aware training supports Llama-architecture models; this one is {loaded.Config.ModelType}.");
             }
 
-            var tokenizer = loaded.Tokenizer ?? throw new MinnowException($"{loaded.Path}: the model has no tokenizer, so {o.DataPath} cannot be tokenized.");
-            trainTokens = [.. tokenizer.Encode(trainText, addSpecial: false, parseSpecial: false)];
-            heldOutTokens = heldOutText.Length > 0 ? [.. tokenizer.Encode(heldOutText, addSpecial: false, parseSpecial: false)] : [];
+            if (o.TokenIds is { } ids)
+            {
+                foreach (int id in ids)
+                {
+                    if ((uint)id >= (uint)loaded.Config.VocabSize)
+                    {
+                        throw new MinnowException($"token id {id} is outside the model's vocabulary of {loaded.Config.VocabSize} tokens.");
+                    }
+                }
+
+                int held = (int)(ids.Count * o.HeldOutFraction);
+                trainTokens = [.. ids.Take(ids.Count - held)];
+                heldOutTokens = [.. ids.Skip(ids.Count - held)];
+            }
+            else
+            {
+                var (trainText, heldOutText) = TrainingRun.ReadAndSplit(o.DataPath!, o.HeldOutFraction);
+                var tokenizer = loaded.Tokenizer ?? throw new MinnowException($"{loaded.Path}: the model has no tokenizer, so {o.DataPath} cannot be tokenized; give token ids with --ids FILE.");
+                trainTokens = [.. tokenizer.Encode(trainText, addSpecial: false, parseSpecial: false)];
+                heldOutTokens = heldOutText.Length > 0 ? [.. tokenizer.Encode(heldOutText, addSpecial: false, parseSpecial: false)] : [];
+            }
+
             tokenizerMetadata = GgufTokenizerMetadata.For(loaded.Path, loaded.Format, loaded.Config.VocabSize);
             model = LoraFinetune.ToTrainable(loaded.Config, loaded.Model.Weights, pool);
         }
+        catch
+        {
+            loaded.Dispose();
+            throw;
+        }
 
+        using var loadedScope = loaded;
         using var modelScope = model;
         int context = Math.Min(o.Context ?? Math.Min(256, model.Config.MaxPositions), model.Config.MaxPositions);
         if (trainTokens.Length < context + 1)
         {
-            throw new MinnowException($"{o.DataPath}: the training part has {trainTokens.Length} tokens, fewer than one context of {context} + 1; use more text or a smaller --context.");
+            throw new MinnowException($"{o.DataPath ?? "the token ids"}: the training part has {trainTokens.Length} tokens, fewer than one context of {context} + 1; use more text or a smaller --context.");
         }
 
         var options = o.ToTrainingOptions(context);
         bool hasHeldOut = heldOutTokens.Length > context;
-        model.EnableFakeQuantization(o.Scheme);
+        model.EnableFakeQuantization(o.Scheme, o.QuantizeActivations);
         progress?.Invoke(new QatProgress("evaluating", 0, o.Steps, 0, 0, 0, null));
         double? before = hasHeldOut ? Trainer.MeanNll(model, heldOutTokens, context) : null;
 
         var trainWatch = Stopwatch.StartNew();
         long tokensPerStep = (long)options.BatchSize * context;
+        model.Teacher = teacher;
         var (steps, cancelled) = Train(model, trainTokens, options, o.Scheme, (step, loss, lr) =>
         {
             double seconds = trainWatch.Elapsed.TotalSeconds;
             progress?.Invoke(new QatProgress("training", step, o.Steps, loss, lr, step * tokensPerStep / Math.Max(seconds, 1e-9),
                 TimeSpan.FromSeconds(seconds / step * (o.Steps - step))));
-        }, cancellationToken, pool);
+        }, cancellationToken, pool, o.QuantizeActivations);
+        model.Teacher = null;
         double trainSeconds = trainWatch.Elapsed.TotalSeconds;
 
         double? after = before;
