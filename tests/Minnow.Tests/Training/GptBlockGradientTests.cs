@@ -28,7 +28,7 @@ public unsafe class GptBlockGradientTests(ITestOutputHelper output)
         return Math.Sqrt(diff / norm);
     }
 
-    private static float[] Gaussian(int count, ulong seed, double std = 1, double mean = 0)
+    internal static float[] Gaussian(int count, ulong seed, double std = 1, double mean = 0)
     {
         var rng = new SplitMix64(seed);
         var values = new float[count];
@@ -41,7 +41,7 @@ public unsafe class GptBlockGradientTests(ITestOutputHelper output)
     }
 
     /// <summary>Σ c·y in double: a scalar loss whose gradient with respect to y is c.</summary>
-    private static double Projection(float[] y, float[] c)
+    internal static double Projection(float[] y, float[] c)
     {
         double sum = 0;
         for (int i = 0; i < y.Length; i++)
