@@ -52,6 +52,44 @@ public unsafe class GptBlockGradientTests(ITestOutputHelper output)
         return sum;
     }
 
+    /// <summary>
+    /// Checks RoPE's backward pass (the inverse rotation) on x [batch·seqLen, heads·headDim] against finite
+    /// differences of Σ c·RoPE(x) through <paramref name="check"/>; returns the analytic gradient.
+    /// </summary>
+    internal static float[] CheckRope(string what, ModelConfig config, int batch, int seqLen, float[] x, float[] c,
+        Action<string, float[], float[], Func<double>> check)
+    {
+        int heads = config.Heads, headDim = config.HeadDim, rotaryDim = config.RotaryDim, half = rotaryDim / 2, rows = batch * seqLen;
+        var cos = new float[seqLen * half];
+        var sin = new float[seqLen * half];
+        var negSin = new float[seqLen * half];
+        fixed (float* pc = cos, ps = sin, pn = negSin)
+        {
+            RopeOp.FillTables(new RopeTable(config), seqLen, rotaryDim, pc, ps, pn);
+        }
+
+        var y = new float[x.Length];
+        double Loss()
+        {
+            x.CopyTo(y, 0);
+            fixed (float* py = y, pc = cos, ps = sin)
+            {
+                RopeOp.Apply(py, rows, seqLen, heads, headDim, rotaryDim, pc, ps, Pool);
+            }
+
+            return Projection(y, c);
+        }
+
+        var dx = (float[])c.Clone();
+        fixed (float* pdx = dx, pc = cos, pn = negSin)
+        {
+            RopeOp.Apply(pdx, rows, seqLen, heads, headDim, rotaryDim, pc, pn, Pool);
+        }
+
+        check(what, x, dx, Loss);
+        return dx;
+    }
+
     /// <summary>The relative error of <paramref name="analytic"/> against central differences over every element of <paramref name="values"/>.</summary>
     private double CheckAgainstFiniteDifferences(string what, float[] values, float[] analytic, Func<double> loss, float step = 1e-2f)
     {
@@ -207,45 +245,10 @@ public unsafe class GptBlockGradientTests(ITestOutputHelper output)
             MaxPositions = seqLen,
             NormEps = 1e-5f,
         };
-        var rope = new RopeTable(config);
-        int half = rotaryDim / 2, rows = batch * seqLen, width = heads * headDim;
-        var cos = new float[seqLen * half];
-        var sin = new float[seqLen * half];
-        var negSin = new float[seqLen * half];
-        fixed (float* pc = cos, ps = sin)
-        {
-            for (int t = 0; t < seqLen; t++)
-            {
-                rope.Fill(t, pc + (t * half), ps + (t * half));
-            }
-        }
-
-        for (int i = 0; i < sin.Length; i++)
-        {
-            negSin[i] = -sin[i];
-        }
-
-        var x = Gaussian(rows * width, 11);
+        int rows = batch * seqLen, width = heads * headDim;
         var c = Gaussian(rows * width, 12);
-        var y = new float[x.Length];
-        double Loss()
-        {
-            x.CopyTo(y, 0);
-            fixed (float* py = y, pc = cos, ps = sin)
-            {
-                RopeOp.Apply(py, rows, seqLen, heads, headDim, rotaryDim, pc, ps, Pool);
-            }
-
-            return Projection(y, c);
-        }
-
-        var dx = (float[])c.Clone();
-        fixed (float* pdx = dx, pc = cos, pn = negSin)
-        {
-            RopeOp.Apply(pdx, rows, seqLen, heads, headDim, rotaryDim, pc, pn, Pool);
-        }
-
-        CheckAgainstFiniteDifferences("partial rotary input", x, dx, Loss);
+        var dx = CheckRope("partial rotary input", config, batch, seqLen, Gaussian(rows * width, 11), c,
+            (what, values, analytic, loss) => CheckAgainstFiniteDifferences(what, values, analytic, loss));
         for (int r = 0; r < rows; r++)
         {
             for (int h = 0; h < heads; h++)

@@ -140,36 +140,9 @@ public unsafe class LlamaBlockGradientTests(ITestOutputHelper output)
             MaxPositions = seqLen,
             NormEps = 1e-5f,
         };
-        int half = headDim / 2, rows = batch * seqLen, width = heads * headDim;
-        var cos = new float[seqLen * half];
-        var sin = new float[seqLen * half];
-        var negSin = new float[seqLen * half];
-        fixed (float* pc = cos, ps = sin, pn = negSin)
-        {
-            RopeOp.FillTables(new RopeTable(config), seqLen, headDim, pc, ps, pn);
-        }
-
-        var x = Gaussian(rows * width, 10);
-        var c = Gaussian(rows * width, 11);
-        var y = new float[x.Length];
-        double Loss()
-        {
-            x.CopyTo(y, 0);
-            fixed (float* py = y, pc = cos, ps = sin)
-            {
-                RopeOp.Apply(py, rows, seqLen, heads, headDim, headDim, pc, ps, Pool);
-            }
-
-            return Projection(y, c);
-        }
-
-        var dx = (float[])c.Clone();
-        fixed (float* pdx = dx, pc = cos, pn = negSin)
-        {
-            RopeOp.Apply(pdx, rows, seqLen, heads, headDim, headDim, pc, pn, Pool);
-        }
-
-        Check("RoPE input", x, dx, Loss);
+        int rows = batch * seqLen, width = heads * headDim;
+        CheckRope("RoPE input", config, batch, seqLen, Gaussian(rows * width, 10), Gaussian(rows * width, 11),
+            (what, values, analytic, loss) => Check(what, values, analytic, loss));
     }
 
     [Theory]

@@ -116,6 +116,15 @@ public unsafe class QatTests(ITestOutputHelper output)
         Assert.True(plainDifference > 1e-3, "fake quantization did not change the gradients");
     }
 
+    /// <summary>The default model's folder and its held-out text's token ids, split in two halves (train, eval).</summary>
+    private static (string Folder, int[] Train, int[] Eval) DefaultModelHeldOutHalves()
+    {
+        string folder = Path.Combine(SharedData.RepositoryRoot, "models", "default");
+        var tokenizer = TokenizerLoader.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"));
+        int[] ids = [.. tokenizer.Encode(File.ReadAllText(Path.Combine(folder, "held-out.txt")), addSpecial: false)];
+        return (folder, ids[..(ids.Length / 2)], ids[(ids.Length / 2)..]);
+    }
+
     /// <summary>
     /// A short seeded QAT run on the first part of the default model's held-out text, then RTN Q4_0: perplexity on
     /// the rest of the text against RTN Q4_0 of the original model.
@@ -123,13 +132,8 @@ public unsafe class QatTests(ITestOutputHelper output)
     [Fact]
     public void ShortQatRunThenRoundToNearestQ4_0BeatsPlainRoundToNearestOnUnseenText()
     {
-        string folder = Path.Combine(SharedData.RepositoryRoot, "models", "default");
         using var pool = new WorkerPool(2);
-        var tokenizer = TokenizerLoader.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"));
-        int[] ids = [.. tokenizer.Encode(File.ReadAllText(Path.Combine(folder, "held-out.txt")), addSpecial: false)];
-        int split = ids.Length / 2;
-        int[] train = ids[..split];
-        int[] eval = ids[split..];
+        var (folder, train, eval) = DefaultModelHeldOutHalves();
         using var original = ModelLoader.LoadModel(folder, pool);
         using var rtn = ModelQuantizer.Quantize(original, new QuantizationOptions { Scheme = DType.Q4_0 }, pool: pool);
         var baseline = ModelComparison.Compare(original, rtn.Model, eval, ctx: 128, maxChunks: 64);
@@ -165,13 +169,8 @@ public unsafe class QatTests(ITestOutputHelper output)
     [Fact]
     public void DistillationQatThenRoundToNearestIsCloserToTheFloatModelThanRoundToNearest()
     {
-        string folder = Path.Combine(SharedData.RepositoryRoot, "models", "default");
         using var pool = new WorkerPool(2);
-        var tokenizer = TokenizerLoader.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"));
-        int[] ids = [.. tokenizer.Encode(File.ReadAllText(Path.Combine(folder, "held-out.txt")), addSpecial: false)];
-        int split = ids.Length / 2;
-        int[] train = ids[..split];
-        int[] eval = ids[split..];
+        var (folder, train, eval) = DefaultModelHeldOutHalves();
         using var original = ModelLoader.LoadModel(folder, pool);
         using var rtn = ModelQuantizer.Quantize(original, new QuantizationOptions { Scheme = DType.Q4_0 }, pool: pool);
         var baseline = ModelComparison.Compare(original, rtn.Model, eval, ctx: 128, maxChunks: 64);
