@@ -458,6 +458,13 @@ public unsafe class QuantizedMatMulTests : IDisposable
                 var q = new Problem { Weight = AsInt4(p.Weight), X = p.X, Bias = p.Bias, Tokens = tokens };
                 string context = $"{type} {(Int8Path)path} {rows}x{cols} tokens={tokens}";
                 Assert.Equal(p.Weight.ToFloatArray(), q.Weight.ToFloatArray());
+
+                // The unpacked interleaved form is the INT4 one byte for byte (so it takes INT4's memory).
+                var int3Form = InterleavedWeights.For(p.Weight, _two);
+                var int4Form = InterleavedWeights.For(q.Weight, _two);
+                Assert.Equal(int4Form.GroupStride, int3Form.GroupStride);
+                Assert.True(new ReadOnlySpan<byte>(int4Form.Data, (int)(int4Form.GroupStride * int4Form.Groups))
+                    .SequenceEqual(new ReadOnlySpan<byte>(int3Form.Data, (int)(int3Form.GroupStride * int3Form.Groups))), context + " interleaved bytes");
                 float[] reference = q.Run(_one, Int8Path.Scalar);
                 AssertBitwiseEqual(reference, p.Run(_one, Int8Path.Scalar), context + " scalar");
                 AssertBitwiseEqual(reference, p.Run(_two, (Int8Path)path), context);
