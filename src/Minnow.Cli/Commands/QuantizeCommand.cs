@@ -76,7 +76,7 @@ internal static class QuantizeCommand
         var bos = new Option<string?>("--bos") { Description = "Token id put at the start of every window and calibration sequence, or 'none' (default: the tokenizer's BOS when it adds one)." };
         var damp = new Option<double>("--damp") { Description = "GPTQ dampening, as a fraction of the Hessian's mean diagonal.", DefaultValueFactory = _ => 0.01 };
         var noActOrder = new Option<bool>("--no-act-order") { Description = "GPTQ: quantize columns left to right instead of by decreasing Hessian diagonal." };
-        var noScaleSearch = new Option<bool>("--no-scale-search") { Description = "GPTQ Q4_0: use llama.cpp's scale rule (max / -8) instead of a Hessian-weighted search." };
+        var noScaleSearch = new Option<bool>("--no-scale-search") { Description = "GPTQ Q4_0, int4, int3: use llama.cpp's scale rules (Q4_0 max / -8; groups (max - min) / 15, or / 7 for int3) instead of a Hessian-weighted search." };
         var smoothAlpha = new Option<double?>("--smooth-alpha")
         {
             Description = "With --scheme int8: SmoothQuant migration strength α in [0, 1] (default 0.5; 0 turns smoothing off).",
