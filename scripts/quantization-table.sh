@@ -2,7 +2,7 @@
 # Reproduces the README's quantization tables: every scheme of `minnow quantize` and llama.cpp's own quantizer
 # (through LLamaSharp) on the default model (calibrated on the first 32K tokens of its held-out text, evaluated on
 # the rest) and on stories260K (token ids sampled from its F32 self). One JSON report per run in OUT (default
-# out/quantization).
+# out/quantization). ONLY=REGEX runs only the schemes matching it (e.g. ONLY=int3).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/out/quantization}"
@@ -17,7 +17,13 @@ run() { # name model args...
     minnow quantize "$@" --out "$out/$name.gguf" --json > "$out/$name.json" || { echo "$name failed" >&2; rm -f "$out/$name.json"; }
 }
 schemes=("q8_0 rtn" "q4_0 rtn" "q4_0 gptq" "q4_0 awq" "mixed gptq" "int4 rtn 32" "int4 gptq 32" "int4 rtn 128" "int4 gptq 128"
+    "int3 rtn 32" "int3 gptq 32" "int3 rtn 64" "int3 gptq 64" "int3 rtn 128" "int3 gptq 128" "int3 awq 128"
     "q8_0 llamacpp" "q4_0 llamacpp" "q4_k_m llamacpp")
+if [ -n "${ONLY:-}" ]; then
+    selected=()
+    for spec in "${schemes[@]}"; do [[ "$spec" =~ $ONLY ]] && selected+=("$spec"); done
+    schemes=("${selected[@]}")
+fi
 for spec in "${schemes[@]}"; do
     set -- $spec
     run "default-$1${3:+-g$3}-$2" "$default" --scheme "$1" --method "$2" ${3:+--group "$3"}

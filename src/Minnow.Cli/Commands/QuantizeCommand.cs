@@ -13,8 +13,8 @@ using static Minnow.Cli.Commands.CommandSupport;
 namespace Minnow.Cli.Commands;
 
 /// <summary>
-/// <c>minnow quantize [MODEL] --out OUT.gguf --scheme q8_0|q4_0|int4|int8 [--group 32|64|128] [--method rtn|gptq|awq|llamacpp] [--smooth-alpha A]</c>:
-/// quantizes a model's linear layers to GGUF Q8_0 / Q4_0 blocks or INT4 groups with a scale and zero point (round
+/// <c>minnow quantize [MODEL] --out OUT.gguf --scheme q8_0|q4_0|int4|int3|int8 [--group 32|64|128] [--method rtn|gptq|awq|llamacpp] [--smooth-alpha A]</c>:
+/// quantizes a model's linear layers to GGUF Q8_0 / Q4_0 blocks or INT4 / INT3 groups with a scale and zero point (round
 /// to nearest, GPTQ or AWQ-style scaling, calibrated on a
 /// text), writes a GGUF file every engine runs, then measures it against the original on an evaluation text:
 /// size, bits per weight, perplexity before and after, KL divergence and top-1 agreement, decode speed, and the
@@ -38,6 +38,7 @@ internal static class QuantizeCommand
         var scheme = new Option<string>("--scheme", "-s")
         {
             Description = "Weight format: q8_0, q4_0, int4 (a scale and zero point per --group of values; 32 is llama.cpp's q4_1), " +
+                "int3 (3-bit codes, a scale and zero point per --group; Minnow's own GGUF types), " +
                 "int8 (one scale per output channel: I8 codes and an F16 scale per row, Minnow's own; SmoothQuant with --smooth-alpha), " +
                 "or mixed (q4_0 with the layers that matter most kept at q8_0, within --max-size). " +
                 "With --method llamacpp also llama.cpp's own types: q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m, q6_k.",
@@ -45,7 +46,7 @@ internal static class QuantizeCommand
         };
         var group = new Option<int>("--group")
         {
-            Description = "With --scheme int4: values per scale and zero point, 32, 64 or 128 (64 and 128 are Minnow's own GGUF types).",
+            Description = "With --scheme int4 or int3: values per scale and zero point, 32, 64 or 128 (int4 64 and 128, and every int3, are Minnow's own GGUF types).",
             DefaultValueFactory = _ => 32,
         };
         var maxSize = new Option<string?>("--max-size")
@@ -75,13 +76,13 @@ internal static class QuantizeCommand
         var bos = new Option<string?>("--bos") { Description = "Token id put at the start of every window and calibration sequence, or 'none' (default: the tokenizer's BOS when it adds one)." };
         var damp = new Option<double>("--damp") { Description = "GPTQ dampening, as a fraction of the Hessian's mean diagonal.", DefaultValueFactory = _ => 0.01 };
         var noActOrder = new Option<bool>("--no-act-order") { Description = "GPTQ: quantize columns left to right instead of by decreasing Hessian diagonal." };
-        var noScaleSearch = new Option<bool>("--no-scale-search") { Description = "GPTQ Q4_0: use llama.cpp's scale rule (max / -8) instead of a Hessian-weighted search." };
+        var noScaleSearch = new Option<bool>("--no-scale-search") { Description = "GPTQ Q4_0, int4, int3: use llama.cpp's scale rules (Q4_0 max / -8; groups (max - min) / 15, or / 7 for int3) instead of a Hessian-weighted search." };
         var smoothAlpha = new Option<double?>("--smooth-alpha")
         {
             Description = "With --scheme int8: SmoothQuant migration strength α in [0, 1] (default 0.5; 0 turns smoothing off).",
         };
         var json = JsonOption();
-        var command = new Command("quantize", "Quantize a model to GGUF Q8_0 or Q4_0 (round to nearest, GPTQ or AWQ) and report what it costs in quality.")
+        var command = new Command("quantize", "Quantize a model to GGUF Q8_0, Q4_0, INT4 or INT3 groups (round to nearest, GPTQ or AWQ) and report what it costs in quality.")
         {
             model, output, scheme, group, maxSize, method, calib, calibTokens, calibLength, eval, ids, ctx, chunks, bos, damp, noActOrder, noScaleSearch, smoothAlpha, json,
         };
@@ -278,7 +279,7 @@ internal static class QuantizeCommand
             string? ggufName = GgufNames.FromHuggingFace(arch, layer.Name.StartsWith("transformer.", StringComparison.Ordinal) ? layer.Name["transformer.".Length..] : layer.Name);
             var file0 = ggufName is not null && stored.TryGetValue(ggufName, out var s0) ? s0 : tensor;
             double? rtnError = null;
-            if (file0.Type is DType.Q4_0 or DType.Q8_0 || (file0.Type.IsInt4Group() && layer.Columns % file0.Type.BlockSize() == 0))
+            if (file0.Type is DType.Q4_0 or DType.Q8_0 || (file0.Type.IsIntGroup() && layer.Columns % file0.Type.BlockSize() == 0))
             {
                 var rtn = BlockCodec.RoundToNearest(file0.Type, w, layer.Rows, layer.Columns).ToFloats();
                 rtnError = error.Relative(w, rtn, layer.Rows);

@@ -17,7 +17,7 @@ namespace Minnow.Export;
 /// </summary>
 public static class GgufExporter
 {
-    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128, DType.SparseF16, DType.SparseQ8];
+    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128, DType.Q3_1_G32, DType.Q3_1_G64, DType.Q3_1_G128, DType.SparseF16, DType.SparseQ8];
 
     /// <param name="rowScaledInt8">
     /// Write every Q8_0 matrix whose blocks all carry their row's scale (INT8 per output channel, <c>quantize --scheme
@@ -29,7 +29,7 @@ public static class GgufExporter
     {
         if (!SupportedTypes.Contains(type))
         {
-            throw new MinnowException($"GGUF export supports f32, f16, q8_0, q4_0 and q4_1 (and Minnow's q4_1_g64 / q4_1_g128, sparse-f16 / sparse-q8), not {type.Name()}.");
+            throw new MinnowException($"GGUF export supports f32, f16, q8_0, q4_0 and q4_1 (and Minnow's q4_1_g64 / q4_1_g128, q3_1_g32 / q3_1_g64 / q3_1_g128, sparse-f16 / sparse-q8), not {type.Name()}.");
         }
 
         var c = model.Config;
@@ -155,7 +155,7 @@ public static class GgufExporter
 
         // As llama.cpp's quantizer does, 4-bit files keep the output head (and a tied embedding, which is the head)
         // at higher precision: it is the most sensitive tensor.
-        if ((requested == DType.Q4_0 || requested.IsInt4Group()) && name is "output.weight" or "token_embd.weight")
+        if ((requested == DType.Q4_0 || requested.IsIntGroup()) && name is "output.weight" or "token_embd.weight")
         {
             return DType.Q8_0;
         }
@@ -178,7 +178,7 @@ public static class GgufExporter
         }
 
         int[]? rowOrder = RowOrder(c, arch, hfName, shape);
-        DType storage = tensor.Type is DType.Q8_0 or DType.Q4_0 || tensor.Type.IsInt4Group() ? tensor.Type : StorageType(requested, shape, ggufName);
+        DType storage = tensor.Type is DType.Q8_0 or DType.Q4_0 || tensor.Type.IsIntGroup() ? tensor.Type : StorageType(requested, shape, ggufName);
         if (storage == tensor.Type && !transpose && !storage.IsSparse())
         {
             var raw = new ReadOnlySpan<byte>(tensor.Data, checked((int)tensor.ByteSize)).ToArray();

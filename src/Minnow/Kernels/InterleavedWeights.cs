@@ -4,14 +4,17 @@ using Minnow.Tensors;
 namespace Minnow.Kernels;
 
 /// <summary>
-/// A Q8_0, Q4_0 or group-wise INT4 (Q4_1 family) weight matrix rearranged once for <see cref="QuantizedMatMul"/>, the way llama.cpp repacks
+/// A Q8_0, Q4_0, group-wise INT4 (Q4_1 family) or INT3 (Q3_1 family) weight matrix rearranged once for
+/// <see cref="QuantizedMatMul"/>, the way llama.cpp repacks
 /// Q4_0 at load: rows go in groups of eight, and for every block of 32 columns a group stores its eight fp16
-/// scales side by side (converted together in one vector), for the INT4 groups their eight fp16 minimums (a group
+/// scales side by side (converted together in one vector), for the INT4 and INT3 groups their eight fp16 minimums (a group
 /// of 64 or 128 repeats its scale and minimum for each of its 32-value blocks), and then the eight rows' quants interleaved four bytes at a time
 /// (the chunks <see cref="IInt8RowsDot"/> reads), so one vector holds a piece of every row and the products land
 /// in one lane per row. A last short group is padded with zero rows. Made on a matrix's first use and kept with
-/// it (<see cref="For"/>); when the original bytes are a view of a memory-mapped file, their pages are released
-/// as they are copied, so the resident set holds one copy.
+/// it (<see cref="For"/>). INT3 codes are unpacked here into the INT4 form (Q4_1 nibbles, the same d and m; codes
+/// 0..7 fit in a nibble), so the INT4 kernels run INT3 bit for bit and the interleaved copy takes INT4's memory.
+/// When the original bytes are a view of a memory-mapped file, their pages are released as they are copied, so the
+/// resident set holds one copy.
 /// </summary>
 internal sealed unsafe class InterleavedWeights
 {
@@ -58,10 +61,10 @@ internal sealed unsafe class InterleavedWeights
 
     public byte* Data => _buffer.Pointer;
 
-    /// <summary>Bytes of one group's fp16 scales (and, for the INT4 formats with a minimum, fp16 minimums) per block.</summary>
-    public static int HeaderBytes(DType type) => type.IsInt4Group() ? 2 * GroupRows * sizeof(ushort) : GroupRows * sizeof(ushort);
+    /// <summary>Bytes of one group's fp16 scales (and, for the INT4 and INT3 formats with a minimum, fp16 minimums) per block.</summary>
+    public static int HeaderBytes(DType type) => type.IsIntGroup() ? 2 * GroupRows * sizeof(ushort) : GroupRows * sizeof(ushort);
 
-    /// <summary>Bytes of one group's interleaved quants per block: 256 for Q8_0, 128 for the 4-bit formats.</summary>
+    /// <summary>Bytes of one group's interleaved quants per block: 256 for Q8_0, 128 for the 4-bit formats and INT3 (as nibbles).</summary>
     public static int QuantBytes(DType type) => type == DType.Q8_0 ? GroupRows * BlockSize : GroupRows * BlockSize / 2;
 
     /// <summary>The interleaved form of <paramref name="weight"/>, made (with <paramref name="pool"/>) on first use.</summary>
@@ -84,7 +87,10 @@ internal sealed unsafe class InterleavedWeights
     {
         ref PackJob job = ref *(PackJob*)context;
         bool q8 = job.Type == DType.Q8_0;
-        bool minimum = job.Type.IsInt4Group();
+        bool minimum = job.Type.IsIntGroup();
+        bool int3 = job.Type.IsInt3Group();
+        int codeBytes = minimum ? GroupCodes.BytesPerBlock(job.Type) : 0;
+        byte* nibbles = stackalloc byte[GroupCodes.Int4Bytes];
         int storedBytes = job.Type.BlockBytes();
         int perStored = job.Type.BlockSize() / BlockSize; // 32-value blocks per stored block
         int chunks = q8 ? 8 : 4;
@@ -106,7 +112,13 @@ internal sealed unsafe class InterleavedWeights
                 {
                     // The stored block holding these 32 values: d (and m), then its quants.
                     byte* head = source + ((long)(b / perStored) * storedBytes);
-                    byte* quants = minimum ? head + 4 + (16 * (b % perStored)) : head + 2;
+                    byte* quants = minimum ? head + 4 + (codeBytes * (b % perStored)) : head + 2;
+                    if (int3)
+                    {
+                        GroupCodes.Int3ToNibbles(new ReadOnlySpan<byte>(quants, GroupCodes.Int3Bytes), new Span<byte>(nibbles, GroupCodes.Int4Bytes));
+                        quants = nibbles;
+                    }
+
                     byte* destination = group + (b * stride);
                     ((ushort*)destination)[r] = Unsafe.ReadUnaligned<ushort>(head);
                     if (minimum)

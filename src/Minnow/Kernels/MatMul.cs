@@ -62,7 +62,7 @@ public static unsafe class MatMul
     /// </summary>
     public static void ComputeFused(ReadOnlySpan<Tensor> weights, float* x, int tokens, ReadOnlySpan<nint> ys, ReadOnlySpan<nint> biases, WorkerPool? pool = null)
     {
-        if ((QuantizedActivations || weights[0].Type.IsInt4Group()) && QuantizedMatMul.CanFuse(weights))
+        if ((QuantizedActivations || weights[0].Type.IsIntGroup()) && QuantizedMatMul.CanFuse(weights))
         {
             QuantizedMatMul.ComputeFused(weights, x, tokens, ys, biases, pool ?? WorkerPool.Shared, QuantizedMatMul.PathFor(KernelIsa.Current));
             return;
@@ -88,8 +88,8 @@ public static unsafe class MatMul
             return;
         }
 
-        // The group-wise INT4 formats have only the integer path.
-        if ((quantizeActivations || weight.Type.IsInt4Group()) && QuantizedMatMul.Supports(weight))
+        // The group-wise INT4 and INT3 formats have only the integer path.
+        if ((quantizeActivations || weight.Type.IsIntGroup()) && QuantizedMatMul.Supports(weight))
         {
             QuantizedMatMul.Compute(weight, x, tokens, y, bias, pool ?? WorkerPool.Shared, QuantizedMatMul.PathFor(width));
             return;

@@ -64,7 +64,7 @@ internal static unsafe class QuantizedMatMul
 
     /// <summary>True for the weight types this kernel multiplies.</summary>
     public static bool Supports(Tensor weight) =>
-        (weight.Type is DType.Q8_0 or DType.Q4_0 || weight.Type.IsInt4Group()) && weight.Columns % weight.Type.BlockSize() == 0;
+        (weight.Type is DType.Q8_0 or DType.Q4_0 || weight.Type.IsIntGroup()) && weight.Columns % weight.Type.BlockSize() == 0;
 
     /// <summary>The path for a vector width: the best integer instructions the hardware has within it.</summary>
     public static Int8Path PathFor(VectorWidth width) => width switch
@@ -174,7 +174,10 @@ internal static unsafe class QuantizedMatMul
                 DType.Q4_0 => Select<Q4_0Int8Weight>(path),
                 DType.Q4_1 => Select<Q4_1Int8Weight<Group32>>(path),
                 DType.Q4_1_G64 => Select<Q4_1Int8Weight<Group64>>(path),
-                _ => Select<Q4_1Int8Weight<Group128>>(path),
+                DType.Q4_1_G128 => Select<Q4_1Int8Weight<Group128>>(path),
+                DType.Q3_1_G32 => Select<Q3_1Int8Weight<Group32>>(path),
+                DType.Q3_1_G64 => Select<Q3_1Int8Weight<Group64>>(path),
+                _ => Select<Q3_1Int8Weight<Group128>>(path),
             },
         };
 
@@ -455,7 +458,7 @@ internal static unsafe class QuantizedMatMul
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowType(Tensor weight) =>
-        throw new NotSupportedException($"Integer matrix products need Q8_0 or Q4_0 weights with whole blocks, not {weight.Type} [{weight.Rows}, {weight.Columns}].");
+        throw new NotSupportedException($"Integer matrix products need Q8_0, Q4_0, INT4 or INT3 group weights with whole groups, not {weight.Type} [{weight.Rows}, {weight.Columns}].");
 }
 
 /// <summary>A block format the integer kernels read: the exact integer dot of one block with 32 activation quants.</summary>
@@ -608,6 +611,57 @@ internal readonly unsafe struct Q4_1Int8Weight<TGroup> : IInt8Weight
         for (int j = 0; j < 16; j++)
         {
             sum += ((quants[j] & 0x0F) * x[j]) + ((quants[j] >> 4) * x[j + 16]);
+        }
+
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Dot8<TDot>(byte* interleaved, sbyte* x, int xsum)
+        where TDot : struct, IInt8RowsDot => TDot.Nibbles8(interleaved, x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Dot8x4<TDot>(byte* interleaved, sbyte* x, long stride, int* sums, int sumStride, out Vector256<int> s0, out Vector256<int> s1, out Vector256<int> s2, out Vector256<int> s3)
+        where TDot : struct, IInt8RowsDotX4 => TDot.Nibbles8x4(interleaved, x, stride, out s0, out s1, out s2, out s3);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<int> Dot4<TDot>(byte* interleaved, sbyte* x, int xsum)
+        where TDot : struct, IInt8RowsDot => TDot.Nibbles4(interleaved, x);
+}
+
+/// <summary>
+/// INT3 with a scale and minimum per group of 32, 64 or 128 (<see cref="DType.Q3_1_G32"/>): fp16 d, fp16 m, then 12
+/// bytes of codes per 32 values (<see cref="GroupCodes"/>). The scalar reference reads the 3-bit codes where they are
+/// stored; the vector paths read the interleaved form, where <see cref="InterleavedWeights"/> has unpacked them into
+/// Q4_1 nibbles, so they are <see cref="Q4_1Int8Weight{TGroup}"/>'s bodies: the same exact integer dots, the same bits.
+/// </summary>
+internal readonly unsafe struct Q3_1Int8Weight<TGroup> : IInt8Weight
+    where TGroup : struct, IGroupSize
+{
+    private static int GroupBytes => 4 + (TGroup.Values / 32 * GroupCodes.Int3Bytes);
+
+    public static bool HasMinimum => true;
+
+    public static int HeaderBytes => 32;
+
+    public static byte* Head(byte* row, int b) => row + ((long)(b / (TGroup.Values / 32)) * GroupBytes);
+
+    public static byte* Quants(byte* row, int b) => Head(row, b) + 4 + (GroupCodes.Int3Bytes * (b % (TGroup.Values / 32)));
+
+    public static int Dot(byte* quants, sbyte* x, int xsum)
+    {
+        // Bits 0-1 of value j in byte j % 8 at position 2 · (j / 8); bit 2 in bit j of the word after the 8 bytes.
+        uint high = Unsafe.ReadUnaligned<uint>(quants + 8);
+        if (!BitConverter.IsLittleEndian)
+        {
+            high = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(high);
+        }
+
+        int sum = 0;
+        for (int j = 0; j < 32; j++)
+        {
+            int q = ((quants[j % 8] >> (2 * (j / 8))) & 3) | (int)(((high >> j) & 1) << 2);
+            sum += q * x[j];
         }
 
         return sum;

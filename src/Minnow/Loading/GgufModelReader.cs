@@ -48,7 +48,7 @@ public static unsafe class GgufModelReader
         var matrices = tensors.Values
             .Where(t => t.Rank == 2 && !t.Name.EndsWith("wpe.weight", StringComparison.Ordinal) && (tied || !EmbeddingNames.Contains(t.Name)))
             .ToList();
-        int quantized = matrices.Count(t => t.Type is DType.Q8_0 or DType.Q4_0 || t.Type.IsInt4Group());
+        int quantized = matrices.Count(t => t.Type is DType.Q8_0 or DType.Q4_0 || t.Type.IsIntGroup());
         var fallback = matrices.Where(t => t.Type is DType.F16 or DType.F32 or DType.BF16).ToList();
         if (quantized == 0 || fallback.Count == 0)
         {

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 using Minnow.Tensors;
 
 namespace Minnow.Quantization;
@@ -8,7 +9,8 @@ namespace Minnow.Quantization;
 /// asymmetric INT4 types, one fp16 minimum) per group of values along a row. Q8_0: d + 32 int8 codes in
 /// [-128, 127]; Q4_0: d + 32 codes in [-8, 7] stored as (q + 8) nibbles, value j in the low nibble of byte j and
 /// value j+16 in its high nibble; Q4_1, Q4_1_G64, Q4_1_G128: d, m + 32, 64 or 128 codes in [0, 15] (value = q·d + m)
-/// stored as Q4_1 nibble blocks of 32.
+/// stored as Q4_1 nibble blocks of 32; Q3_1_G32, Q3_1_G64, Q3_1_G128: the same with codes in [0, 7], 12 bytes per 32
+/// (<see cref="GroupCodes"/>).
 /// </summary>
 public sealed class BlockCodec
 {
@@ -21,7 +23,7 @@ public sealed class BlockCodec
 
     public BlockCodec(DType type, int rows, int columns)
     {
-        if (type is not (DType.Q8_0 or DType.Q4_0) && !type.IsInt4Group())
+        if (type is not (DType.Q8_0 or DType.Q4_0) && !type.IsIntGroup())
         {
             throw new ArgumentOutOfRangeException(nameof(type), $"{type} is not a block format.");
         }
@@ -38,13 +40,13 @@ public sealed class BlockCodec
         Columns = columns;
         _codes = new sbyte[(long)rows * columns];
         _scales = new Half[(long)rows * columns / group];
-        _minimums = type.IsInt4Group() ? new Half[_scales.Length] : null;
+        _minimums = type.IsIntGroup() ? new Half[_scales.Length] : null;
     }
 
-    /// <summary>Values sharing one scale (and minimum): 32 except for Q4_1_G64 / Q4_1_G128.</summary>
+    /// <summary>Values sharing one scale (and minimum): 32 except for the groups of 64 and 128.</summary>
     public int GroupSize { get; }
 
-    /// <summary>True when each group also has a minimum (value = q·d + m, codes in [0, 15]).</summary>
+    /// <summary>True when each group also has a minimum (value = q·d + m, codes in [0, <see cref="MaxCode"/>]).</summary>
     public bool Asymmetric => _minimums is not null;
 
     public DType Type { get; }
@@ -64,7 +66,7 @@ public sealed class BlockCodec
     {
         DType.Q4_0 => 7,
         DType.Q8_0 => 127,
-        _ => 15,
+        _ => Type.MaxGroupCode(),
     };
 
     public Span<sbyte> CodeRow(int row) => _codes.AsSpan(row * Columns, Columns);
@@ -112,13 +114,11 @@ public sealed class BlockCodec
             if (_minimums is not null)
             {
                 BinaryPrimitives.WriteUInt16LittleEndian(block[2..], BitConverter.HalfToUInt16Bits(_minimums[b]));
+                int codeBytes = GroupCodes.BytesPerBlock(Type);
                 for (int s = 0; s < GroupSize / BlockSize; s++)
                 {
-                    var nibbles = _codes.AsSpan((int)((b * GroupSize) + (s * BlockSize)), BlockSize);
-                    for (int j = 0; j < 16; j++)
-                    {
-                        block[4 + (16 * s) + j] = (byte)((byte)nibbles[j] | ((byte)nibbles[j + 16] << 4));
-                    }
+                    var codes32 = MemoryMarshal.AsBytes(_codes.AsSpan((int)((b * GroupSize) + (s * BlockSize)), BlockSize));
+                    GroupCodes.Pack(Type, codes32, block.Slice(4 + (codeBytes * s), codeBytes));
                 }
 
                 continue;
@@ -157,11 +157,12 @@ public sealed class BlockCodec
     }
 
     /// <summary>
-    /// The asymmetric code of <paramref name="value"/> on the grid m + q·d (1/d given), q in [0, 15]: as ggml's
-    /// quantize_row_q4_1_ref, (int)((x − m)/d + 0.5) clamped (values below m, which error feedback can produce, go to 0).
+    /// The asymmetric code of <paramref name="value"/> on the grid m + q·d (1/d given), q in [0, <paramref name="maxCode"/>]
+    /// (15 for INT4, 7 for INT3): as ggml's quantize_row_q4_1_ref, (int)((x − m)/d + 0.5) clamped (values below m,
+    /// which error feedback can produce, go to 0).
     /// </summary>
-    public static int Code(float value, float inverseScale, float minimum) =>
-        Math.Clamp((int)MathF.Floor(((value - minimum) * inverseScale) + 0.5f), 0, 15);
+    public static int Code(float value, float inverseScale, float minimum, int maxCode) =>
+        Math.Clamp((int)MathF.Floor(((value - minimum) * inverseScale) + 0.5f), 0, maxCode);
 
     /// <summary>
     /// llama.cpp's scale for a block, before fp16 rounding: Q4_0 d = (the value of largest magnitude) / -8;
@@ -191,6 +192,7 @@ public sealed class BlockCodec
         {
             // As ggml's quantize_row_q4_1_ref (and Dequantize.FromFloats): the grid spans the group's minimum to maximum.
             var minimums = MinimumRow(row);
+            int top = MaxCode;
             for (int g = 0; g < scales.Length; g++)
             {
                 var group = values.Slice(g * GroupSize, GroupSize);
@@ -201,13 +203,13 @@ public sealed class BlockCodec
                     max = MathF.Max(max, v);
                 }
 
-                float d = (max - min) / 15f;
+                float d = (max - min) / top;
                 float id = d != 0 ? 1f / d : 0f;
                 scales[g] = (Half)d;
                 minimums[g] = (Half)min;
                 for (int j = 0; j < GroupSize; j++)
                 {
-                    codes[(g * GroupSize) + j] = (sbyte)Math.Min(15, (int)(((group[j] - min) * id) + 0.5f));
+                    codes[(g * GroupSize) + j] = (sbyte)Math.Min(top, (int)(((group[j] - min) * id) + 0.5f));
                 }
             }
 

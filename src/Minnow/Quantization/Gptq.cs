@@ -39,9 +39,9 @@ public sealed class GptqHessian
 /// <summary>
 /// GPTQ (Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers",
 /// 2022, Algorithm 1) producing ordinary GGUF Q4_0 / Q8_0 blocks, or the asymmetric INT4 groups (Q4_1, Q4_1_G64,
-/// Q4_1_G128). Columns are quantized one at a time in lazy batches; the rounding error of each is spread over the
+/// Q4_1_G128) and INT3 groups (Q3_1_G32, Q3_1_G64, Q3_1_G128). Columns are quantized one at a time in lazy batches; the rounding error of each is spread over the
 /// columns not yet quantized through the Cholesky factor of the inverse Hessian. Each group of columns along a row
-/// (32, or the INT4 type's 64 / 128) gets its scale (and minimum) when the first of its columns is reached, from
+/// (32, or the group type's 64 / 128) gets its scale (and minimum) when the first of its columns is reached, from
 /// the error-updated weights at that moment; its values are then rounded to that grid. Rows are independent given
 /// H, so they are processed in tiles spread over the cores.
 /// </summary>
@@ -52,7 +52,7 @@ public static class Gptq
     /// <summary>Q4_0 scale candidates: the block's signed extreme value maps to code <c>c</c> (llama.cpp's rule is c = -8).</summary>
     private static readonly float[] Q4Candidates = [-8f, -7.75f, -7.5f, -7.25f, -7f, -6.75f, -6.5f, -6.25f, -6f, 7f, 6.75f, 6.5f, 6.25f, 6f];
 
-    /// <summary>Asymmetric INT4 range candidates: each end of [min, max] moved inwards by this many quarter steps (step = range / 15).</summary>
+    /// <summary>Asymmetric group range candidates: each end of [min, max] moved inwards by up to this many quarter steps (step = range / 15 for INT4, / 7 for INT3).</summary>
     private const int RangeShrinkSteps = 4;
 
     /// <summary>
@@ -132,8 +132,8 @@ public static class Gptq
 
     /// <summary>
     /// Quantizes W [rows, width] (row-major float32, columns in their natural order) to <paramref name="type"/>:
-    /// Q8_0, Q4_0, or an INT4 group type (Q4_1, Q4_1_G64, Q4_1_G128). <paramref name="scaleSearch"/> applies to
-    /// Q4_0 and the INT4 group types (Q8_0 always uses llama.cpp's rule).
+    /// Q8_0, Q4_0, or an INT4 or INT3 group type (Q4_1, Q4_1_G64, Q4_1_G128, Q3_1_G32, Q3_1_G64, Q3_1_G128).
+    /// <paramref name="scaleSearch"/> applies to Q4_0 and the group types (Q8_0 always uses llama.cpp's rule).
     /// </summary>
     /// <param name="perChannel">
     /// Q8_0 only: INT8 per output channel, one scale per row, max|row| / 127 of the weights as given (before any error
@@ -170,6 +170,7 @@ public static class Gptq
         var u = hessian.Upper;
         var type = codec.Type;
         bool asymmetric = codec.Asymmetric;
+        int maxCode = codec.MaxCode;
 
         // The tile's rows in processing order.
         var w = new double[count * n];
@@ -232,7 +233,7 @@ public static class Gptq
                         }
                         else if (asymmetric)
                         {
-                            (d, float m) = scaleSearch ? SearchInt4Range(block, weightsOfBlock) : Int4Range(block);
+                            (d, float m) = scaleSearch ? SearchGroupRange(block, weightsOfBlock, maxCode) : GroupRange(block, maxCode);
                             minimums[(r * groups) + g] = m;
                         }
                         else
@@ -257,7 +258,7 @@ public static class Gptq
                     if (asymmetric)
                     {
                         float m = minimums[(r * groups) + g];
-                        int q = BlockCodec.Code((float)value, inverses[(r * groups) + g], m);
+                        int q = BlockCodec.Code((float)value, inverses[(r * groups) + g], m, maxCode);
                         codec.CodeRow(row0 + r)[column] = (sbyte)q;
                         error = (value - ((q * d) + m)) / diagonal;
                     }
@@ -351,8 +352,11 @@ public static class Gptq
         return best;
     }
 
-    /// <summary>ggml's Q4_1 rule on a group's current values: d = (max − min) / 15, m = min, both rounded to fp16.</summary>
-    internal static (float Scale, float Minimum) Int4Range(ReadOnlySpan<float> group)
+    /// <summary>
+    /// ggml's Q4_1 rule on a group's current values: d = (max − min) / <paramref name="maxCode"/> (15 for INT4, 7 for
+    /// INT3), m = min, both rounded to fp16.
+    /// </summary>
+    internal static (float Scale, float Minimum) GroupRange(ReadOnlySpan<float> group, int maxCode)
     {
         float min = float.MaxValue, max = float.MinValue;
         foreach (float v in group)
@@ -361,15 +365,16 @@ public static class Gptq
             max = MathF.Max(max, v);
         }
 
-        return ((float)(Half)((max - min) / 15f), (float)(Half)min);
+        return ((float)(Half)((max - min) / maxCode), (float)(Half)min);
     }
 
     /// <summary>
-    /// The fp16 (d, m) of an asymmetric INT4 group, among ranges [min + a·δ, max − b·δ] (δ a quarter of a step,
-    /// a, b = 0 … 4; a = b = 0 is ggml's rule), that minimises the error of the group's current values weighted by the
-    /// Hessian (1 / [H⁻¹]ᵢᵢ per column). Values outside the range are clamped to its ends.
+    /// The fp16 (d, m) of an asymmetric INT4 or INT3 group (codes 0 … <paramref name="maxCode"/>), among ranges
+    /// [min + a·δ, max − b·δ] (δ a quarter of a step, a, b = 0 … 4; a = b = 0 is ggml's rule), that minimises the
+    /// error of the group's current values weighted by the Hessian (1 / [H⁻¹]ᵢᵢ per column). Values outside the range
+    /// are clamped to its ends.
     /// </summary>
-    internal static (float Scale, float Minimum) SearchInt4Range(ReadOnlySpan<float> group, ReadOnlySpan<float> weights)
+    internal static (float Scale, float Minimum) SearchGroupRange(ReadOnlySpan<float> group, ReadOnlySpan<float> weights, int maxCode)
     {
         float min = float.MaxValue, max = float.MinValue;
         foreach (float v in group)
@@ -378,7 +383,7 @@ public static class Gptq
             max = MathF.Max(max, v);
         }
 
-        var best = ((float)(Half)((max - min) / 15f), (float)(Half)min);
+        var best = ((float)(Half)((max - min) / maxCode), (float)(Half)min);
         float range = max - min;
         if (!(range > 0))
         {
@@ -386,13 +391,13 @@ public static class Gptq
         }
 
         double bestError = double.PositiveInfinity;
-        float quarter = range / 60f;
+        float quarter = range / (4f * maxCode);
         for (int a = 0; a <= RangeShrinkSteps; a++)
         {
             for (int b = 0; b <= RangeShrinkSteps; b++)
             {
                 float lo = min + (a * quarter), hi = max - (b * quarter);
-                float d = (float)(Half)((hi - lo) / 15f), m = (float)(Half)lo;
+                float d = (float)(Half)((hi - lo) / maxCode), m = (float)(Half)lo;
                 if (d == 0 || !float.IsFinite(d))
                 {
                     continue;
@@ -402,7 +407,7 @@ public static class Gptq
                 double error = 0;
                 for (int j = 0; j < group.Length; j++)
                 {
-                    float e = group[j] - ((BlockCodec.Code(group[j], id, m) * d) + m);
+                    float e = group[j] - ((BlockCodec.Code(group[j], id, m, maxCode) * d) + m);
                     error += weights[j] * e * e;
                 }
 

@@ -71,9 +71,10 @@ public sealed class QuantizedModel : IDisposable
 }
 
 /// <summary>
-/// Quantizes a model's weights to GGUF Q8_0, Q4_0 or INT4 groups (Q4_1, Q4_1_G64, Q4_1_G128) as llama.cpp lays
-/// them out: linear layers by round to nearest, GPTQ or AWQ; the token embedding and output head by round to
-/// nearest (Q8_0 when the scheme is a 4-bit one, as llama.cpp keeps them); rows whose length is not a multiple of 32 in F16; vectors in F32. The result is a
+/// Quantizes a model's weights to GGUF Q8_0, Q4_0, INT4 groups (Q4_1, Q4_1_G64, Q4_1_G128) or Minnow's INT3 groups
+/// (Q3_1_G32, Q3_1_G64, Q3_1_G128) as llama.cpp lays them out: linear layers by round to nearest, GPTQ or AWQ; the
+/// token embedding and output head by round to nearest (Q8_0 when the scheme is a 4- or 3-bit one, as llama.cpp keeps
+/// them); linear layers whose rows are not whole groups in F16; vectors in F32. The result is a
 /// self-contained model (it does not borrow the source's memory) that <see cref="Export.GgufExporter"/> writes
 /// unchanged.
 /// </summary>
@@ -280,7 +281,7 @@ public static unsafe class ModelQuantizer
                         else
                         {
                             tensor = owner.Store(name, type, source1.Shape, Dequantize.FromFloats(type, source1.ToFloatArray()));
-                            method = type is DType.Q8_0 or DType.Q4_0 || type.IsInt4Group() ? "rtn" : "kept";
+                            method = type is DType.Q8_0 or DType.Q4_0 || type.IsIntGroup() ? "rtn" : "kept";
                         }
                     }
                 }
@@ -435,7 +436,7 @@ public static unsafe class ModelQuantizer
         }
 
         // As llama.cpp keeps them with its 4-bit types: the embedding and the output head at 8 bits.
-        return (scheme == DType.Q4_0 || scheme.IsInt4Group()) && ggufName is "output.weight" or "token_embd.weight" ? DType.Q8_0 : scheme;
+        return (scheme == DType.Q4_0 || scheme.IsIntGroup()) && ggufName is "output.weight" or "token_embd.weight" ? DType.Q8_0 : scheme;
     }
 
     /// <summary>A linear layer's weights as [outputs, inputs] float32 (GPT-2's Conv1D [inputs, outputs] transposed).</summary>

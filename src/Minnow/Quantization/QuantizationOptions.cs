@@ -23,7 +23,8 @@ public sealed record QuantizationOptions
 {
     /// <summary>
     /// The storage format of the linear layers: <see cref="DType.Q8_0"/>, <see cref="DType.Q4_0"/> or an INT4 group
-    /// type (<see cref="DType.Q4_1"/>, <see cref="DType.Q4_1_G64"/>, <see cref="DType.Q4_1_G128"/>), by any method.
+    /// type (<see cref="DType.Q4_1"/>, <see cref="DType.Q4_1_G64"/>, <see cref="DType.Q4_1_G128"/>) or an INT3 group type
+    /// (<see cref="DType.Q3_1_G32"/>, <see cref="DType.Q3_1_G64"/>, <see cref="DType.Q3_1_G128"/>), by any method.
     /// </summary>
     public DType Scheme { get; init; } = DType.Q4_0;
 
@@ -49,8 +50,8 @@ public sealed record QuantizationOptions
     public int LazyBatchSize { get; init; } = 128;
 
     /// <summary>
-    /// GPTQ Q4_0 and int4 groups: pick each group's scale (int4: scale and minimum) among a few candidates by
-    /// Hessian-weighted error (false: llama.cpp's rules, Q4_0 d = max / -8, Q4_1 d = (max − min) / 15 and m = min, on
+    /// GPTQ Q4_0 and int4 / int3 groups: pick each group's scale (groups: scale and minimum) among a few candidates by
+    /// Hessian-weighted error (false: llama.cpp's rules, Q4_0 d = max / -8, Q4_1 d = (max − min) / 15 (int3: / 7) and m = min, on
     /// the error-updated weights).
     /// </summary>
     public bool ScaleSearch { get; init; } = true;
@@ -74,9 +75,9 @@ public sealed record QuantizationOptions
 
     public void Validate()
     {
-        if (Scheme is not (DType.Q8_0 or DType.Q4_0) && !Scheme.IsInt4Group())
+        if (Scheme is not (DType.Q8_0 or DType.Q4_0) && !Scheme.IsIntGroup())
         {
-            throw new MinnowException($"quantization scheme must be q8_0, q4_0 or int4 (q4_1, groups of 32, 64 or 128), not {Scheme.Name()}.");
+            throw new MinnowException($"quantization scheme must be q8_0, q4_0, int4 (q4_1, groups of 32, 64 or 128) or int3 (groups of 32, 64 or 128), not {Scheme.Name()}.");
         }
 
         if (PerChannel && Scheme != DType.Q8_0)
@@ -123,7 +124,7 @@ public sealed record QuantizationOptions
         }
     }
 
-    /// <param name="group">For int4: the values sharing a scale and zero point, 32, 64 or 128.</param>
+    /// <param name="group">For int4 and int3: the values sharing a scale and zero point, 32, 64 or 128.</param>
     public static DType ParseScheme(string? text, int group = 32) => text?.Trim().ToLowerInvariant() switch
     {
         "q8_0" or "q8" => DType.Q8_0,
@@ -136,8 +137,15 @@ public sealed record QuantizationOptions
             128 => DType.Q4_1_G128,
             _ => throw new MinnowException($"--group must be 32, 64 or 128 (got {group})."),
         },
+        "int3" => group switch
+        {
+            32 => DType.Q3_1_G32,
+            64 => DType.Q3_1_G64,
+            128 => DType.Q3_1_G128,
+            _ => throw new MinnowException($"--group must be 32, 64 or 128 (got {group})."),
+        },
         "int8" => DType.Q8_0,
-        _ => throw new MinnowException($"--scheme '{text}' is not supported (q8_0, q4_0, int4, q4_1, int8)."),
+        _ => throw new MinnowException($"--scheme '{text}' is not supported (q8_0, q4_0, int4, int3, q4_1, int8)."),
     };
 
     public static QuantizationMethod ParseMethod(string? text) => text?.Trim().ToLowerInvariant() switch

@@ -65,6 +65,22 @@ public enum DType
     /// carry the row's scale (exact), so the integer kernels run it. No kernel reads I8 directly.
     /// </summary>
     I8,
+
+    /// <summary>
+    /// Minnow's INT3 with a scale and zero point per group of 32: fp16 d, fp16 m (the group's minimum), then the 32
+    /// codes q in [0, 7] in 12 bytes (value = q · d + m): 8 bytes of low bits, byte j holding bits 0-1 of values j,
+    /// j + 8, j + 16 and j + 24 at bit positions 0, 2, 4 and 6, then 4 bytes of high bits, bit j of the
+    /// little-endian 32-bit word being bit 2 of value j (<see cref="GroupCodes"/>). The layout is chosen so that the low
+    /// plane becomes Q4_1's nibble block with one mask (bytes 0..7) and one shift and mask (bytes 8..15), as
+    /// llama.cpp's Q3_K splits its codes into a 2-bit and a 1-bit plane. 4.0 bits per weight. Not a llama.cpp type.
+    /// </summary>
+    Q3_1_G32,
+
+    /// <summary>The same with groups of 64: fp16 d, fp16 m, then two 12-byte code blocks (3.5 bits per weight).</summary>
+    Q3_1_G64,
+
+    /// <summary>The same with groups of 128: fp16 d, fp16 m, then four 12-byte code blocks (3.25 bits per weight).</summary>
+    Q3_1_G128,
 }
 
 public static class DTypeInfo
@@ -73,8 +89,9 @@ public static class DTypeInfo
     public static int BlockSize(this DType type) => type switch
     {
         DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q8_1 => 32,
-        DType.Q4_1_G64 => 64,
-        DType.Q4_1_G128 => 128,
+        DType.Q4_1_G64 or DType.Q3_1_G64 => 64,
+        DType.Q4_1_G128 or DType.Q3_1_G128 => 128,
+        DType.Q3_1_G32 => 32,
         DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
         _ => 1,
     };
@@ -90,6 +107,9 @@ public static class DTypeInfo
         DType.Q4_1 => 20,
         DType.Q4_1_G64 => 36,
         DType.Q4_1_G128 => 68,
+        DType.Q3_1_G32 => 16,
+        DType.Q3_1_G64 => 28,
+        DType.Q3_1_G128 => 52,
         DType.Q5_0 => 22,
         DType.Q5_1 => 24,
         DType.Q8_1 => 36,
@@ -120,6 +140,16 @@ public static class DTypeInfo
     /// <summary>True for INT4 with a scale and zero point per group: Q4_1 (32), Q4_1_G64, Q4_1_G128.</summary>
     public static bool IsInt4Group(this DType type) => type is DType.Q4_1 or DType.Q4_1_G64 or DType.Q4_1_G128;
 
+    /// <summary>True for INT3 with a scale and zero point per group: Q3_1_G32, Q3_1_G64, Q3_1_G128.</summary>
+    public static bool IsInt3Group(this DType type) => type is DType.Q3_1_G32 or DType.Q3_1_G64 or DType.Q3_1_G128;
+
+    /// <summary>True for the group-wise integer types with a scale and a minimum per group (INT4 or INT3): value = q · d + m.</summary>
+    public static bool IsIntGroup(this DType type) => type.IsInt4Group() || type.IsInt3Group();
+
+    /// <summary>The largest code of a group-wise integer type: 15 for INT4, 7 for INT3 (codes start at 0).</summary>
+    public static int MaxGroupCode(this DType type) => type.IsInt3Group() ? 7 : type.IsInt4Group() ? 15
+        : throw new ArgumentOutOfRangeException(nameof(type), $"{type} is not a group-wise integer type.");
+
     public static string Name(this DType type) => type switch
     {
         DType.F32 => "F32",
@@ -138,6 +168,9 @@ public static class DTypeInfo
         DType.Q6_K => "Q6_K",
         DType.Q4_1_G64 => "Q4_1_G64",
         DType.Q4_1_G128 => "Q4_1_G128",
+        DType.Q3_1_G32 => "Q3_1_G32",
+        DType.Q3_1_G64 => "Q3_1_G64",
+        DType.Q3_1_G128 => "Q3_1_G128",
         DType.SparseF16 => "SPARSE_F16",
         DType.SparseQ8 => "SPARSE_Q8",
         DType.I8 => "I8",

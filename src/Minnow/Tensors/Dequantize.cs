@@ -66,9 +66,14 @@ public static unsafe class Dequantize
             case DType.Q4_1:
             case DType.Q4_1_G64:
             case DType.Q4_1_G128:
+            case DType.Q3_1_G32:
+            case DType.Q3_1_G64:
+            case DType.Q3_1_G128:
                 {
-                    // d, m, then the group's 32-value nibble blocks; value = q · d + m (as ggml's dequantize_row_q4_1).
-                    int group = type.BlockSize(), size = type.BlockBytes();
+                    // d, m, then the group's codes 32 values at a time (GroupCodes); value = q · d + m (as ggml's
+                    // dequantize_row_q4_1 for the INT4 types).
+                    int group = type.BlockSize(), size = type.BlockBytes(), codeBytes = GroupCodes.BytesPerBlock(type);
+                    Span<byte> codes = stackalloc byte[32];
                     for (int g = 0; g < n / group; g++)
                     {
                         byte* block = source + ((long)g * size);
@@ -76,12 +81,11 @@ public static unsafe class Dequantize
                         float m = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(block + 2, 2)));
                         for (int s = 0; s < group / 32; s++)
                         {
-                            var qs = new ReadOnlySpan<byte>(block + 4 + (16 * s), 16);
+                            GroupCodes.Unpack(type, new ReadOnlySpan<byte>(block + 4 + (codeBytes * s), codeBytes), codes);
                             int first = (g * group) + (32 * s);
-                            for (int j = 0; j < 16; j++)
+                            for (int j = 0; j < 32; j++)
                             {
-                                destination[first + j] = ((qs[j] & 0x0F) * d) + m;
-                                destination[first + j + 16] = ((qs[j] >> 4) * d) + m;
+                                destination[first + j] = (codes[j] * d) + m;
                             }
                         }
                     }
@@ -176,9 +180,14 @@ public static unsafe class Dequantize
             case DType.Q4_1:
             case DType.Q4_1_G64:
             case DType.Q4_1_G128:
+            case DType.Q3_1_G32:
+            case DType.Q3_1_G64:
+            case DType.Q3_1_G128:
                 {
-                    // Round to nearest between the group's minimum and maximum, as ggml's quantize_row_q4_1_ref.
-                    int group = type.BlockSize(), size = type.BlockBytes();
+                    // Round to nearest between the group's minimum and maximum, as ggml's quantize_row_q4_1_ref (with
+                    // 7 steps instead of 15 for INT3).
+                    int group = type.BlockSize(), size = type.BlockBytes(), codeBytes = GroupCodes.BytesPerBlock(type), top = type.MaxGroupCode();
+                    Span<byte> codes = stackalloc byte[32];
                     for (int g = 0; g < values.Length / group; g++)
                     {
                         var block = values.Slice(g * group, group);
@@ -189,19 +198,19 @@ public static unsafe class Dequantize
                             max = MathF.Max(max, v);
                         }
 
-                        float d = (max - min) / 15f;
+                        float d = (max - min) / top;
                         float id = d != 0 ? 1f / d : 0f;
                         var outBlock = bytes.AsSpan(g * size, size);
                         BinaryPrimitives.WriteUInt16LittleEndian(outBlock, BitConverter.HalfToUInt16Bits((Half)d));
                         BinaryPrimitives.WriteUInt16LittleEndian(outBlock[2..], BitConverter.HalfToUInt16Bits((Half)min));
                         for (int s = 0; s < group / 32; s++)
                         {
-                            for (int j = 0; j < 16; j++)
+                            for (int j = 0; j < 32; j++)
                             {
-                                int q0 = Math.Min(15, (int)(((block[(32 * s) + j] - min) * id) + 0.5f));
-                                int q1 = Math.Min(15, (int)(((block[(32 * s) + j + 16] - min) * id) + 0.5f));
-                                outBlock[4 + (16 * s) + j] = (byte)(q0 | (q1 << 4));
+                                codes[j] = (byte)Math.Min(top, (int)(((block[(32 * s) + j] - min) * id) + 0.5f));
                             }
+
+                            GroupCodes.Pack(type, codes, outBlock.Slice(4 + (codeBytes * s), codeBytes));
                         }
                     }
 

@@ -8,7 +8,7 @@ namespace Minnow.Tests.Kernels;
 
 public unsafe class QuantizedMatMulTests : IDisposable
 {
-    private static readonly DType[] Types = [DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128];
+    private static readonly DType[] Types = [DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128, DType.Q3_1_G32, DType.Q3_1_G64, DType.Q3_1_G128];
 
     /// <summary>Every integer path this machine can run (each falls back to the next narrower where absent).</summary>
     private static readonly Int8Path[] Paths = [Int8Path.Scalar, Int8Path.Portable, Int8Path.V128, Int8Path.Avx2, Int8Path.AvxVnni];
@@ -395,6 +395,122 @@ public unsafe class QuantizedMatMulTests : IDisposable
                     }
 
                     AssertBitwiseEqual([sum + p.Bias![o]], [y[(t * 5) + o]], $"{type} t={t} o={o}");
+                }
+            }
+        }
+    }
+
+    public static TheoryData<DType, int> Int3PathCases()
+    {
+        var data = new TheoryData<DType, int>();
+        foreach (var type in Types.Where(t => t.IsInt3Group()))
+        {
+            foreach (var path in Paths)
+            {
+                data.Add(type, (int)path);
+            }
+        }
+
+        return data;
+    }
+
+    /// <summary>The INT4 group type of the same group size, and its bytes for the same d, m and codes as an INT3 matrix.</summary>
+    private static Tensor AsInt4(Tensor int3)
+    {
+        var type = int3.Type switch
+        {
+            DType.Q3_1_G32 => DType.Q4_1,
+            DType.Q3_1_G64 => DType.Q4_1_G64,
+            _ => DType.Q4_1_G128,
+        };
+        int groups = (int)(int3.ElementCount / type.BlockSize()), subBlocks = type.BlockSize() / 32;
+        var source = new ReadOnlySpan<byte>(int3.Data, (int)int3.ByteSize);
+        var bytes = new byte[type.ByteCount(int3.ElementCount)];
+        Span<byte> codes = stackalloc byte[32];
+        for (int g = 0; g < groups; g++)
+        {
+            var from = source.Slice(g * int3.Type.BlockBytes(), int3.Type.BlockBytes());
+            var to = bytes.AsSpan(g * type.BlockBytes(), type.BlockBytes());
+            from[..4].CopyTo(to);
+            for (int s = 0; s < subBlocks; s++)
+            {
+                GroupCodes.Unpack(int3.Type, from.Slice(4 + (12 * s), 12), codes);
+                GroupCodes.Pack(type, codes, to.Slice(4 + (16 * s), 16));
+            }
+        }
+
+        var buffer = new NativeBuffer(bytes.Length);
+        bytes.CopyTo(new Span<byte>(buffer.Pointer, bytes.Length));
+        return new Tensor($"w{type}", type, [int3.Rows, int3.Columns], buffer.Pointer, buffer);
+    }
+
+    [Theory]
+    [MemberData(nameof(Int3PathCases))]
+    public void Int3GivesTheInt4KernelsBitsForTheSameCodes(DType type, int path)
+    {
+        // INT3 runs on the INT4 kernels after unpacking: the same d, m and codes stored as INT4 give the same bits on
+        // every path, and the INT3 scalar reference (which reads the 3-bit codes in place) agrees with them.
+        foreach (var (rows, cols) in ShapesFor(type))
+        {
+            foreach (int tokens in new[] { 1, 5 })
+            {
+                var p = Make(type, rows, cols, tokens, tokens == 1, (3 * rows) + cols + tokens);
+                var q = new Problem { Weight = AsInt4(p.Weight), X = p.X, Bias = p.Bias, Tokens = tokens };
+                string context = $"{type} {(Int8Path)path} {rows}x{cols} tokens={tokens}";
+                Assert.Equal(p.Weight.ToFloatArray(), q.Weight.ToFloatArray());
+
+                // The unpacked interleaved form is the INT4 one byte for byte (so it takes INT4's memory).
+                var int3Form = InterleavedWeights.For(p.Weight, _two);
+                var int4Form = InterleavedWeights.For(q.Weight, _two);
+                Assert.Equal(int4Form.GroupStride, int3Form.GroupStride);
+                Assert.True(new ReadOnlySpan<byte>(int4Form.Data, (int)(int4Form.GroupStride * int4Form.Groups))
+                    .SequenceEqual(new ReadOnlySpan<byte>(int3Form.Data, (int)(int3Form.GroupStride * int3Form.Groups))), context + " interleaved bytes");
+                float[] reference = q.Run(_one, Int8Path.Scalar);
+                AssertBitwiseEqual(reference, p.Run(_one, Int8Path.Scalar), context + " scalar");
+                AssertBitwiseEqual(reference, p.Run(_two, (Int8Path)path), context);
+                AssertBitwiseEqual(q.Run(_two, (Int8Path)path), p.Run(_two, (Int8Path)path), context + " int4");
+            }
+        }
+    }
+
+    [Fact]
+    public void TheInt3ScalarReferenceIsTheDocumentedSum()
+    {
+        // Σ_b (isum_b · (d_w · d_x,b)) + (m_w · (d_x,b · Σx_b)) in block order, isum_b over the codes the dequantizer reads
+        // (value = q · d + m), recomputed here from the bytes.
+        var codes = new byte[32];
+        foreach (var type in Types.Where(t => t.IsInt3Group()))
+        {
+            int rows = 5, cols = 256, blocks = cols / 32;
+            var p = Make(type, rows, cols, 3, true, 29);
+            float[] y = p.Run(_two, Int8Path.Scalar);
+            var weight = new ReadOnlySpan<byte>(p.Weight.Data, (int)(p.Weight.RowBytes * rows));
+            int perGroup = type.BlockSize() / 32;
+            for (int t = 0; t < 3; t++)
+            {
+                byte[] xq = Dequantize.FromFloats(DType.Q8_0, p.X.AsSpan(t * cols, cols));
+                for (int o = 0; o < rows; o++)
+                {
+                    float sum = 0;
+                    for (int b = 0; b < blocks; b++)
+                    {
+                        var group = weight.Slice((int)(o * p.Weight.RowBytes) + (b / perGroup * type.BlockBytes()), type.BlockBytes());
+                        GroupCodes.Unpack(type, group.Slice(4 + (12 * (b % perGroup)), 12), codes);
+                        int isum = 0, xsum = 0;
+                        for (int j = 0; j < 32; j++)
+                        {
+                            Assert.InRange(codes[j], 0, 7);
+                            isum += codes[j] * (sbyte)xq[(b * 34) + 2 + j];
+                            xsum += (sbyte)xq[(b * 34) + 2 + j];
+                        }
+
+                        float dw = (float)BitConverter.UInt16BitsToHalf((ushort)(group[0] | (group[1] << 8)));
+                        float mw = (float)BitConverter.UInt16BitsToHalf((ushort)(group[2] | (group[3] << 8)));
+                        float dx = (float)BitConverter.UInt16BitsToHalf((ushort)(xq[b * 34] | (xq[(b * 34) + 1] << 8)));
+                        sum += (isum * (dw * dx)) + (mw * (dx * xsum));
+                    }
+
+                    AssertBitwiseEqual([sum + p.Bias![o]], [y[(t * rows) + o]], $"{type} t={t} o={o}");
                 }
             }
         }

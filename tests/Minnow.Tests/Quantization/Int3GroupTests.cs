@@ -1,0 +1,326 @@
+using Minnow.Export;
+using Minnow.Formats.Gguf;
+using Minnow.Loading;
+using Minnow.Quantization;
+using Minnow.Tensors;
+using Minnow.Tokenizers;
+using Xunit.Abstractions;
+using static Minnow.Tests.Quantization.QuantizationTestSupport;
+
+namespace Minnow.Tests.Quantization;
+
+/// <summary>INT3 with a scale and zero point per group of 32, 64 and 128 (Minnow's Q3_1_G32, Q3_1_G64, Q3_1_G128).</summary>
+public class Int3GroupTests(ITestOutputHelper output)
+{
+    private static readonly DType[] Types = [DType.Q3_1_G32, DType.Q3_1_G64, DType.Q3_1_G128];
+
+    [Fact]
+    public void CodesPackAndUnpackExactlyAndBecomeTheSameInt4Nibbles()
+    {
+        var random = new Random(11);
+        var codes = new byte[32];
+        var packed = new byte[12];
+        var back = new byte[32];
+        var nibbles = new byte[16];
+        var int4 = new byte[16];
+        for (int trial = 0; trial < 500; trial++)
+        {
+            for (int j = 0; j < 32; j++)
+            {
+                codes[j] = trial switch
+                {
+                    0 => 0,
+                    1 => 7,
+                    2 => (byte)(j % 8),
+                    _ => (byte)random.Next(8),
+                };
+            }
+
+            GroupCodes.Pack(DType.Q3_1_G32, codes, packed);
+            GroupCodes.Unpack(DType.Q3_1_G32, packed, back);
+            Assert.Equal(codes, back);
+
+            // The documented layout: bits 0-1 of value j in byte j % 8 at 2·(j / 8); bit 2 in bit j of bytes 8..11.
+            uint high = BitConverter.ToUInt32(packed, 8);
+            for (int j = 0; j < 32; j++)
+            {
+                Assert.Equal(codes[j] & 3, (packed[j % 8] >> (2 * (j / 8))) & 3);
+                Assert.Equal((codes[j] >> 2) & 1, (int)((high >> j) & 1));
+            }
+
+            GroupCodes.Int3ToNibbles(packed, nibbles);
+            GroupCodes.Pack(DType.Q4_1, codes, int4);
+            Assert.Equal(int4, nibbles);
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.Q3_1_G32, 16)]
+    [InlineData(DType.Q3_1_G64, 28)]
+    [InlineData(DType.Q3_1_G128, 52)]
+    public void SizesAndGgufIdsAreMinnowsOwn(DType type, int bytes)
+    {
+        Assert.Equal(bytes, type.BlockBytes());
+        Assert.Equal(type.BlockSize() * 3 / 8 + 4, type.BlockBytes());
+        Assert.Equal(7, type.MaxGroupCode());
+        uint id = GgmlType.FromDType(type);
+        Assert.True(id >= 1000, $"{type}: {id}");
+        Assert.Equal(type, GgmlType.ToDType(id));
+        Assert.Equal($"{type.Name()} (Minnow)", GgmlType.Name(id));
+        Assert.Equal(type, QuantizationOptions.ParseScheme("int3", type.BlockSize()));
+    }
+
+    [Theory]
+    [InlineData(DType.Q3_1_G32)]
+    [InlineData(DType.Q3_1_G64)]
+    [InlineData(DType.Q3_1_G128)]
+    public unsafe void RoundToNearestStaysWithinHalfAStepOfEveryValue(DType type)
+    {
+        var random = new Random(5);
+        int group = type.BlockSize();
+        var values = new float[group * 12];
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = (float)(random.NextDouble() * 3 - 1) * (i / group % 3 == 0 ? 0.01f : 1f);
+        }
+
+        values.AsSpan(0, group).Fill(0.25f); // a constant group: d = 0, every value is m
+        byte[] bytes = Dequantize.FromFloats(type, values);
+        Assert.Equal(type.ByteCount(values.Length), bytes.Length);
+        Assert.Equal(values.Length * 3 / 8 + (values.Length / group * 4), bytes.Length);
+        var back = new float[values.Length];
+        fixed (byte* p = bytes)
+        {
+            Dequantize.Row(type, p, back);
+        }
+
+        double worst = 0;
+        for (int g = 0; g < values.Length / group; g++)
+        {
+            var slice = values.AsSpan(g * group, group);
+            float min = slice.ToArray().Min(), max = slice.ToArray().Max();
+            double step = (max - min) / 7.0;
+            for (int j = 0; j < group; j++)
+            {
+                int i = (g * group) + j;
+
+                // Half a step, plus the fp16 rounding of d (7 steps of it) and of m.
+                double bound = (step / 2) + (7 * step * 1e-3) + (Math.Abs(min) * 1e-3) + 1e-7;
+                Assert.True(Math.Abs(back[i] - values[i]) <= bound, $"{type} value {i}: {back[i]} vs {values[i]} (bound {bound})");
+                worst = Math.Max(worst, Math.Abs(back[i] - values[i]) / (step > 0 ? step : 1));
+            }
+        }
+
+        // Not vacuous: some value is close to half a step away (uniform values fill the steps).
+        Assert.True(worst > 0.4, $"{type}: worst error {worst} steps");
+    }
+
+    [Theory]
+    [InlineData(DType.Q3_1_G32)]
+    [InlineData(DType.Q3_1_G64)]
+    [InlineData(DType.Q3_1_G128)]
+    public void CodecRoundToNearestWritesTheSameBytesAsTheReferenceQuantizer(DType type)
+    {
+        var random = new Random(7);
+        int rows = 6, columns = 256;
+        var w = Gaussian(random, rows * columns, 0.05f);
+        w.AsSpan(0, type.BlockSize()).Fill(-0.125f); // a constant group: d = 0
+        var codec = BlockCodec.RoundToNearest(type, w, rows, columns);
+        Assert.Equal(7, codec.MaxCode);
+        Assert.Equal(Dequantize.FromFloats(type, w), codec.ToBytes());
+        Assert.Equal(Dequantized(type, codec.ToBytes(), w.Length), codec.ToFloats());
+    }
+
+    [Theory]
+    [InlineData(DType.Q3_1_G32, true)]
+    [InlineData(DType.Q3_1_G64, false)]
+    [InlineData(DType.Q3_1_G128, true)]
+    public void CorrelatedInputsGptqBeatsRoundToNearest(DType type, bool scaleSearch)
+    {
+        var random = new Random(3);
+        int rows = 24, n = 256, tokens = 512;
+        var w = Gaussian(random, rows * n, 0.02f);
+        for (int i = 0; i < w.Length; i++)
+        {
+            w[i] += 0.01f; // not centred: the zero point matters
+        }
+
+        // Correlated channels (AR(1), ρ = 0.85) of uneven magnitude.
+        var z = Gaussian(random, tokens * n);
+        var channel = Enumerable.Range(0, n).Select(_ => random.NextDouble() < 0.05 ? 8f : (float)(0.5 + random.NextDouble())).ToArray();
+        var x = new float[tokens * n];
+        for (int t = 0; t < tokens; t++)
+        {
+            double previous = z[t * n];
+            for (int i = 0; i < n; i++)
+            {
+                previous = i == 0 ? previous : (0.85 * previous) + (Math.Sqrt(1 - (0.85 * 0.85)) * z[(t * n) + i]);
+                x[(t * n) + i] = (float)previous * channel[i];
+            }
+        }
+
+        var h = new double[n * n];
+        for (int t = 0; t < tokens; t++)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                double xi = 2.0 * x[(t * n) + i] / tokens;
+                for (int j = 0; j < n; j++)
+                {
+                    h[(i * n) + j] += xi * x[(t * n) + j];
+                }
+            }
+        }
+
+        var codec = Gptq.Quantize(w, rows, Gptq.Prepare(h, n, 0.01, actOrder: true), type, lazyBatch: 64, scaleSearch: scaleSearch);
+        Assert.Equal(type, codec.Type);
+        for (int r = 0; r < rows; r++)
+        {
+            Assert.All(codec.CodeRow(r).ToArray(), q => Assert.InRange(q, 0, 7));
+        }
+
+        Assert.Equal(codec.ToFloats(), Dequantized(type, codec.ToBytes(), w.Length));
+        var gptq = codec.ToFloats();
+        var rtn = Dequantized(type, Dequantize.FromFloats(type, w), w.Length);
+        double Relative(float[] q) => Math.Sqrt(OutputNorm(w.Zip(q, (a, b) => a - b).ToArray(), rows, x, tokens, n) / OutputNorm(w, rows, x, tokens, n));
+        double ofGptq = Relative(gptq), ofRtn = Relative(rtn);
+        output.WriteLine($"{type.Name()} search {scaleSearch}: GPTQ {ofGptq:0.00000} RTN {ofRtn:0.00000}");
+        Assert.True(ofGptq < 0.8 * ofRtn, $"GPTQ {ofGptq} vs RTN {ofRtn}");
+    }
+
+    [Fact]
+    public void DefaultModelGroupsSaveReloadBitIdenticallyAndFinerGroupsLoseLess()
+    {
+        string folder = Path.Combine(SharedData.RepositoryRoot, "models", "default");
+        using var pool = new WorkerPool(2);
+        using var original = ModelLoader.LoadModel(folder, pool);
+        var tokenizer = TokenizerLoader.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"));
+        int[] ids = tokenizer.Encode(File.ReadAllText(Path.Combine(folder, "held-out.txt")), addSpecial: false).Take(2048).ToArray();
+        using var int4 = ModelQuantizer.Quantize(original, new QuantizationOptions { Scheme = DType.Q4_1_G128, Method = QuantizationMethod.Rtn }, pool: pool);
+        double int4Kl = ModelComparison.Compare(original, int4.Model, ids, ctx: 128, bosToken: null).MeanKl;
+        var kl = new Dictionary<DType, double>();
+        foreach (var type in Types)
+        {
+            using var quantized = ModelQuantizer.Quantize(original, new QuantizationOptions { Scheme = type, Method = QuantizationMethod.Rtn }, pool: pool);
+            Assert.Equal(type, quantized.Model.Weights.Get("model.layers.0.mlp.up_proj.weight").Type);
+            Assert.Equal(DType.Q8_0, quantized.Tensors.Single(t => t.Name == "model.embed_tokens.weight").Type);
+            var result = ModelComparison.Compare(original, quantized.Model, ids, ctx: 128, bosToken: null);
+            output.WriteLine($"{type.Name()}: ppl {result.Perplexity:0.000} (F32 {result.ReferencePerplexity:0.000}), KL {result.MeanKl:0.00000}, top-1 {result.Top1Agreement:P2}, {quantized.BitsPerWeight:0.00} bpw");
+            Assert.True(result.Perplexity < result.ReferencePerplexity * 1.15, $"{type}: perplexity {result.Perplexity} vs {result.ReferencePerplexity}");
+            kl[type] = result.MeanKl;
+
+            SavesAndReloadsExactly(quantized.Model, type, ids.Take(64).ToArray(), pool);
+        }
+
+        Assert.True(kl[DType.Q3_1_G32] < kl[DType.Q3_1_G128], $"KL: groups of 32 {kl[DType.Q3_1_G32]} vs 128 {kl[DType.Q3_1_G128]}");
+
+        // Three bits lose more than four at the same group size.
+        Assert.True(int4Kl < kl[DType.Q3_1_G128], $"KL: INT4 groups of 128 {int4Kl} vs INT3 {kl[DType.Q3_1_G128]}");
+    }
+
+    [Fact]
+    public void DefaultModelGptqBeatsRoundToNearestAndReloadsBitIdentically()
+    {
+        string folder = Path.Combine(SharedData.RepositoryRoot, "models", "default");
+        using var pool = new WorkerPool(2);
+        using var original = ModelLoader.LoadModel(folder, pool);
+        var tokenizer = TokenizerLoader.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"));
+        int[] tokens = tokenizer.Encode(File.ReadAllText(Path.Combine(folder, "held-out.txt")), addSpecial: false).ToArray();
+
+        // Fixed calibration: the first 16 windows of 128 of the held-out text; evaluation on a later, disjoint part.
+        var calibration = Calibration.FromTokens(tokens, 128, 16 * 128, bos: null);
+        int[] evaluation = tokens[(tokens.Length / 2)..];
+        using var statistics = Calibration.Collect(original, calibration);
+        foreach (var type in new[] { DType.Q3_1_G32, DType.Q3_1_G128 })
+        {
+            using var rtn = ModelQuantizer.Quantize(original, new QuantizationOptions { Scheme = type, Method = QuantizationMethod.Rtn }, pool: pool);
+            using var gptq = ModelQuantizer.Quantize(original, new QuantizationOptions { Scheme = type, Method = QuantizationMethod.Gptq }, statistics, pool: pool);
+            var up = gptq.Tensors.Single(t => t.Name == "model.layers.0.mlp.up_proj.weight");
+            Assert.Equal(type, up.Type);
+            Assert.Equal("gptq", up.Method);
+            Assert.True(up.RelativeOutputError < up.RoundToNearestError, $"{type} up_proj: GPTQ {up.RelativeOutputError} vs RTN {up.RoundToNearestError}");
+            Assert.Equal(rtn.Bytes, gptq.Bytes);
+
+            var ofRtn = ModelComparison.Compare(original, rtn.Model, evaluation, ctx: 128, maxChunks: 12);
+            var ofGptq = ModelComparison.Compare(original, gptq.Model, evaluation, ctx: 128, maxChunks: 12);
+            output.WriteLine($"{type.Name()}: F32 ppl {ofRtn.ReferencePerplexity:0.000}; RTN ppl {ofRtn.Perplexity:0.000} KL {ofRtn.MeanKl:0.000000}; " +
+                $"GPTQ ppl {ofGptq.Perplexity:0.000} KL {ofGptq.MeanKl:0.000000}; {gptq.BitsPerWeight:0.00} bpw");
+            Assert.True(ofGptq.Perplexity < ofRtn.Perplexity, $"{type}: perplexity GPTQ {ofGptq.Perplexity} vs RTN {ofRtn.Perplexity}");
+            Assert.True(ofGptq.MeanKl < ofRtn.MeanKl, $"{type}: KL GPTQ {ofGptq.MeanKl} vs RTN {ofRtn.MeanKl}");
+
+            SavesAndReloadsExactly(gptq.Model, type, evaluation.Take(64).ToArray(), pool);
+        }
+    }
+
+    [Fact]
+    public void DefaultModelAwqWritesInt3Groups()
+    {
+        string folder = Path.Combine(SharedData.RepositoryRoot, "models", "default");
+        using var pool = new WorkerPool(2);
+        using var original = ModelLoader.LoadModel(folder, pool);
+        var tokenizer = TokenizerLoader.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"));
+        int[] tokens = tokenizer.Encode(File.ReadAllText(Path.Combine(folder, "held-out.txt")), addSpecial: false).ToArray();
+        using var statistics = Calibration.Collect(original, Calibration.FromTokens(tokens, 128, 8 * 128, bos: null));
+        using var awq = ModelQuantizer.Quantize(original, new QuantizationOptions { Scheme = DType.Q3_1_G64, Method = QuantizationMethod.Awq, AwqGridSteps = 5 },
+            statistics, pool: pool);
+        var awqLayers = awq.Tensors.Where(t => t.Method == "awq" && t.RelativeOutputError is not null).ToList();
+        Assert.NotEmpty(awqLayers);
+        Assert.All(awqLayers, t => Assert.Equal(DType.Q3_1_G64, t.Type));
+
+        // The α search includes α = 0 (plain round to nearest): on calibration data AWQ never does worse in total.
+        Assert.All(awq.AwqScales, s => Assert.True(s.Error <= s.RoundToNearestError, $"{s.Group}: {s.Error} vs {s.RoundToNearestError}"));
+        var result = ModelComparison.Compare(original, awq.Model, tokens[(tokens.Length / 2)..], ctx: 128, maxChunks: 4);
+        output.WriteLine($"AWQ Q3_1_G64: ppl {result.Perplexity:0.000} (F32 {result.ReferencePerplexity:0.000}), KL {result.MeanKl:0.000000}");
+        Assert.True(result.Perplexity < result.ReferencePerplexity * 1.15, $"perplexity {result.Perplexity} vs {result.ReferencePerplexity}");
+    }
+
+    /// <summary>
+    /// Export → reload holds the same blocks (Q and K rows reordered for llama.cpp's RoPE) in the INT3 type, and a
+    /// reloaded file saved and reloaded again gives bit-identical logits. (The first reload runs interleaved RoPE on
+    /// reordered rows, a different summation order, so its logits equal the in-memory model's only to rounding.)
+    /// </summary>
+    private static void SavesAndReloadsExactly(Minnow.Models.TransformerModel quantized, DType type, int[] sample, WorkerPool pool)
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"minnow-int3-{Guid.NewGuid():N}.gguf");
+        string again = Path.Combine(Path.GetTempPath(), $"minnow-int3-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            GgufExporter.Export(quantized, path, type);
+            using (var file = GgufFile.Open(path))
+            {
+                Assert.Contains(file.Tensors, t => t.Type == type);
+            }
+
+            using var reloaded = ModelLoader.LoadModel(path, pool);
+            Assert.Equal(type, reloaded.Weights.Get("model.layers.0.mlp.up_proj.weight").Type);
+            AssertSameBlocks(quantized, reloaded);
+            var logits = Logits(reloaded, sample);
+            var expected = Logits(quantized, sample);
+            for (int i = 0; i < logits.Length; i++)
+            {
+                Assert.True(Math.Abs(logits[i] - expected[i]) < 0.05, $"{type} logit {i}: {logits[i]} vs {expected[i]}");
+            }
+
+            GgufExporter.Export(reloaded, again, type);
+            using var twice = ModelLoader.LoadModel(again, pool);
+            AssertSameBlocks(reloaded, twice);
+            Assert.Equal(logits, Logits(twice, sample));
+        }
+        finally
+        {
+            File.Delete(path);
+            File.Delete(again);
+        }
+    }
+
+    private static unsafe float[] Dequantized(DType type, byte[] bytes, int count)
+    {
+        var values = new float[count];
+        fixed (byte* p = bytes)
+        {
+            Dequantize.Row(type, p, values);
+        }
+
+        return values;
+    }
+}
