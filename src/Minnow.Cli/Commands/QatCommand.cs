@@ -29,8 +29,8 @@ internal static class QatCommand
             Description = "Also fake-quantize the quantized layers' inputs (8 bits per block of 32), as the integer kernels do at run time.",
         };
         var output = new Option<FileInfo>("--out", "-o") { Description = "Quantized GGUF file to write.", Required = true };
-        var scheme = new Option<string>("--scheme") { Description = "Block format trained for and written: q4_0, int4 (see --group) or q8_0.", DefaultValueFactory = _ => "q4_0" };
-        var group = new Option<int>("--group") { Description = "int4: values per scale and zero point (32, 64 or 128).", DefaultValueFactory = _ => 32 };
+        var scheme = new Option<string>("--scheme") { Description = "Block format trained for and written: q4_0, int4 or int3 (see --group), or q8_0.", DefaultValueFactory = _ => "q4_0" };
+        var group = new Option<int>("--group") { Description = "int4 and int3: values per scale and zero point (32, 64 or 128).", DefaultValueFactory = _ => 32 };
         var steps = new Option<int>("--steps") { Description = "Optimiser steps.", DefaultValueFactory = _ => 100 };
         var batch = new Option<int>("--batch") { Description = "Sequences per step.", DefaultValueFactory = _ => 8 };
         var context = new Option<int?>("--context", "--ctx") { Description = "Tokens per training sequence (default: the model's context, at most 256)." };

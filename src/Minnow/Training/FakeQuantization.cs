@@ -33,9 +33,9 @@ public sealed unsafe class FakeQuantizer : IDisposable
         QuantizesInputs = quantizeInputs;
         foreach (var (p, type) in matrices)
         {
-            if (type is not (DType.Q8_0 or DType.Q4_0) && !type.IsInt4Group())
+            if (type is not (DType.Q8_0 or DType.Q4_0) && !type.IsIntGroup())
             {
-                throw new MinnowException($"fake quantization supports q8_0, q4_0 and int4 groups, not {type.Name()}.");
+                throw new MinnowException($"fake quantization supports q8_0, q4_0 and int4 / int3 groups, not {type.Name()}.");
             }
 
             if (p.Shape.Length == 2 && p.Shape[1] % type.BlockSize() == 0 && !_buffers.ContainsKey(p))
@@ -157,7 +157,8 @@ public sealed unsafe class FakeQuantizer : IDisposable
 
                 default:
                     {
-                        // INT4 groups (Q4_1 layout): value = q · d + m, q rounded between the group's minimum and maximum.
+                        // INT4 and INT3 groups: value = q · d + m, q in [0, 15] or [0, 7] between the group's minimum and maximum.
+                        int top = type.IsInt3Group() ? 7 : 15;
                         float min = float.MaxValue, max = float.MinValue;
                         foreach (float v in block)
                         {
@@ -165,12 +166,12 @@ public sealed unsafe class FakeQuantizer : IDisposable
                             max = MathF.Max(max, v);
                         }
 
-                        float d = (max - min) / 15f;
+                        float d = (max - min) / top;
                         float id = d != 0 ? 1f / d : 0f;
                         float dh = (float)(Half)d, mh = (float)(Half)min;
                         for (int j = 0; j < group; j++)
                         {
-                            int q = Math.Min(15, (int)(((block[j] - min) * id) + 0.5f));
+                            int q = Math.Min(top, (int)(((block[j] - min) * id) + 0.5f));
                             output[j] = (q * dh) + mh;
                         }
 

@@ -58,9 +58,9 @@ public sealed record QatOptions
             throw new MinnowException("give the training text with --data FILE (or token ids with --ids FILE), one of the two.");
         }
 
-        if (Scheme is not (DType.Q8_0 or DType.Q4_0) && !Scheme.IsInt4Group())
+        if (Scheme is not (DType.Q8_0 or DType.Q4_0) && !Scheme.IsIntGroup())
         {
-            throw new MinnowException($"--qat must be q8_0, q4_0 or int4, not {Scheme.Name()}.");
+            throw new MinnowException($"--scheme must be q8_0, q4_0, int4 or int3, not {Scheme.Name()}.");
         }
 
         if (Context is < 2)

@@ -22,6 +22,9 @@ public unsafe class QatTests(ITestOutputHelper output)
     [InlineData(DType.Q4_1)]
     [InlineData(DType.Q4_1_G64)]
     [InlineData(DType.Q4_1_G128)]
+    [InlineData(DType.Q3_1_G32)]
+    [InlineData(DType.Q3_1_G64)]
+    [InlineData(DType.Q3_1_G128)]
     public void FakeQuantizedRowIsBitIdenticalToQuantizeThenDequantize(DType type)
     {
         var rng = new SplitMix64(11);
@@ -54,6 +57,7 @@ public unsafe class QatTests(ITestOutputHelper output)
     [Theory]
     [InlineData(DType.Q4_0)]
     [InlineData(DType.Q4_1)]
+    [InlineData(DType.Q3_1_G32)]
     public void StraightThroughGradientsEqualTheGradientsAtTheQuantizedWeights(DType scheme)
     {
         using var pool = new WorkerPool(2);
@@ -384,11 +388,11 @@ public unsafe class QatTests(ITestOutputHelper output)
         File.WriteAllText(temp.File("ids.txt"), string.Join(' ', ids));
         string target = temp.File("qat.gguf");
         var result = CliHarness.Run(["qat", folder, "--ids", temp.File("ids.txt"), "--distill", "--activations", "--out", target,
-            "--steps", "2", "--batch", "2", "--ctx", "32"]);
+            "--scheme", "int3", "--group", "64", "--steps", "2", "--batch", "2", "--ctx", "32"]);
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("of weights and activations, distilled from the float model", result.Stderr);
         using var model = ModelLoader.LoadModel(target);
-        Assert.Equal(DType.Q4_0, model.Weights.Get("model.layers.0.mlp.up_proj.weight").Type);
+        Assert.Equal(DType.Q3_1_G64, model.Weights.Get("model.layers.0.mlp.up_proj.weight").Type);
 
         CliHarness.AssertFails(["qat", folder, "--ids", temp.File("ids.txt"), "--data", temp.File("ids.txt"), "--out", temp.File("x.gguf")], "one of the two");
         File.WriteAllText(temp.File("bad.txt"), "1 2 999999");
