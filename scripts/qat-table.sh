@@ -28,12 +28,16 @@ quantize q4_0-rtn --scheme q4_0 --method rtn
 quantize q4_0-gptq --scheme q4_0 --method gptq
 quantize int4-g128-rtn --scheme int4 --group 128 --method rtn
 quantize int4-g128-gptq --scheme int4 --group 128 --method gptq
+quantize int3-g128-rtn --scheme int3 --group 128 --method rtn
+quantize int3-g128-gptq --scheme int3 --group 128 --method gptq
 qat qat-q4_0 --scheme q4_0
 qat qat-q4_0-distill --scheme q4_0 --distill
 qat qat-q4_0-distill-activations --scheme q4_0 --distill --activations
 qat qat-int4-g128-distill-activations --scheme int4 --group 128 --distill --activations
+qat qat-int3-g128-distill-activations --scheme int3 --group 128 --distill --activations
 
-for name in q4_0-rtn q4_0-gptq int4-g128-rtn int4-g128-gptq qat-q4_0 qat-q4_0-distill qat-q4_0-distill-activations qat-int4-g128-distill-activations; do
+for name in q4_0-rtn q4_0-gptq int4-g128-rtn int4-g128-gptq qat-q4_0 qat-q4_0-distill qat-q4_0-distill-activations qat-int4-g128-distill-activations \
+    int3-g128-rtn int3-g128-gptq qat-int3-g128-distill-activations; do
     minnow perplexity "$out/$name.gguf" --text "$out/eval.txt" --ctx 128 --kl-base "$model" --json > "$out/$name.json"
     echo "$name: $(cat "$out/$name.json")"
 done
