@@ -422,7 +422,7 @@ internal static class PruneCommand
         }
         else
         {
-            o.WriteLine("note: this folder stores the zeros densely; `minnow export OUT -t sparse-f16|sparse-q8 -o FILE.gguf` stores only the kept weights.");
+            o.WriteLine("note: this folder stores the zeros densely; `minnow export OUT -t sparse-f16|sparse-i8 -o FILE.gguf` stores only the kept weights.");
         }
     }
 

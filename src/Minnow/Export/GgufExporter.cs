@@ -17,7 +17,7 @@ namespace Minnow.Export;
 /// </summary>
 public static class GgufExporter
 {
-    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128, DType.SparseF16, DType.SparseQ8];
+    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128, DType.SparseF16, DType.SparseQ8, DType.SparseI8];
 
     /// <param name="rowScaledInt8">
     /// Write every Q8_0 matrix whose blocks all carry their row's scale (INT8 per output channel, <c>quantize --scheme
@@ -29,7 +29,7 @@ public static class GgufExporter
     {
         if (!SupportedTypes.Contains(type))
         {
-            throw new MinnowException($"GGUF export supports f32, f16, q8_0, q4_0 and q4_1 (and Minnow's q4_1_g64 / q4_1_g128, sparse-f16 / sparse-q8), not {type.Name()}.");
+            throw new MinnowException($"GGUF export supports f32, f16, q8_0, q4_0 and q4_1 (and Minnow's q4_1_g64 / q4_1_g128, sparse-f16 / sparse-q8 / sparse-i8), not {type.Name()}.");
         }
 
         var c = model.Config;
