@@ -12,8 +12,9 @@ namespace Minnow.Export;
 /// transposed, llama3 RoPE scaling as a <c>rope_freqs.weight</c> tensor. Matrices are stored in the requested
 /// type (rows whose length is not a multiple of 32 fall back to F16 for block types; Q4_0 keeps the embedding and
 /// output head at Q8_0); vectors stay F32. The sparse types (Minnow's, for pruned models) store a matrix with at
-/// least <see cref="SparseMatrix.MinimumSparsity"/> zeros as a <see cref="SparseMatrix"/> and the others, and the
-/// embedding and output head, in the dense type of the same precision (F16, or Q8_0).
+/// least <see cref="SparseMatrix.MinimumSparsity"/> zeros as a <see cref="SparseMatrix"/> (the embedding and output
+/// head too, when <c>prune --include-embeddings</c> pruned them) and the others in the dense type of the same
+/// precision (F16, or Q8_0).
 /// </summary>
 public static class GgufExporter
 {
@@ -141,11 +142,6 @@ public static class GgufExporter
         if (shape.Length < 2 || name == "position_embd.weight")
         {
             return DType.F32;
-        }
-
-        if (requested.IsSparse() && name is "output.weight" or "token_embd.weight")
-        {
-            requested = SparseMatrix.DenseCounterpart(requested);
         }
 
         if (requested.BlockSize() > 1 && shape[^1] % requested.BlockSize() != 0)

@@ -69,6 +69,57 @@ public class SparseExportTests
         }
     }
 
+    /// <summary>
+    /// With the embedding pruned too (<see cref="PruningOptions.IncludeEmbeddings"/>), the embedding table (looked up
+    /// row by row, and the tied head) is stored sparse as well and the model still gives the dense model's logits.
+    /// </summary>
+    [Fact]
+    public void PrunedEmbeddingIsStoredSparseAndGivesTheDenseModelsLogits()
+    {
+        var golden = GoldenReference.Load("stories260k-hf");
+        if (golden is null)
+        {
+            return;
+        }
+
+        using var source = ModelLoader.LoadModel(golden.WeightsFile("f32"));
+        var calibration = PruningTestSupport.Sample(source, 4, 64, seed: 5);
+        using var pruned = ModelPruner.Prune(source, new PruningOptions { Method = PruningMethod.Wanda, IncludeEmbeddings = true }, calibration).CreateModel();
+        int[] ids = golden.InputIds;
+        string f16 = Temp("emb-f16"), sparseF16 = Temp("emb-sf16"), sparseI8 = Temp("emb-si8"), i8Dense = Temp("emb-si8-as-f32");
+        try
+        {
+            GgufExporter.Export(pruned, f16, DType.F16, GgufTokenizerMetadata.WriteNone);
+            GgufExporter.Export(pruned, sparseF16, DType.SparseF16, GgufTokenizerMetadata.WriteNone);
+            GgufExporter.Export(pruned, sparseI8, DType.SparseI8, GgufTokenizerMetadata.WriteNone);
+            foreach (var (path, type) in new[] { (sparseF16, DType.SparseF16), (sparseI8, DType.SparseI8) })
+            {
+                using var file = GgufFile.Open(path);
+                Assert.Equal(type, file.Tensors.Single(t => t.Name == "token_embd.weight").Type);
+            }
+
+            using (var dense = ModelLoader.LoadModel(f16))
+            using (var sparse = ModelLoader.LoadModel(sparseF16))
+            {
+                PruningTestSupport.AssertClose(PruningTestSupport.Logits(dense, ids), PruningTestSupport.Logits(sparse, ids), 1e-5f);
+            }
+
+            using (var sparse = ModelLoader.LoadModel(sparseI8))
+            {
+                GgufExporter.Export(sparse, i8Dense, DType.F32, GgufTokenizerMetadata.WriteNone);
+                using var dense = ModelLoader.LoadModel(i8Dense);
+                PruningTestSupport.AssertClose(PruningTestSupport.Logits(dense, ids), PruningTestSupport.Logits(sparse, ids), 1e-5f);
+            }
+        }
+        finally
+        {
+            foreach (string path in new[] { f16, sparseF16, sparseI8, i8Dense })
+            {
+                File.Delete(path);
+            }
+        }
+    }
+
     /// <summary>Every block matrix (attention and MLP) is stored sparse; embeddings and norms are not.</summary>
     private static void AssertPrunedMatricesSparse(string path, DType type)
     {
