@@ -9,7 +9,7 @@ using static Minnow.Cli.Commands.CommandSupport;
 namespace Minnow.Cli.Commands;
 
 /// <summary>
-/// <c>minnow export MODEL --format gguf --out FILE.gguf [--type f32|f16|q8_0|q4_0|sparse-f16|sparse-q8]</c>: a GGUF
+/// <c>minnow export MODEL --format gguf --out FILE.gguf [--type f32|f16|q8_0|q4_0|sparse-f16|sparse-q8|sparse-i8]</c>: a GGUF
 /// file llama.cpp runs, with the model's vocabulary as <c>tokenizer.ggml.*</c> metadata (or <c>"none"</c> when it
 /// has no tokenizer). The sparse types are Minnow's own, for pruned models (llama.cpp cannot read them): matrices
 /// with at least 30% zeros keep only their non-zero weights (a bitmap and the values packed). The file appears only
@@ -25,12 +25,12 @@ internal static class ExportCommand
         var type = new Option<string>("--type", "-t")
         {
             Description = "Weight type: f32, f16, q8_0 or q4_0 (vectors stay F32; rows whose length is not a multiple of 32 fall back to F16); " +
-                "or sparse-f16 / sparse-q8 for a pruned model: matrices with at least 30% zeros store only the kept weights " +
-                "(a bitmap plus F16, or int8 with a scale per 64 columns), the rest as f16 / q8_0. Sparse files run in Minnow only.",
+                "or sparse-f16 / sparse-i8 / sparse-q8 for a pruned model: matrices with at least 30% zeros store only the kept weights " +
+                "(a bitmap plus F16, or int8 with one scale per row (i8) or per 64 columns (q8)), the rest as f16 / q8_0. Sparse files run in Minnow only.",
             DefaultValueFactory = _ => "f16",
         };
         var json = JsonOption();
-        var command = new Command("export", "Export a model to GGUF (llama.cpp's format), with its tokenizer, as f32, f16, q8_0, q4_0, or Minnow's sparse-f16 / sparse-q8.")
+        var command = new Command("export", "Export a model to GGUF (llama.cpp's format), with its tokenizer, as f32, f16, q8_0, q4_0, or Minnow's sparse-f16 / sparse-i8 / sparse-q8.")
         {
             model, format, output, type, json,
         };
@@ -123,6 +123,7 @@ internal static class ExportCommand
         "q4_0" or "q4" => DType.Q4_0,
         "sparse-f16" => DType.SparseF16,
         "sparse-q8" => DType.SparseQ8,
-        _ => throw new MinnowException($"--type must be f32, f16, q8_0, q4_0, sparse-f16 or sparse-q8 (got '{text}')."),
+        "sparse-i8" => DType.SparseI8,
+        _ => throw new MinnowException($"--type must be f32, f16, q8_0, q4_0, sparse-f16, sparse-i8 or sparse-q8 (got '{text}')."),
     };
 }

@@ -45,16 +45,21 @@ internal static class PruneCommand
         var evalIds = new Option<string?>("--eval-ids") { Description = "Token ids to measure perplexity on, instead of --eval." };
         var ctx = new Option<int>("--ctx", "-c") { Description = "Window in tokens for calibration and perplexity, capped to the model's context.", DefaultValueFactory = _ => 256 };
         var chunks = new Option<int?>("--chunks") { Description = "Score at most this many perplexity windows (default: all)." };
+        var includeEmbeddings = new Option<bool>("--include-embeddings")
+        {
+            Description = "Also prune the token embedding and an untied output head (magnitude, wanda, 2:4, 4:8): per token, the smallest weights.",
+        };
         var noSpeed = new Option<bool>("--no-speed") { Description = "Skip the speed measurement." };
         var json = JsonOption();
         var command = new Command("prune", "Prune a model (unstructured, 2:4 / 4:8, or whole heads and neurons) into a new Hugging Face folder, and report what it cost.")
         {
-            model, output, method, sparsity, keepHeads, keepFfn, allocation, calib, calibIds, calibSamples, eval, evalIds, ctx, chunks, noSpeed, json,
+            model, output, method, sparsity, keepHeads, keepFfn, allocation, calib, calibIds, calibSamples, eval, evalIds, ctx, chunks, includeEmbeddings, noSpeed, json,
         };
 
         command.SetSyncAction((r, ct) =>
         {
             var options = BuildOptions(PruningOptions.ParseMethod(r.GetValue(method) ?? ""), r.GetValue(sparsity), r.GetValue(keepHeads), r.GetValue(keepFfn), r.GetValue(allocation));
+            options = options with { IncludeEmbeddings = r.GetValue(includeEmbeddings) };
             options.Validate();
             if (r.GetValue(calibSamples) <= 0)
             {
@@ -128,6 +133,7 @@ internal static class PruneCommand
                 : $"pruning ({PruningOptions.MethodName(options.Method)}), calibrating on {calibration.Count} windows of {context} tokens ...");
             var pruned = ModelPruner.Prune(source.Model, options, calibration, ct);
             var layers = ModelPruner.Sparsity(pruned);
+            var embeddings = options.IncludeEmbeddings ? ModelPruner.EmbeddingSparsity(pruned) : [];
             PrunedModelWriter.Save(pruned, sourceFolder, outFolder, config => config["minnow_pruning"] = Provenance(options, source.Path, calibration, context));
 
             err.WriteLine($"measuring {Path.GetFullPath(outFolder)} ...");
@@ -136,11 +142,11 @@ internal static class PruneCommand
             var original = source.Config;
             if (r.GetValue(json))
             {
-                WriteJson(Out(r), w => Json(w, source.Path, result.Path, options, evalFile, context, before, after, layers, original, pruned.Config));
+                WriteJson(Out(r), w => Json(w, source.Path, result.Path, options, evalFile, context, before, after, layers, embeddings, original, pruned.Config));
             }
             else
             {
-                Text(Out(r), source.Path, result.Path, options, evalFile, before, after, layers, original, pruned.Config);
+                Text(Out(r), source.Path, result.Path, options, evalFile, before, after, layers, embeddings, original, pruned.Config);
             }
 
             return 0;
@@ -265,6 +271,11 @@ internal static class PruneCommand
             p["sparsity"] = o.Sparsity;
         }
 
+        if (o.IncludeEmbeddings)
+        {
+            p["include_embeddings"] = true;
+        }
+
         if (o.KeepHeads is double h)
         {
             p["keep_heads"] = h;
@@ -290,7 +301,7 @@ internal static class PruneCommand
     }
 
     private static void Json(Utf8JsonWriter w, string source, string output, PruningOptions o, string? evalFile, int context,
-        Measurement before, Measurement after, IReadOnlyList<LayerSparsity> layers, ModelConfig original, ModelConfig pruned)
+        Measurement before, Measurement after, IReadOnlyList<LayerSparsity> layers, IReadOnlyList<LayerSparsity> embeddings, ModelConfig original, ModelConfig pruned)
     {
         w.WriteString("model", source);
         w.WriteString("output", output);
@@ -339,6 +350,20 @@ internal static class PruneCommand
             w.WriteEndObject();
         }
 
+        if (embeddings.Count > 0)
+        {
+            w.WriteStartObject("embeddings");
+            foreach (var t in embeddings)
+            {
+                w.WriteStartObject(t.Name);
+                w.Ints("shape", t.Shape.Select(d => (int)d));
+                w.Number("sparsity", t.Sparsity);
+                w.WriteEndObject();
+            }
+
+            w.WriteEndObject();
+        }
+
         w.WriteStartArray("layers");
         foreach (var group in layers.GroupBy(l => l.Layer))
         {
@@ -369,7 +394,7 @@ internal static class PruneCommand
     }
 
     private static void Text(TextWriter o, string source, string output, PruningOptions options, string? evalFile,
-        Measurement before, Measurement after, IReadOnlyList<LayerSparsity> layers, ModelConfig original, ModelConfig pruned)
+        Measurement before, Measurement after, IReadOnlyList<LayerSparsity> layers, IReadOnlyList<LayerSparsity> embeddings, ModelConfig original, ModelConfig pruned)
     {
         string what = options.Method switch
         {
@@ -414,6 +439,11 @@ internal static class PruneCommand
             o.WriteLine($"layer {l}: {shape}; sparsity {F(100.0 * group.Sum(x => x.Zeros) / group.Sum(x => x.Count), "0.0")}%");
         }
 
+        foreach (var t in embeddings)
+        {
+            o.WriteLine($"{t.Name}: sparsity {F(t.Sparsity * 100, "0.0")}%");
+        }
+
         if (options.IsStructured)
         {
             int heads0 = Enumerable.Range(0, original.Layers).Sum(original.HeadsOf), heads1 = Enumerable.Range(0, pruned.Layers).Sum(pruned.HeadsOf);
@@ -422,7 +452,7 @@ internal static class PruneCommand
         }
         else
         {
-            o.WriteLine("note: this folder stores the zeros densely; `minnow export OUT -t sparse-f16|sparse-q8 -o FILE.gguf` stores only the kept weights.");
+            o.WriteLine("note: this folder stores the zeros densely; `minnow export OUT -t sparse-f16|sparse-i8 -o FILE.gguf` stores only the kept weights.");
         }
     }
 

@@ -12,12 +12,13 @@ namespace Minnow.Export;
 /// transposed, llama3 RoPE scaling as a <c>rope_freqs.weight</c> tensor. Matrices are stored in the requested
 /// type (rows whose length is not a multiple of 32 fall back to F16 for block types; Q4_0 keeps the embedding and
 /// output head at Q8_0); vectors stay F32. The sparse types (Minnow's, for pruned models) store a matrix with at
-/// least <see cref="SparseMatrix.MinimumSparsity"/> zeros as a <see cref="SparseMatrix"/> and the others, and the
-/// embedding and output head, in the dense type of the same precision (F16, or Q8_0).
+/// least <see cref="SparseMatrix.MinimumSparsity"/> zeros as a <see cref="SparseMatrix"/> (the embedding and output
+/// head too, when <c>prune --include-embeddings</c> pruned them) and the others in the dense type of the same
+/// precision (F16, or Q8_0).
 /// </summary>
 public static class GgufExporter
 {
-    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128, DType.Q3_1_G32, DType.Q3_1_G64, DType.Q3_1_G128, DType.SparseF16, DType.SparseQ8];
+    public static readonly IReadOnlyList<DType> SupportedTypes = [DType.F32, DType.F16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q4_1_G64, DType.Q4_1_G128, DType.Q3_1_G32, DType.Q3_1_G64, DType.Q3_1_G128, DType.SparseF16, DType.SparseQ8, DType.SparseI8];
 
     /// <param name="rowScaledInt8">
     /// Write every Q8_0 matrix whose blocks all carry their row's scale (INT8 per output channel, <c>quantize --scheme
@@ -29,7 +30,7 @@ public static class GgufExporter
     {
         if (!SupportedTypes.Contains(type))
         {
-            throw new MinnowException($"GGUF export supports f32, f16, q8_0, q4_0 and q4_1 (and Minnow's q4_1_g64 / q4_1_g128, q3_1_g32 / q3_1_g64 / q3_1_g128, sparse-f16 / sparse-q8), not {type.Name()}.");
+            throw new MinnowException($"GGUF export supports f32, f16, q8_0, q4_0 and q4_1 (and Minnow's q4_1_g64 / q4_1_g128, q3_1_g32 / q3_1_g64 / q3_1_g128, sparse-f16 / sparse-q8 / sparse-i8), not {type.Name()}.");
         }
 
         var c = model.Config;
@@ -141,11 +142,6 @@ public static class GgufExporter
         if (shape.Length < 2 || name == "position_embd.weight")
         {
             return DType.F32;
-        }
-
-        if (requested.IsSparse() && name is "output.weight" or "token_embd.weight")
-        {
-            requested = SparseMatrix.DenseCounterpart(requested);
         }
 
         if (requested.BlockSize() > 1 && shape[^1] % requested.BlockSize() != 0)

@@ -80,8 +80,12 @@ internal static unsafe class SparseMatMul
         long work = (long)GroupRows * job.Columns * tokens;
         int minGrain = (int)Math.Clamp((1L << 16) / Math.Max(1, work), 1, groups);
         int grain = Math.Max(minGrain, groups / (pool.ThreadCount * 4));
-        var body = weight.Type == DType.SparseQ8 ? Select<SparseQ8Values>(width)
-            : FiniteValues.Of(weight) ? Select<SparseFiniteF16Values>(width) : Select<SparseF16Values>(width);
+        var body = weight.Type switch
+        {
+            DType.SparseQ8 => Select<SparseQ8Values>(width),
+            DType.SparseI8 => Select<SparseI8Values>(width),
+            _ => FiniteValues.Of(weight) ? Select<SparseFiniteF16Values>(width) : Select<SparseF16Values>(width),
+        };
         pool.For(groups, grain, body, &job);
     }
 
@@ -99,8 +103,8 @@ internal static unsafe class SparseMatMul
             int n = weight.Columns, maskBytes = SparseMatrix.MaskBytes(n);
             for (int r = 0; r < weight.Rows; r++)
             {
-                byte* values = SparseMatrix.Row(weight.Data, r) + maskBytes;
-                long count = (SparseMatrix.Row(weight.Data, r + 1) - values) / sizeof(ushort);
+                byte* values = SparseMatrix.Row64(weight.Data, r) + maskBytes;
+                long count = (SparseMatrix.Row64(weight.Data, r + 1) - values) / sizeof(ushort);
                 if (!HalfConversion.AllFinite((ushort*)values, count))
                 {
                     return false;
@@ -130,7 +134,7 @@ internal static unsafe class SparseMatMul
         int rowEnd = Math.Min(end * GroupRows, job.Rows);
         for (int o = start * GroupRows; o < rowEnd; o++)
         {
-            byte* row = SparseMatrix.Row(job.Weight, o);
+            byte* row = TValues.Row(job.Weight, o);
             float b = job.Bias != null ? job.Bias[o] : 0f;
             for (int t = 0; t < job.Tokens; t++)
             {
@@ -175,13 +179,13 @@ internal static unsafe class SparseMatMul
             int o = start * GroupRows;
             for (; o + 2 <= rowEnd; o += 2)
             {
-                Dot2<TValues, T>(SparseMatrix.Row(job.Weight, o), SparseMatrix.Row(job.Weight, o + 1), job.X, n, s);
+                Dot2<TValues, T>(TValues.Row(job.Weight, o), TValues.Row(job.Weight, o + 1), job.X, n, s);
                 Store(ref job, 0, o, s, 2);
             }
 
             if (o < rowEnd)
             {
-                s[0] = Dot1<TValues, T>(SparseMatrix.Row(job.Weight, o), job.X, n);
+                s[0] = Dot1<TValues, T>(TValues.Row(job.Weight, o), job.X, n);
                 Store(ref job, 0, o, s, 1);
             }
 
@@ -195,7 +199,7 @@ internal static unsafe class SparseMatMul
             int count = Math.Min(GroupRows, rowEnd - r);
             for (int k = 0; k < count; k++)
             {
-                Expand<TValues, T>(SparseMatrix.Row(job.Weight, r + k), n, buffer + ((long)k * n));
+                Expand<TValues, T>(TValues.Row(job.Weight, r + k), n, buffer + ((long)k * n));
             }
 
             int t = 0;
@@ -252,7 +256,7 @@ internal static unsafe class SparseMatMul
         int i = 0;
         for (; i <= n - c; i += c)
         {
-            if (TValues.Scaled && (i & (SparseMatrix.ScaleGroup - 1)) == 0)
+            if (TValues.Scaled && (i & (TValues.ScaleGroup - 1)) == 0)
             {
                 scale = Simd.Broadcast<T>(TValues.Scale(scales, i));
             }
@@ -285,7 +289,7 @@ internal static unsafe class SparseMatMul
         int i = 0;
         for (; i <= n - c; i += c)
         {
-            if (TValues.Scaled && (i & (SparseMatrix.ScaleGroup - 1)) == 0)
+            if (TValues.Scaled && (i & (TValues.ScaleGroup - 1)) == 0)
             {
                 scale0 = Simd.Broadcast<T>(TValues.Scale(scales0, i));
                 scale1 = Simd.Broadcast<T>(TValues.Scale(scales1, i));
@@ -327,7 +331,7 @@ internal static unsafe class SparseMatMul
         int i = 0;
         for (; i <= n - c; i += c)
         {
-            if (TValues.Scaled && (i & (SparseMatrix.ScaleGroup - 1)) == 0)
+            if (TValues.Scaled && (i & (TValues.ScaleGroup - 1)) == 0)
             {
                 scale = Simd.Broadcast<T>(TValues.Scale(scales, i));
             }
@@ -440,7 +444,7 @@ internal static unsafe class SparseMatMul
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowType(Tensor weight) =>
-        throw new NotSupportedException($"Sparse matrix products need a SPARSE_F16 or SPARSE_Q8 matrix, not {weight.Type.Name()} {weight.ShapeText}.");
+        throw new NotSupportedException($"Sparse matrix products need a SPARSE_F16, SPARSE_Q8 or SPARSE_I8 matrix, not {weight.Type.Name()} {weight.ShapeText}.");
 }
 
 /// <summary>How a sparse matrix's packed values are stored (<see cref="SparseMatrix"/>): scalar and vector bodies.</summary>
@@ -449,8 +453,14 @@ internal unsafe interface ISparseValues
     /// <summary>Bytes per packed value.</summary>
     static abstract int ValueBytes { get; }
 
-    /// <summary>Whether the values are scaled per group of <see cref="SparseMatrix.ScaleGroup"/> columns.</summary>
+    /// <summary>Whether the values are scaled per group of <see cref="ScaleGroup"/> columns.</summary>
     static abstract bool Scaled { get; }
+
+    /// <summary>Columns per scale, a power of two (<see cref="SparseMatrix.RowScaleGroup"/>: one scale per row).</summary>
+    static abstract int ScaleGroup { get; }
+
+    /// <summary>Where row <paramref name="row"/> starts (the width of the offsets differs between types).</summary>
+    static abstract byte* Row(byte* data, int row);
 
     /// <summary>Bytes of scales between a row's bitmap and its values.</summary>
     static abstract int ScaleBytes(int columns);
@@ -473,6 +483,11 @@ internal readonly unsafe struct SparseF16Values : ISparseValues
 
     public static bool Scaled => false;
 
+    public static int ScaleGroup => SparseMatrix.RowScaleGroup;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static byte* Row(byte* data, int row) => SparseMatrix.Row64(data, row);
+
     public static int ScaleBytes(int columns) => 0;
 
     public static float Scale(byte* scales, int column) => 1f;
@@ -494,6 +509,11 @@ internal readonly unsafe struct SparseFiniteF16Values : ISparseValues
 
     public static bool Scaled => false;
 
+    public static int ScaleGroup => SparseMatrix.RowScaleGroup;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static byte* Row(byte* data, int row) => SparseMatrix.Row64(data, row);
+
     public static int ScaleBytes(int columns) => 0;
 
     public static float Scale(byte* scales, int column) => 1f;
@@ -512,11 +532,43 @@ internal readonly unsafe struct SparseQ8Values : ISparseValues
 
     public static bool Scaled => true;
 
+    public static int ScaleGroup => SparseMatrix.ScaleGroup;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static byte* Row(byte* data, int row) => SparseMatrix.Row64(data, row);
+
     public static int ScaleBytes(int columns) => SparseMatrix.ScaleBytes(DType.SparseQ8, columns);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Scale(byte* scales, int column) =>
         HalfConversion.ToSingle(Unsafe.ReadUnaligned<ushort>(scales + (2 * (column / SparseMatrix.ScaleGroup))));
+
+    public static float Value(byte* values, int k, byte* scales, int column) => ((sbyte*)values)[k] * Scale(scales, column);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static T Load<T>(byte* values, T scale)
+        where T : struct => Simd.Multiply(Simd.LoadSBytes<T>((sbyte*)values), scale);
+}
+
+/// <summary>
+/// Packed int8 q with one fp16 scale d per row (SPARSE_I8); value = q · d, exact in float. The kernels broadcast d
+/// once per row (at column 0: no column but the first is a multiple of <see cref="SparseMatrix.RowScaleGroup"/>).
+/// </summary>
+internal readonly unsafe struct SparseI8Values : ISparseValues
+{
+    public static int ValueBytes => 1;
+
+    public static bool Scaled => true;
+
+    public static int ScaleGroup => SparseMatrix.RowScaleGroup;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static byte* Row(byte* data, int row) => SparseMatrix.Row32(data, row);
+
+    public static int ScaleBytes(int columns) => SparseMatrix.ScaleBytes(DType.SparseI8, columns);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Scale(byte* scales, int column) => HalfConversion.ToSingle(Unsafe.ReadUnaligned<ushort>(scales));
 
     public static float Value(byte* values, int k, byte* scales, int column) => ((sbyte*)values)[k] * Scale(scales, column);
 

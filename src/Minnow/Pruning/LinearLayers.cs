@@ -84,4 +84,20 @@ public static class LinearLayers
 
         return result;
     }
+
+    /// <summary>
+    /// The token embedding and, when the model has its own, the output head (Hugging Face names): what
+    /// <see cref="PruningOptions.IncludeEmbeddings"/> prunes. A tied head is the embedding, pruned once.
+    /// </summary>
+    public static IReadOnlyList<string> Embeddings(ModelConfig c, Func<string, bool> has)
+    {
+        string[] candidates = c.Architecture switch
+        {
+            Architecture.Llama => ["model.embed_tokens.weight", "lm_head.weight"],
+            Architecture.GptNeoX => ["gpt_neox.embed_in.weight", "embed_out.weight"],
+            Architecture.Gpt2 => [has("transformer.wte.weight") ? "transformer.wte.weight" : "wte.weight", "lm_head.weight"],
+            _ => throw new MinnowException($"pruning does not support architecture {c.Architecture}."),
+        };
+        return candidates.Where(has).ToList();
+    }
 }

@@ -41,6 +41,12 @@ public sealed record PruningOptions
     /// <summary>Kept MLP widths are multiples of this (default: 32 when the widths allow it, so Q8_0/Q4_0 blocks fit).</summary>
     public int? FfnMultiple { get; init; }
 
+    /// <summary>
+    /// Also prune the token embedding and an untied output head (unstructured and N:M only): each row (a token)
+    /// loses the same fraction of its smallest |w| (or keeps N of every M), since no activation scales a lookup.
+    /// </summary>
+    public bool IncludeEmbeddings { get; init; }
+
     public bool IsStructured => Method is PruningMethod.Heads or PruningMethod.Neurons;
 
     /// <summary>Whether calibration activations are needed (Wanda and structured) or used when given (N:M).</summary>
@@ -90,6 +96,11 @@ public sealed record PruningOptions
         if (IsStructured && KeepHeads is null && KeepFfn is null)
         {
             throw new MinnowException("structured pruning needs --keep-heads or --keep-ffn (the fraction to keep).");
+        }
+
+        if (IncludeEmbeddings && IsStructured)
+        {
+            throw new MinnowException("--include-embeddings goes with unstructured and N:M pruning (magnitude, wanda, 2:4, 4:8), not with heads or neurons.");
         }
 
         if (FfnMultiple is <= 0)
@@ -151,9 +162,33 @@ public static class ModelPruner
                 cancellation.ThrowIfCancellationRequested();
                 PruneLayer(weights[layer.Name], layer, options, stats);
             }
+
+            if (options.IncludeEmbeddings)
+            {
+                foreach (string name in LinearLayers.Embeddings(config, weights.Has))
+                {
+                    cancellation.ThrowIfCancellationRequested();
+                    PruneEmbedding(weights[name], options);
+                }
+            }
         }
 
         return weights;
+    }
+
+    /// <summary>An embedding table or output head [vocab, hidden]: per row the smallest |w| (N:M: the N largest of every M kept).</summary>
+    private static void PruneEmbedding(EditableTensor t, PruningOptions options)
+    {
+        if (options.Pattern is (int n, int m))
+        {
+            UnstructuredPruner.NOfM(t.Values, t.Rows, t.Columns, n, m);
+        }
+        else
+        {
+            var ones = new double[t.Columns];
+            Array.Fill(ones, 1.0);
+            UnstructuredPruner.Wanda(t.Values, t.Rows, t.Columns, ones, options.Sparsity);
+        }
     }
 
     private static void PruneLayer(EditableTensor t, LinearLayer layer, PruningOptions options, ActivationStatistics? stats)
@@ -208,5 +243,12 @@ public static class ModelPruner
         LinearLayers.Of(weights.Config, weights.Has)
             .Select(l => (Layer: l, Tensor: weights[l.Name]))
             .Select(x => new LayerSparsity(x.Layer.Name, x.Layer.Layer, x.Tensor.Shape, x.Tensor.ZeroCount, x.Tensor.Values.Length))
+            .ToList();
+
+    /// <summary>The zeros in the token embedding and an untied output head (layer -1).</summary>
+    public static IReadOnlyList<LayerSparsity> EmbeddingSparsity(EditableWeights weights) =>
+        LinearLayers.Embeddings(weights.Config, weights.Has)
+            .Select(name => (Name: name, Tensor: weights[name]))
+            .Select(x => new LayerSparsity(x.Name, -1, x.Tensor.Shape, x.Tensor.ZeroCount, x.Tensor.Values.Length))
             .ToList();
 }

@@ -81,6 +81,13 @@ public enum DType
 
     /// <summary>The same with groups of 128: fp16 d, fp16 m, then four 12-byte code blocks (3.25 bits per weight).</summary>
     Q3_1_G128,
+
+    /// <summary>
+    /// Minnow's sparse matrix with 8-bit values and one scale per row: per row a bitmap of the kept columns, one fp16
+    /// scale, then the kept values packed as int8 (value = q · scale, <see cref="SparseMatrix"/>); uint32 row offsets.
+    /// 5 bits per weight at 50% sparsity plus 48 per row. Not a llama.cpp type.
+    /// </summary>
+    SparseI8,
 }
 
 public static class DTypeInfo
@@ -135,7 +142,7 @@ public static class DTypeInfo
         or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>True for Minnow's sparse matrix types (<see cref="SparseMatrix"/>), whose size is not a function of the shape.</summary>
-    public static bool IsSparse(this DType type) => type is DType.SparseF16 or DType.SparseQ8;
+    public static bool IsSparse(this DType type) => type is DType.SparseF16 or DType.SparseQ8 or DType.SparseI8;
 
     /// <summary>True for INT4 with a scale and zero point per group: Q4_1 (32), Q4_1_G64, Q4_1_G128.</summary>
     public static bool IsInt4Group(this DType type) => type is DType.Q4_1 or DType.Q4_1_G64 or DType.Q4_1_G128;
@@ -173,6 +180,7 @@ public static class DTypeInfo
         DType.Q3_1_G128 => "Q3_1_G128",
         DType.SparseF16 => "SPARSE_F16",
         DType.SparseQ8 => "SPARSE_Q8",
+        DType.SparseI8 => "SPARSE_I8",
         DType.I8 => "I8",
         _ => type.ToString(),
     };

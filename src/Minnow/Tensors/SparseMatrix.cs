@@ -5,19 +5,22 @@ using System.Runtime.CompilerServices;
 namespace Minnow.Tensors;
 
 /// <summary>
-/// The layout of Minnow's sparse matrices (<see cref="DType.SparseF16"/>, <see cref="DType.SparseQ8"/>), which
-/// store only the weights a pruner kept, in any pattern (unstructured, 2:4, 4:8). A matrix [rows, cols] is one
-/// blob:
+/// The layout of Minnow's sparse matrices (<see cref="DType.SparseF16"/>, <see cref="DType.SparseQ8"/>,
+/// <see cref="DType.SparseI8"/>), which store only the weights a pruner kept, in any pattern (unstructured, 2:4,
+/// 4:8). A matrix [rows, cols] is one blob:
 /// <list type="bullet">
-/// <item>rows + 1 little-endian uint64 offsets from the blob's start: row r is bytes offset[r] .. offset[r + 1];</item>
+/// <item>rows + 1 little-endian offsets from the blob's start, uint64 (SparseF16, SparseQ8) or uint32 (SparseI8):
+/// row r is bytes offset[r] .. offset[r + 1];</item>
 /// <item>each row: a bitmap of ⌈cols / 8⌉ bytes (bit c % 8 of byte c / 8 set when column c is kept; bits past the
 /// last column clear); for SparseQ8 an fp16 scale per 64 columns (⌈cols / 64⌉ of them, the last group possibly
-/// shorter); then the kept values in column order, packed: fp16 (SparseF16) or int8 q with value = q · scale of
-/// the column's group (SparseQ8). A row may keep any number of values in any group;</item>
+/// shorter), for SparseI8 one fp16 scale for the whole row; then the kept values in column order, packed: fp16
+/// (SparseF16) or int8 q with value = q · scale of the column's group (SparseQ8) or of the row (SparseI8). A row
+/// may keep any number of values in any group;</item>
 /// <item><see cref="Padding"/> zero bytes, so a kernel may read a vector's worth of values past a row's end.</item>
 /// </list>
-/// At 50% sparsity that is 1 + 8 = 9 bits per weight for SparseF16 (dense F16: 16) and 1 + 4 + 0.25 = 5.25 bits
-/// for SparseQ8 (dense Q8_0: 8.5), plus 64 bits per row for the offsets.
+/// At 50% sparsity that is 1 + 8 = 9 bits per weight for SparseF16 (dense F16: 16), 1 + 4 + 0.25 = 5.25 bits for
+/// SparseQ8 (dense Q8_0: 8.5), plus 64 bits per row for the offsets, and 1 + 4 = 5 bits for SparseI8 plus 48 bits
+/// per row (its scale and offset; 5.08 bits per weight for rows of 576).
 /// </summary>
 public static unsafe class SparseMatrix
 {
@@ -27,29 +30,60 @@ public static unsafe class SparseMatrix
     /// <summary>Columns sharing one fp16 scale in <see cref="DType.SparseQ8"/>.</summary>
     public const int ScaleGroup = 64;
 
+    /// <summary>The scale group of <see cref="DType.SparseI8"/>: longer than any row, so the whole row shares one scale.</summary>
+    public const int RowScaleGroup = 1 << 30;
+
     /// <summary>The fraction of zeros from which a matrix is worth storing sparse (below it the bitmap costs more than it saves).</summary>
     public const double MinimumSparsity = 0.3;
 
     public static int MaskBytes(int cols) => (cols + 7) / 8;
 
-    public static int ScaleBytes(DType type, int cols) => type == DType.SparseQ8 ? 2 * ((cols + ScaleGroup - 1) / ScaleGroup) : 0;
+    /// <summary>Columns sharing one fp16 scale: 64 (SparseQ8), the whole row (SparseI8); 0 for SparseF16, which has no scales.</summary>
+    public static int ScaleColumns(DType type) => type switch
+    {
+        DType.SparseQ8 => ScaleGroup,
+        DType.SparseI8 => RowScaleGroup,
+        _ => 0,
+    };
+
+    public static int ScaleBytes(DType type, int cols) => type switch
+    {
+        DType.SparseQ8 => 2 * ((cols + ScaleGroup - 1) / ScaleGroup),
+        DType.SparseI8 => cols > 0 ? 2 : 0,
+        _ => 0,
+    };
 
     public static int ValueBytes(DType type) => type switch
     {
         DType.SparseF16 => 2,
-        DType.SparseQ8 => 1,
+        DType.SparseQ8 or DType.SparseI8 => 1,
         _ => throw new ArgumentOutOfRangeException(nameof(type), type, "Not a sparse type."),
     };
 
-    /// <summary>The dense type a sparse matrix's values compare with: F16 for SparseF16, Q8_0 for SparseQ8.</summary>
-    public static DType DenseCounterpart(DType type) => type == DType.SparseQ8 ? DType.Q8_0 : DType.F16;
+    /// <summary>Bytes per row offset: 4 for SparseI8 (a blob is under 2 GiB: it is written from one array), 8 for the older types.</summary>
+    public static int OffsetBytes(DType type) => type == DType.SparseI8 ? 4 : 8;
+
+    /// <summary>The dense type a sparse matrix's values compare with: F16 for SparseF16, Q8_0 for the 8-bit types.</summary>
+    public static DType DenseCounterpart(DType type) => type is DType.SparseQ8 or DType.SparseI8 ? DType.Q8_0 : DType.F16;
 
     /// <summary>The blob's size, from its offset table (the blob must be one <see cref="Measure"/> accepted or <see cref="Encode"/> wrote).</summary>
-    public static long ByteSize(byte* data, int rows) => checked((long)Unsafe.ReadUnaligned<ulong>(data + (8L * rows)) + Padding);
+    public static long ByteSize(DType type, byte* data, int rows) => checked(Offset(type, data, rows) + Padding);
 
     /// <summary>Where row <paramref name="row"/> starts (its bitmap).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte* Row(byte* data, int row) => data + Unsafe.ReadUnaligned<ulong>(data + (8L * row));
+    public static byte* Row(DType type, byte* data, int row) => data + Offset(type, data, row);
+
+    /// <summary>Where row <paramref name="row"/> of a matrix with uint64 offsets (SparseF16, SparseQ8) starts.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static byte* Row64(byte* data, int row) => data + Unsafe.ReadUnaligned<ulong>(data + (8L * row));
+
+    /// <summary>Where row <paramref name="row"/> of a matrix with uint32 offsets (SparseI8) starts.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static byte* Row32(byte* data, int row) => data + Unsafe.ReadUnaligned<uint>(data + (4L * row));
+
+    private static long Offset(DType type, byte* data, int row) => OffsetBytes(type) == 4
+        ? Unsafe.ReadUnaligned<uint>(data + (4L * row))
+        : checked((long)Unsafe.ReadUnaligned<ulong>(data + (8L * row)));
 
     /// <summary>The fraction of exact zeros in <paramref name="values"/>.</summary>
     public static double Sparsity(ReadOnlySpan<float> values) => values.Length == 0 ? 0 : 1 - ((double)NonZeros(values) / values.Length);
@@ -76,7 +110,8 @@ public static unsafe class SparseMatrix
     public static long Measure(DType type, byte* data, long available, int rows, int cols, out string? error)
     {
         error = null;
-        long header = 8L * (rows + 1);
+        int offsetBytes = OffsetBytes(type);
+        long header = (long)offsetBytes * (rows + 1);
         if (available < header)
         {
             error = $"its {rows + 1} row offsets run past the end of the file";
@@ -86,15 +121,15 @@ public static unsafe class SparseMatrix
         int maskBytes = MaskBytes(cols), scaleBytes = ScaleBytes(type, cols), valueBytes = ValueBytes(type);
         int tailBits = cols % 8;
         ulong previous = (ulong)header;
-        if (Unsafe.ReadUnaligned<ulong>(data) != previous)
+        if (ReadOffset(data, 0, offsetBytes) != previous)
         {
-            error = $"its first row starts at byte {Unsafe.ReadUnaligned<ulong>(data)}, not {header} (after the offsets)";
+            error = $"its first row starts at byte {ReadOffset(data, 0, offsetBytes)}, not {header} (after the offsets)";
             return -1;
         }
 
         for (int r = 0; r < rows; r++)
         {
-            ulong next = Unsafe.ReadUnaligned<ulong>(data + (8L * (r + 1)));
+            ulong next = ReadOffset(data, r + 1, offsetBytes);
             if (next < previous + (ulong)(maskBytes + scaleBytes) || next > (ulong)available)
             {
                 error = $"row {r} has an impossible extent ({previous} .. {next} of {available} bytes)";
@@ -133,9 +168,12 @@ public static unsafe class SparseMatrix
         return size;
     }
 
+    private static ulong ReadOffset(byte* data, int row, int offsetBytes) =>
+        offsetBytes == 4 ? Unsafe.ReadUnaligned<uint>(data + (4L * row)) : Unsafe.ReadUnaligned<ulong>(data + (8L * row));
+
     /// <summary>
     /// Encodes a row-major float matrix: zeros are dropped, the rest stored as fp16 (SparseF16) or int8 with an fp16
-    /// scale per 64 columns, amax / 127 of the group's kept values, rounded as GGUF's Q8_0 (SparseQ8).
+    /// scale d = amax / 127 of the kept values per 64 columns (SparseQ8) or per row (SparseI8), rounded as GGUF's Q8_0.
     /// </summary>
     public static byte[] Encode(DType type, ReadOnlySpan<float> values, int rows, int cols)
     {
@@ -145,7 +183,8 @@ public static unsafe class SparseMatrix
         }
 
         int maskBytes = MaskBytes(cols), scaleBytes = ScaleBytes(type, cols), valueBytes = ValueBytes(type);
-        long header = 8L * (rows + 1);
+        int offsetBytes = OffsetBytes(type), scaleColumns = Math.Min(type == DType.SparseF16 ? ScaleGroup : ScaleColumns(type), Math.Max(cols, 1));
+        long header = (long)offsetBytes * (rows + 1);
         long size = header;
         for (int r = 0; r < rows; r++)
         {
@@ -157,16 +196,16 @@ public static unsafe class SparseMatrix
         long offset = header;
         for (int r = 0; r < rows; r++)
         {
-            BinaryPrimitives.WriteUInt64LittleEndian(span[(8 * r)..], (ulong)offset);
+            WriteOffset(span, r, offsetBytes, offset);
             var row = values.Slice(r * cols, cols);
             var mask = span.Slice((int)offset, maskBytes);
             var scales = span.Slice((int)offset + maskBytes, scaleBytes);
             int v = (int)offset + maskBytes + scaleBytes;
-            for (int g = 0; g < cols; g += ScaleGroup)
+            for (int g = 0; g < cols; g += scaleColumns)
             {
-                var group = row.Slice(g, Math.Min(ScaleGroup, cols - g));
+                var group = row.Slice(g, Math.Min(scaleColumns, cols - g));
                 float id = 0;
-                if (type == DType.SparseQ8)
+                if (type != DType.SparseF16)
                 {
                     float amax = 0;
                     foreach (float x in group)
@@ -176,7 +215,7 @@ public static unsafe class SparseMatrix
 
                     float d = amax / 127f;
                     id = d != 0 ? 1f / d : 0f;
-                    BinaryPrimitives.WriteUInt16LittleEndian(scales[(2 * (g / ScaleGroup))..], BitConverter.HalfToUInt16Bits((Half)d));
+                    BinaryPrimitives.WriteUInt16LittleEndian(scales[(2 * (g / scaleColumns))..], BitConverter.HalfToUInt16Bits((Half)d));
                 }
 
                 for (int j = 0; j < group.Length; j++)
@@ -205,15 +244,28 @@ public static unsafe class SparseMatrix
             offset = v;
         }
 
-        BinaryPrimitives.WriteUInt64LittleEndian(span[(8 * rows)..], (ulong)offset);
+        WriteOffset(span, rows, offsetBytes, offset);
         return bytes;
+    }
+
+    private static void WriteOffset(Span<byte> span, int row, int offsetBytes, long offset)
+    {
+        if (offsetBytes == 4)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(span[(4 * row)..], checked((uint)offset));
+        }
+        else
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(span[(8 * row)..], (ulong)offset);
+        }
     }
 
     /// <summary>Converts one row to float32 (zeros where the bitmap has no value): the scalar reference.</summary>
     public static void ReadRow(DType type, byte* data, int row, Span<float> destination)
     {
         int cols = destination.Length;
-        byte* mask = Row(data, row);
+        int scaleColumns = ScaleColumns(type);
+        byte* mask = Row(type, data, row);
         byte* scales = mask + MaskBytes(cols);
         byte* values = scales + ScaleBytes(type, cols);
         int k = 0;
@@ -227,7 +279,7 @@ public static unsafe class SparseMatrix
 
             destination[c] = type == DType.SparseF16
                 ? (float)BitConverter.UInt16BitsToHalf(Unsafe.ReadUnaligned<ushort>(values + (2L * k)))
-                : ((sbyte*)values)[k] * (float)BitConverter.UInt16BitsToHalf(Unsafe.ReadUnaligned<ushort>(scales + (2 * (c / ScaleGroup))));
+                : ((sbyte*)values)[k] * (float)BitConverter.UInt16BitsToHalf(Unsafe.ReadUnaligned<ushort>(scales + (2 * (c / scaleColumns))));
             k++;
         }
     }

@@ -20,7 +20,7 @@ public sealed unsafe class Tensor
             ElementCount *= d;
         }
 
-        ByteSize = type.IsSparse() ? SparseMatrix.ByteSize(data, Rows) : type.ByteCount(ElementCount);
+        ByteSize = type.IsSparse() ? SparseMatrix.ByteSize(type, data, Rows) : type.ByteCount(ElementCount);
     }
 
     public string Name { get; }

@@ -120,7 +120,7 @@ public sealed class BenchCommandTests
         CliRunner.AssertFails(["bench", model, "--vs", "vllm"], "--vs must be llama.cpp");
         CliRunner.AssertFails(["bench", model, "--prompt", "0"], "--prompt");
         CliRunner.AssertFails(["bench", model, "--runs", "0"], "--runs");
-        CliRunner.AssertFails(["bench", model, "--type", "q5_k"], "--type must be f32, f16, q8_0, q4_0, sparse-f16 or sparse-q8");
+        CliRunner.AssertFails(["bench", model, "--type", "q5_k"], "--type must be f32, f16, q8_0, q4_0, sparse-f16, sparse-i8 or sparse-q8");
         CliRunner.AssertFails(["bench", model, "--vs", "llama.cpp", "--agreement-text", temp.File("missing.txt")], "missing.txt");
         CliRunner.AssertFails(["bench", model, "--prompt", "100000", "--gen", "1"], "context length");
         CliRunner.AssertFails(["bench", temp.File("nothing-here")], "nothing-here");

@@ -11,7 +11,7 @@ namespace Minnow.Tests.Kernels;
 /// </summary>
 public unsafe class SparseMatMulTests : IDisposable
 {
-    private static readonly DType[] SparseTypes = [DType.SparseF16, DType.SparseQ8];
+    private static readonly DType[] SparseTypes = [DType.SparseF16, DType.SparseQ8, DType.SparseI8];
 
     private static readonly string[] Patterns = ["0%", "50%", "90%", "2:4"];
 
@@ -142,6 +142,9 @@ public unsafe class SparseMatMulTests : IDisposable
     [InlineData(DType.SparseQ8, VectorWidth.V256)]
     [InlineData(DType.SparseF16, VectorWidth.V512)]
     [InlineData(DType.SparseQ8, VectorWidth.V512)]
+    [InlineData(DType.SparseI8, VectorWidth.V128)]
+    [InlineData(DType.SparseI8, VectorWidth.V256)]
+    [InlineData(DType.SparseI8, VectorWidth.V512)]
     public void EqualsTheDenseMatrixBitForBit(DType type, VectorWidth width)
     {
         foreach (var (rows, cols) in Shapes)
@@ -166,17 +169,19 @@ public unsafe class SparseMatMulTests : IDisposable
     [Theory]
     [InlineData(DType.SparseF16)]
     [InlineData(DType.SparseQ8)]
+    [InlineData(DType.SparseI8)]
     public void EncodingKeepsExactlyTheNonZeros(DType type)
     {
         const int Rows = 9, Cols = 200;
         var values = Pruned(Rows, Cols, "50%", 5);
         using var t = new Disposer(MakeSparse(type, Rows, Cols, values));
         var back = t.Tensor.ToFloatArray();
+        int scaleGroup = type == DType.SparseI8 ? Cols : SparseMatrix.ScaleGroup;
         for (int r = 0; r < Rows; r++)
         {
-            for (int g = 0; g < Cols; g += SparseMatrix.ScaleGroup)
+            for (int g = 0; g < Cols; g += scaleGroup)
             {
-                var group = values.AsSpan((r * Cols) + g, Math.Min(SparseMatrix.ScaleGroup, Cols - g));
+                var group = values.AsSpan((r * Cols) + g, Math.Min(scaleGroup, Cols - g));
                 float amax = 0;
                 foreach (float v in group)
                 {
@@ -196,7 +201,7 @@ public unsafe class SparseMatMulTests : IDisposable
                     }
                     else
                     {
-                        // Half a step of the group's scale amax / 127, plus its rounding to fp16 (up to 127 · 2^-11 of a step).
+                        // Half a step of the group's (or row's) scale amax / 127, plus its rounding to fp16 (up to 127 · 2^-11 of a step).
                         Assert.True(MathF.Abs(values[i] - back[i]) <= amax / 127f * 0.6f, $"[{i}] {values[i]} → {back[i]}");
                     }
                 }
@@ -204,43 +209,66 @@ public unsafe class SparseMatMulTests : IDisposable
         }
     }
 
-    /// <summary>At 50% sparsity: 8-bit ≤ 5.5 bits per weight (dense Q8_0: 8.5), F16 ≤ 9.2 (dense: 16), offsets included.</summary>
+    /// <summary>
+    /// At 50% sparsity (exactly half of each row kept, rows of 576): SPARSE_I8 ≤ 5.1 bits per weight (dense Q8_0: 8.5),
+    /// SPARSE_Q8 ≤ 5.4, F16 ≤ 9.2 (dense: 16), offsets and padding included.
+    /// </summary>
     [Theory]
     [InlineData("50%")]
     [InlineData("2:4")]
     public void FiftyPercentSparseIsSmallEnough(string pattern)
     {
         const int Rows = 64, Cols = 576;
-        var values = Pruned(Rows, Cols, pattern, 1);
+        var values = Pruned(Rows, Cols, pattern == "50%" ? "2:4" : pattern, 1);
+        if (pattern == "50%")
+        {
+            // Unstructured: the same number of zeros per row as 2:4, at random places.
+            var random = new Random(3);
+            for (int r = 0; r < Rows; r++)
+            {
+                random.Shuffle(values.AsSpan(r * Cols, Cols));
+            }
+        }
+
+        double i8 = SparseMatrix.Encode(DType.SparseI8, values, Rows, Cols).Length * 8.0 / values.Length;
         double q8 = SparseMatrix.Encode(DType.SparseQ8, values, Rows, Cols).Length * 8.0 / values.Length;
         double f16 = SparseMatrix.Encode(DType.SparseF16, values, Rows, Cols).Length * 8.0 / values.Length;
-        Assert.True(q8 <= 5.5, $"sparse 8-bit: {q8:F3} bits per weight");
+        Assert.True(i8 <= 5.1, $"sparse int8, a scale per row: {i8:F3} bits per weight");
+        Assert.True(q8 <= 5.4, $"sparse 8-bit, a scale per 64 columns: {q8:F3} bits per weight");
         Assert.True(f16 <= 9.2, $"sparse F16: {f16:F3} bits per weight");
     }
 
-    [Fact]
-    public void MeasureAcceptsWhatEncodeWritesAndRejectsDamage()
+    [Theory]
+    [InlineData(DType.SparseQ8)]
+    [InlineData(DType.SparseI8)]
+    public void MeasureAcceptsWhatEncodeWritesAndRejectsDamage(DType type)
     {
         const int Rows = 5, Cols = 37;
-        byte[] bytes = SparseMatrix.Encode(DType.SparseQ8, Pruned(Rows, Cols, "50%", 3), Rows, Cols);
+        byte[] bytes = SparseMatrix.Encode(type, Pruned(Rows, Cols, "50%", 3), Rows, Cols);
         fixed (byte* p = bytes)
         {
-            Assert.Equal(bytes.Length, SparseMatrix.Measure(DType.SparseQ8, p, bytes.Length, Rows, Cols, out string? error));
+            Assert.Equal(bytes.Length, SparseMatrix.Measure(type, p, bytes.Length, Rows, Cols, out string? error));
             Assert.Null(error);
-            Assert.Equal(-1, SparseMatrix.Measure(DType.SparseQ8, p, bytes.Length - 1, Rows, Cols, out error));
+            Assert.Equal(-1, SparseMatrix.Measure(type, p, bytes.Length - 1, Rows, Cols, out error));
             Assert.NotNull(error);
 
+            // The offsets are uint32 for SPARSE_I8, uint64 for SPARSE_Q8: read as the other width, row 0 starts in the wrong place.
+            DType other = type == DType.SparseI8 ? DType.SparseQ8 : DType.SparseI8;
+            Assert.Equal(-1, SparseMatrix.Measure(other, p, bytes.Length, Rows, Cols, out error));
+            Assert.Contains("first row", error);
+
             // One more bit in row 0's bitmap: the row's length no longer matches its count of values.
-            int first = (int)BitConverter.ToUInt64(bytes, 0);
+            int first = type == DType.SparseI8 ? (int)BitConverter.ToUInt32(bytes, 0) : (int)BitConverter.ToUInt64(bytes, 0);
+            Assert.Equal(SparseMatrix.OffsetBytes(type) * (Rows + 1), first);
             byte saved = bytes[first];
             bytes[first] = (byte)(saved ^ 0xFF);
-            Assert.Equal(-1, SparseMatrix.Measure(DType.SparseQ8, p, bytes.Length, Rows, Cols, out error));
+            Assert.Equal(-1, SparseMatrix.Measure(type, p, bytes.Length, Rows, Cols, out error));
             Assert.Contains("row 0", error);
             bytes[first] = saved;
 
             // A bit past the last column (37 = 4 · 8 + 5).
             bytes[first + 4] |= 0x80;
-            Assert.Equal(-1, SparseMatrix.Measure(DType.SparseQ8, p, bytes.Length, Rows, Cols, out error));
+            Assert.Equal(-1, SparseMatrix.Measure(type, p, bytes.Length, Rows, Cols, out error));
             Assert.Contains("past", error);
         }
     }

@@ -56,6 +56,53 @@ public class ModelPruningTests
         Assert.All(ModelPruner.Sparsity(pruned), s => Assert.Equal(sparsity, s.Sparsity, 2));
     }
 
+    /// <summary>
+    /// --include-embeddings: the token embedding (and an untied head, as in the llama checkpoint; qwen2's is tied)
+    /// loses the same count in every row, or keeps 2 of every 4; the linear layers are pruned exactly as without it.
+    /// </summary>
+    [Theory]
+    [InlineData("llama", "wanda", 2)]
+    [InlineData("llama", "2:4", 2)]
+    [InlineData("qwen2", "magnitude", 1)]
+    public void IncludeEmbeddings_PrunesEveryRowOfTheEmbeddingAndHead(string checkpoint, string method, int tables)
+    {
+        var golden = GoldenReference.Load(checkpoint);
+        if (golden is null)
+        {
+            return;
+        }
+
+        using var model = ModelLoader.LoadModel(golden.WeightsFile("f32"));
+        var options = new PruningOptions { Method = PruningOptions.ParseMethod(method), Sparsity = 0.5 };
+        var plain = ModelPruner.Prune(model, options, [golden.InputIds]);
+        var pruned = ModelPruner.Prune(model, options with { IncludeEmbeddings = true }, [golden.InputIds]);
+        var embeddings = LinearLayers.Embeddings(model.Config, model.Weights.Has);
+        Assert.Equal(tables, embeddings.Count);
+        foreach (string name in embeddings)
+        {
+            var t = pruned[name];
+            Assert.Equal(0, plain[name].ZeroCount);
+            for (int r = 0; r < t.Rows; r++)
+            {
+                var row = t.Values.AsSpan(r * t.Columns, t.Columns);
+                Assert.Equal(UnstructuredPruner.PruneCount(0.5, t.Columns), row.ToArray().Count(v => v == 0));
+            }
+
+            if (method == "2:4")
+            {
+                Assert.True(UnstructuredPruner.SatisfiesNOfM(t.Values, t.Rows, t.Columns, 2, 4));
+            }
+        }
+
+        foreach (var (name, t) in plain.All.Where(x => !embeddings.Contains(x.Key)))
+        {
+            Assert.Equal(t.Values, pruned[name].Values);
+        }
+
+        Assert.All(ModelPruner.EmbeddingSparsity(pruned), s => Assert.Equal(0.5, s.Sparsity, 2));
+        Assert.Throws<MinnowException>(() => ModelPruner.Prune(model, new PruningOptions { Method = PruningMethod.Heads, KeepHeads = 0.5, IncludeEmbeddings = true }, [golden.InputIds]));
+    }
+
     [Theory]
     [InlineData("2:4", 2, 4, true)]
     [InlineData("2:4", 2, 4, false)]

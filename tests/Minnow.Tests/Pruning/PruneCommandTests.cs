@@ -75,6 +75,14 @@ public class PruneCommandTests
         Assert.Contains("layer 1: self_attn.q_proj 50.0%", result.Stdout);
         Assert.Contains("non-zero params", result.Stdout);
         Assert.Contains("no --eval text", result.Stderr);
+        Assert.DoesNotContain("embed_tokens", result.Stdout);
+
+        var embeddings = CliRunner.Run("prune", model, "--out", folder.File("wanda-emb"), "--method", "wanda", "--sparsity", "0.5", "--calib-ids", ids,
+            "--include-embeddings", "--no-speed", "--json");
+        Assert.True(embeddings.ExitCode == 0, embeddings.ToString());
+        var tables = embeddings.Json().GetProperty("embeddings");
+        Assert.Equal(0.5, tables.GetProperty("model.embed_tokens.weight").GetProperty("sparsity").GetDouble(), 2);
+        Assert.Equal(0.5, tables.GetProperty("lm_head.weight").GetProperty("sparsity").GetDouble(), 2);
     }
 
     [Fact]
@@ -93,5 +101,6 @@ public class PruneCommandTests
         CliRunner.AssertFails(["prune", model, "--out", folder.File("x"), "--method", "magnitude", "--sparsity", "0.95"], "--sparsity must be between 0.1 and 0.9");
         CliRunner.AssertFails(["prune", model, "--out", model, "--method", "magnitude", "--no-speed"], "must not be the model's own folder");
         CliRunner.AssertFails(["prune", model, "--out", folder.File("x"), "--method", "magnitude", "--keep-heads", "0.5"], "--keep-heads");
+        CliRunner.AssertFails(["prune", model, "--out", folder.File("x"), "--method", "heads", "--keep-heads", "0.5", "--include-embeddings"], "--include-embeddings");
     }
 }

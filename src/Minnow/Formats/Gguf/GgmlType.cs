@@ -31,12 +31,13 @@ public static class GgmlType
     public const uint MinnowQ3_1_G64 = 1364;
     public const uint MinnowQ3_1_G128 = 1428;
 
-    /// <summary>Minnow's own ids for its sparse matrices (<see cref="DType.SparseF16"/>, <see cref="DType.SparseQ8"/>); llama.cpp has no such types.</summary>
+    /// <summary>Minnow's own ids for its sparse matrices (<see cref="DType.SparseF16"/>, <see cref="DType.SparseQ8"/>, <see cref="DType.SparseI8"/>); llama.cpp has no such types.</summary>
     public const uint MinnowSparseF16 = 2016;
     public const uint MinnowSparseQ8 = 2008;
+    public const uint MinnowSparseI8 = 2024;
 
     /// <summary>The ggml types Minnow loads, for messages ("F32, F16, ...").</summary>
-    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, I8 (with a per-row F16 .scale tensor), and Minnow's Q4_1_G64, Q4_1_G128, Q3_1_G32, Q3_1_G64, Q3_1_G128, SPARSE_F16, SPARSE_Q8";
+    public static string SupportedNames => "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, I8 (with a per-row F16 .scale tensor), and Minnow's Q4_1_G64, Q4_1_G128, Q3_1_G32, Q3_1_G64, Q3_1_G128, SPARSE_F16, SPARSE_Q8, SPARSE_I8";
 
     private static readonly string[] Names =
     [
@@ -56,6 +57,7 @@ public static class GgmlType
         MinnowQ3_1_G128 => "Q3_1_G128 (Minnow)",
         MinnowSparseF16 => "SPARSE_F16 (Minnow)",
         MinnowSparseQ8 => "SPARSE_Q8 (Minnow)",
+        MinnowSparseI8 => "SPARSE_I8 (Minnow)",
         _ => type < Names.Length ? Names[type] : $"type {type}",
     };
 
@@ -82,6 +84,7 @@ public static class GgmlType
         MinnowQ3_1_G128 => DType.Q3_1_G128,
         MinnowSparseF16 => DType.SparseF16,
         MinnowSparseQ8 => DType.SparseQ8,
+        MinnowSparseI8 => DType.SparseI8,
         I8 => DType.I8,
         _ => null,
     };
@@ -109,6 +112,7 @@ public static class GgmlType
         DType.Q3_1_G128 => MinnowQ3_1_G128,
         DType.SparseF16 => MinnowSparseF16,
         DType.SparseQ8 => MinnowSparseQ8,
+        DType.SparseI8 => MinnowSparseI8,
         DType.I8 => I8,
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
