@@ -131,22 +131,25 @@ internal static class PruneCommand
             err.WriteLine(calibration is null
                 ? $"pruning ({PruningOptions.MethodName(options.Method)}) ..."
                 : $"pruning ({PruningOptions.MethodName(options.Method)}), calibrating on {calibration.Count} windows of {context} tokens ...");
-            var pruned = ModelPruner.Prune(source.Model, options, calibration, ct);
+            EditableWeights? pruned = ModelPruner.Prune(source.Model, options, calibration, ct);
             var layers = ModelPruner.Sparsity(pruned);
             var embeddings = options.IncludeEmbeddings ? ModelPruner.EmbeddingSparsity(pruned) : [];
             PrunedModelWriter.Save(pruned, sourceFolder, outFolder, config => config["minnow_pruning"] = Provenance(options, source.Path, calibration, context));
+            long zeros = pruned.ZeroCount;
+            var prunedConfig = pruned.Config;
+            pruned = null; // the float32 copy is no longer needed: let it go before the saved model is loaded
 
             err.WriteLine($"measuring {Path.GetFullPath(outFolder)} ...");
             using var result = LoadedModel.Open(outFolder);
-            var after = Measure(result, evalTokens, context, maxChunks, bos, measureSpeed, pruned.ZeroCount, ct);
+            var after = Measure(result, evalTokens, context, maxChunks, bos, measureSpeed, zeros, ct);
             var original = source.Config;
             if (r.GetValue(json))
             {
-                WriteJson(Out(r), w => Json(w, source.Path, result.Path, options, evalFile, context, before, after, layers, embeddings, original, pruned.Config));
+                WriteJson(Out(r), w => Json(w, source.Path, result.Path, options, evalFile, context, before, after, layers, embeddings, original, prunedConfig));
             }
             else
             {
-                Text(Out(r), source.Path, result.Path, options, evalFile, before, after, layers, embeddings, original, pruned.Config);
+                Text(Out(r), source.Path, result.Path, options, evalFile, before, after, layers, embeddings, original, prunedConfig);
             }
 
             return 0;

@@ -45,7 +45,7 @@ public static class PrunedModelWriter
         var writer = new SafetensorsWriter();
         foreach (var (name, t) in weights.All.OrderBy(t => t.Key, StringComparer.Ordinal))
         {
-            writer.Add(name, t.Shape, t.Values, t.StoreAs);
+            writer.AddWithoutCopy(name, t.Shape, t.Values, t.StoreAs);
         }
 
         writer.AddMetadata("format", "pt");

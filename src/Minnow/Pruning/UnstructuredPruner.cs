@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace Minnow.Pruning;
 
 /// <summary>
@@ -22,18 +24,20 @@ public static class UnstructuredPruner
             return;
         }
 
-        var keys = new float[weights.Length];
-        var index = new int[weights.Length];
-        for (int i = 0; i < keys.Length; i++)
+        float[] buffer = ArrayPool<float>.Shared.Rent(weights.Length * 2);
+        try
         {
-            keys[i] = MathF.Abs(weights[i]);
-            index[i] = i;
-        }
+            var keys = buffer.AsSpan(0, weights.Length);
+            for (int i = 0; i < keys.Length; i++)
+            {
+                keys[i] = MathF.Abs(weights[i]);
+            }
 
-        SortByScore(keys, index);
-        for (int i = 0; i < k; i++)
+            ZeroSmallest(weights, keys, buffer.AsSpan(weights.Length, weights.Length), k);
+        }
+        finally
         {
-            weights[index[i]] = 0;
+            ArrayPool<float>.Shared.Return(buffer);
         }
     }
 
@@ -48,21 +52,16 @@ public static class UnstructuredPruner
         }
 
         var keys = new float[cols];
-        var index = new int[cols];
+        var scratch = new float[cols];
         for (int r = 0; r < rows; r++)
         {
             var row = weights.Slice(r * cols, cols);
             for (int j = 0; j < cols; j++)
             {
                 keys[j] = (float)(MathF.Abs(row[j]) * inputNorms[j]);
-                index[j] = j;
             }
 
-            SortByScore(keys, index);
-            for (int i = 0; i < k; i++)
-            {
-                row[index[i]] = 0;
-            }
+            ZeroSmallest(row, keys, scratch, k);
         }
     }
 
@@ -85,7 +84,6 @@ public static class UnstructuredPruner
         }
 
         var keys = new float[m];
-        var index = new int[m];
         for (int r = 0; r < rows; r++)
         {
             var row = weights.Slice(r * cols, cols);
@@ -96,13 +94,22 @@ public static class UnstructuredPruner
                 for (int j = 0; j < size; j++)
                 {
                     keys[j] = MathF.Abs(row[start + j]) * (wanda ? (float)inputNorms[start + j] : 1f);
-                    index[j] = start + j;
                 }
 
-                SortByScore(keys.AsSpan(0, size), index.AsSpan(0, size));
-                for (int i = 0; i < size - keep; i++)
+                // A group is a handful of values: zero each one whose rank (by score, then index) is among the smallest.
+                var group = row.Slice(start, size);
+                for (int j = 0; j < size; j++)
                 {
-                    row[index[i]] = 0;
+                    int rank = 0;
+                    for (int i = 0; i < size; i++)
+                    {
+                        rank += Before(keys[i], i, keys[j], j) ? 1 : 0;
+                    }
+
+                    if (rank < size - keep)
+                    {
+                        group[j] = 0;
+                    }
                 }
             }
         }
@@ -133,20 +140,40 @@ public static class UnstructuredPruner
         return true;
     }
 
-    /// <summary>Sorts ascending by score; equal scores keep index order (a stable, deterministic order).</summary>
-    private static void SortByScore(Span<float> keys, Span<int> index)
+    /// <summary>
+    /// Zeros the <paramref name="k"/> values of <paramref name="values"/> whose scores come first in ascending order of
+    /// (score, index): every score below the k-th smallest, then the lowest-indexed ones equal to it. The same
+    /// choice as a stable sort by score, found with one sort of a scratch copy of the scores and no other allocation.
+    /// </summary>
+    private static void ZeroSmallest(Span<float> values, ReadOnlySpan<float> keys, Span<float> scratch, int k)
     {
-        var pairs = new (float Key, int Index)[keys.Length];
-        for (int i = 0; i < keys.Length; i++)
+        k = Math.Min(k, values.Length);
+        var sorted = scratch[..keys.Length];
+        keys.CopyTo(sorted);
+        sorted.Sort();
+        float threshold = sorted[k - 1];
+        int below = 0;
+        foreach (float key in keys)
         {
-            pairs[i] = (keys[i], index[i]);
+            below += key.CompareTo(threshold) < 0 ? 1 : 0;
         }
 
-        Array.Sort(pairs, static (a, b) => a.Key != b.Key ? a.Key.CompareTo(b.Key) : a.Index.CompareTo(b.Index));
-        for (int i = 0; i < pairs.Length; i++)
+        int equalToZero = k - below;
+        for (int i = 0; i < keys.Length; i++)
         {
-            index[i] = pairs[i].Index;
+            int order = keys[i].CompareTo(threshold);
+            if (order < 0 || (order == 0 && equalToZero-- > 0))
+            {
+                values[i] = 0;
+            }
         }
+    }
+
+    /// <summary>Whether (score a, index i) comes before (score b, index j) in ascending order.</summary>
+    private static bool Before(float a, int i, float b, int j)
+    {
+        int order = a.CompareTo(b);
+        return order < 0 || (order == 0 && i < j);
     }
 
     private static void Check(ReadOnlySpan<float> weights, int rows, int cols, ReadOnlySpan<double> inputNorms)

@@ -42,6 +42,30 @@ public sealed unsafe class SafetensorsTests : IDisposable
         return [.. BitConverter.GetBytes((ulong)json.Length), .. json, .. new byte[dataBytes]];
     }
 
+    [Theory]
+    [InlineData(DType.F32)]
+    [InlineData(DType.F16)]
+    [InlineData(DType.BF16)]
+    public void AddWithoutCopyWritesTheSameBytesAsAdd(DType type)
+    {
+        // Larger than the writer's 65,536-value chunk and not a multiple of it, beside a small tensor.
+        var random = new Random(11);
+        float[] big = Enumerable.Range(0, (3 * 65536) + 123).Select(_ => (float)((random.NextDouble() * 200) - 100)).ToArray();
+        float[] small = [1.5f, -2.25f, 3e-5f];
+        var copied = new SafetensorsWriter();
+        copied.Add("a.weight", [3, big.Length / 3], big, type);
+        copied.Add("b.bias", [3], small, type);
+        var referenced = new SafetensorsWriter();
+        referenced.AddWithoutCopy("a.weight", [3, big.Length / 3], big, type);
+        referenced.AddWithoutCopy("b.bias", [3], small, type);
+
+        string one = Path.Combine(_dir, "copied.safetensors"), two = Path.Combine(_dir, "referenced.safetensors");
+        copied.Save(one);
+        referenced.Save(two);
+        Assert.Equal(File.ReadAllBytes(one), File.ReadAllBytes(two));
+        Assert.Throws<ArgumentException>(() => referenced.AddWithoutCopy("c", [2, 2], small, type));
+    }
+
     [Fact]
     public void ShardedCheckpointLoadsLikeTheSingleFile()
     {

@@ -31,6 +31,41 @@ public class UnstructuredPrunerTests
         Assert.All(Enumerable.Range(0, w.Length).Where(i => w[i] != 0), i => Assert.Equal(original[i], w[i]));
     }
 
+    /// <summary>What each method must remove: the k first entries in ascending (score, index) order.</summary>
+    private static HashSet<int> FirstByScoreThenIndex(IReadOnlyList<float> scores, int k) =>
+        [.. Enumerable.Range(0, scores.Count).OrderBy(i => scores[i]).ThenBy(i => i).Take(k)];
+
+    [Fact]
+    public void TiedScoresArePrunedLowestIndexFirst()
+    {
+        // Few distinct magnitudes, so the k-th smallest score is shared by many weights on either side of the cut.
+        var random = new Random(5);
+        float[] levels = [0.25f, 0.5f, 1f, 2f];
+        float[] original = Enumerable.Range(0, 24 * 40).Select(_ => levels[random.Next(4)] * (random.Next(2) == 0 ? -1 : 1)).ToArray();
+
+        var magnitude = (float[])original.Clone();
+        UnstructuredPruner.Magnitude(magnitude, 0.45);
+        var expected = FirstByScoreThenIndex(original.Select(MathF.Abs).ToArray(), UnstructuredPruner.PruneCount(0.45, original.Length));
+        Assert.Equal(expected, Enumerable.Range(0, original.Length).Where(i => magnitude[i] == 0).ToHashSet());
+
+        int rows = 24, cols = 40;
+        double[] norms = Enumerable.Range(0, cols).Select(j => (double)(1 + (j % 3))).ToArray();
+        var wanda = (float[])original.Clone();
+        UnstructuredPruner.Wanda(wanda, rows, cols, norms, 0.5);
+        var twoFour = (float[])original.Clone();
+        UnstructuredPruner.NOfM(twoFour, rows, cols, 2, 4, norms);
+        for (int r = 0; r < rows; r++)
+        {
+            float[] scores = Enumerable.Range(0, cols).Select(j => (float)(MathF.Abs(original[(r * cols) + j]) * norms[j])).ToArray();
+            Assert.Equal(FirstByScoreThenIndex(scores, cols / 2), Enumerable.Range(0, cols).Where(j => wanda[(r * cols) + j] == 0).ToHashSet());
+            for (int g = 0; g < cols; g += 4)
+            {
+                var inGroup = FirstByScoreThenIndex(scores[g..(g + 4)], 2).Select(j => g + j).ToHashSet();
+                Assert.Equal(inGroup, Enumerable.Range(g, 4).Where(j => twoFour[(r * cols) + j] == 0).ToHashSet());
+            }
+        }
+    }
+
     [Fact]
     public void PruneCount_RoundsHalfToEvenAsTorchDoes()
     {

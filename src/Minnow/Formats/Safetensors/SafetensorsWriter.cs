@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -15,63 +16,35 @@ namespace Minnow.Formats.Safetensors;
 /// </summary>
 public sealed class SafetensorsWriter
 {
-    private readonly List<(string Name, DType Type, long[] Shape, byte[] Data)> _tensors = [];
+    private const int ChunkElements = 1 << 16;
+
+    /// <summary>A tensor to write: its bytes already encoded, or float32 values encoded chunk by chunk when written.</summary>
+    private sealed record Entry(string Name, DType Type, long[] Shape, byte[]? Data, float[]? Values)
+    {
+        public long ByteLength => Data?.LongLength ?? (Values!.LongLength * Type.BlockBytes());
+    }
+
+    private readonly List<Entry> _tensors = [];
     private readonly HashSet<string> _names = new(StringComparer.Ordinal);
     private readonly SortedDictionary<string, string> _metadata = new(StringComparer.Ordinal);
 
     /// <summary>Adds a tensor (copied now, converted to <paramref name="storeAs"/>).</summary>
     public void Add(string name, long[] shape, ReadOnlySpan<float> values, DType storeAs = DType.F32)
     {
-        ArgumentException.ThrowIfNullOrEmpty(name);
-        if (name == "__metadata__" || !_names.Add(name))
-        {
-            throw new ArgumentException($"tensor name '{name}' is reserved or already added.", nameof(name));
-        }
+        Check(name, shape, values.Length, storeAs);
+        var data = new byte[values.Length * storeAs.BlockBytes()];
+        Encode(values, storeAs, data);
+        _tensors.Add(new Entry(name, storeAs, (long[])shape.Clone(), data, null));
+    }
 
-        long elements = 1;
-        foreach (long d in shape)
-        {
-            ArgumentOutOfRangeException.ThrowIfNegative(d);
-            elements *= d;
-        }
-
-        if (elements != values.Length)
-        {
-            throw new ArgumentException($"tensor '{name}': shape [{string.Join(", ", shape)}] holds {elements} values but {values.Length} were given.");
-        }
-
-        byte[] data;
-        switch (storeAs)
-        {
-            case DType.F32:
-                data = MemoryMarshal.AsBytes(values).ToArray();
-                if (!BitConverter.IsLittleEndian)
-                {
-                    throw new PlatformNotSupportedException("safetensors writing needs a little-endian machine.");
-                }
-
-                break;
-            case DType.F16:
-                data = new byte[values.Length * 2];
-                for (int i = 0; i < values.Length; i++)
-                {
-                    BinaryPrimitives.WriteHalfLittleEndian(data.AsSpan(i * 2), (Half)values[i]);
-                }
-
-                break;
-            case DType.BF16:
-                data = new byte[values.Length * 2];
-                for (int i = 0; i < values.Length; i++)
-                {
-                    BinaryPrimitives.WriteUInt16LittleEndian(data.AsSpan(i * 2), BFloat16.FromSingle(values[i]));
-                }
-
-                break;
-            default:
-                throw new ArgumentException($"safetensors output supports F32, F16 and BF16, not {storeAs.Name()}.", nameof(storeAs));
-        }
-
-        _tensors.Add((name, storeAs, (long[])shape.Clone(), data));
+    /// <summary>
+    /// Adds a tensor without copying it: <paramref name="values"/> is converted to <paramref name="storeAs"/> a chunk
+    /// at a time while the file is written, so a large model is never held twice. The array must not change until then.
+    /// </summary>
+    public void AddWithoutCopy(string name, long[] shape, float[] values, DType storeAs = DType.F32)
+    {
+        Check(name, shape, values.Length, storeAs);
+        _tensors.Add(new Entry(name, storeAs, (long[])shape.Clone(), null, values));
     }
 
     /// <summary>Adds a string entry to the header's <c>__metadata__</c>.</summary>
@@ -87,14 +60,95 @@ public sealed class SafetensorsWriter
         BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
         stream.Write(length);
         stream.Write(header);
-        foreach (var t in _tensors)
+        byte[]? chunk = null;
+        try
         {
-            stream.Write(t.Data);
+            foreach (var t in _tensors)
+            {
+                if (t.Data != null)
+                {
+                    stream.Write(t.Data);
+                    continue;
+                }
+
+                int size = t.Type.BlockBytes();
+                chunk ??= ArrayPool<byte>.Shared.Rent(ChunkElements * 4);
+                for (int start = 0; start < t.Values!.Length; start += ChunkElements)
+                {
+                    int count = Math.Min(ChunkElements, t.Values.Length - start);
+                    var bytes = chunk.AsSpan(0, count * size);
+                    Encode(t.Values.AsSpan(start, count), t.Type, bytes);
+                    stream.Write(bytes);
+                }
+            }
+        }
+        finally
+        {
+            if (chunk != null)
+            {
+                ArrayPool<byte>.Shared.Return(chunk);
+            }
         }
     }
 
     /// <summary>Writes the file atomically (temporary file in the same folder, fsync, rename).</summary>
     public void Save(string path) => AtomicFile.Write(path, WriteTo);
+
+    private void Check(string name, long[] shape, int count, DType storeAs)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        if (storeAs is not (DType.F32 or DType.F16 or DType.BF16))
+        {
+            throw new ArgumentException($"safetensors output supports F32, F16 and BF16, not {storeAs.Name()}.", nameof(storeAs));
+        }
+
+        if (!BitConverter.IsLittleEndian)
+        {
+            throw new PlatformNotSupportedException("safetensors writing needs a little-endian machine.");
+        }
+
+        long elements = 1;
+        foreach (long d in shape)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(d);
+            elements *= d;
+        }
+
+        if (elements != count)
+        {
+            throw new ArgumentException($"tensor '{name}': shape [{string.Join(", ", shape)}] holds {elements} values but {count} were given.");
+        }
+
+        if (name == "__metadata__" || !_names.Add(name))
+        {
+            throw new ArgumentException($"tensor name '{name}' is reserved or already added.", nameof(name));
+        }
+    }
+
+    /// <summary>Float32 values as little-endian F32, F16 or BF16 (round to nearest even).</summary>
+    private static void Encode(ReadOnlySpan<float> values, DType type, Span<byte> destination)
+    {
+        switch (type)
+        {
+            case DType.F32:
+                MemoryMarshal.AsBytes(values).CopyTo(destination);
+                break;
+            case DType.F16:
+                for (int i = 0; i < values.Length; i++)
+                {
+                    BinaryPrimitives.WriteHalfLittleEndian(destination[(i * 2)..], (Half)values[i]);
+                }
+
+                break;
+            default:
+                for (int i = 0; i < values.Length; i++)
+                {
+                    BinaryPrimitives.WriteUInt16LittleEndian(destination[(i * 2)..], BFloat16.FromSingle(values[i]));
+                }
+
+                break;
+        }
+    }
 
     private byte[] BuildHeader()
     {
@@ -127,10 +181,10 @@ public sealed class SafetensorsWriter
                 json.WriteEndArray();
                 json.WriteStartArray("data_offsets");
                 json.WriteNumberValue(offset);
-                json.WriteNumberValue(offset + t.Data.Length);
+                json.WriteNumberValue(offset + t.ByteLength);
                 json.WriteEndArray();
                 json.WriteEndObject();
-                offset += t.Data.Length;
+                offset += t.ByteLength;
             }
 
             json.WriteEndObject();
