@@ -15,6 +15,9 @@ public class Int4GptqTests(ITestOutputHelper output)
     [InlineData(DType.Q4_1)]
     [InlineData(DType.Q4_1_G64)]
     [InlineData(DType.Q4_1_G128)]
+    [InlineData(DType.Q3_1_G32)]
+    [InlineData(DType.Q3_1_G64)]
+    [InlineData(DType.Q3_1_G128)]
     public void CodecRoundToNearestWritesTheSameBytesAsTheReferenceQuantizer(DType type)
     {
         var random = new Random(7);
@@ -22,6 +25,7 @@ public class Int4GptqTests(ITestOutputHelper output)
         var w = Gaussian(random, rows * columns, 0.05f);
         w.AsSpan(0, type.BlockSize()).Fill(-0.125f); // a constant group: d = 0
         var codec = BlockCodec.RoundToNearest(type, w, rows, columns);
+        Assert.Equal(type.MaxGroupCode(), codec.MaxCode);
         Assert.Equal(Dequantize.FromFloats(type, w), codec.ToBytes());
         Assert.Equal(Dequantized(type, codec.ToBytes(), w.Length), codec.ToFloats());
     }
@@ -30,6 +34,9 @@ public class Int4GptqTests(ITestOutputHelper output)
     [InlineData(DType.Q4_1, true)]
     [InlineData(DType.Q4_1_G64, false)]
     [InlineData(DType.Q4_1_G128, true)]
+    [InlineData(DType.Q3_1_G32, true)]
+    [InlineData(DType.Q3_1_G64, false)]
+    [InlineData(DType.Q3_1_G128, true)]
     public void CorrelatedInputsGptqBeatsRoundToNearest(DType type, bool scaleSearch)
     {
         var random = new Random(3);
@@ -69,6 +76,11 @@ public class Int4GptqTests(ITestOutputHelper output)
 
         var codec = Gptq.Quantize(w, rows, Gptq.Prepare(h, n, 0.01, actOrder: true), type, lazyBatch: 64, scaleSearch: scaleSearch);
         Assert.Equal(type, codec.Type);
+        for (int r = 0; r < rows; r++)
+        {
+            Assert.All(codec.CodeRow(r).ToArray(), q => Assert.InRange(q, 0, type.MaxGroupCode()));
+        }
+
         Assert.Equal(codec.ToFloats(), Dequantized(type, codec.ToBytes(), w.Length));
         var gptq = codec.ToFloats();
         var rtn = Dequantized(type, Dequantize.FromFloats(type, w), w.Length);
