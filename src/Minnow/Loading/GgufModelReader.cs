@@ -7,8 +7,11 @@ namespace Minnow.Loading;
 
 /// <summary>
 /// Builds a model from a GGUF file: the config from the <c>{arch}.*</c> metadata, the weights as views of the
-/// mapped tensors under Hugging Face names. llama.cpp stores Llama's q/k rows permuted for its interleaved RoPE,
-/// so a GGUF "llama" model runs with <see cref="RopeStyle.Interleaved"/> instead of being permuted back.
+/// mapped tensors under Hugging Face names. llama.cpp stores Llama's q/k rows permuted for its interleaved RoPE;
+/// they are put back in Hugging Face order (copies of those matrices) so the model runs rotate-half RoPE exactly as
+/// the checkpoint it came from did, and a model exported and reloaded gives the same logits bit for bit. (A model
+/// whose q/k rows do not match its head layout, or with partial rotary, runs <see cref="RopeStyle.Interleaved"/>
+/// on the rows as stored.)
 /// Tensors in types Minnow has no kernels for (llama.cpp's Q4_1, Q5_0, Q5_1, Q8_1 and K-quants, see
 /// <see cref="DTypeInfo.IsLoadOnly"/>) are dequantized once, exactly, into F32 native memory the weights own; a
 /// note says so.
@@ -131,6 +134,10 @@ public static unsafe class GgufModelReader
             ropeFactors = DequantizeKQuants.ToFloats(freqs);
         }
 
+        int layers = arch is "llama" or "mistral" or "deci" ? Required("block_count") : 0;
+        int rotaryDim = m.GetInt($"{arch}.rope.dimension_count", headDim);
+        bool huggingFaceOrder = layers > 0 && rotaryDim == headDim && RestoreHuggingFaceRopeOrder(
+            tensors, owner, layers, l => layerHeads?[l] ?? heads, l => layerKvHeads?[l] ?? kvHeads, headDim);
         var config = arch switch
         {
             "llama" or "qwen2" or "mistral" or "deci" => new ModelConfig
@@ -146,8 +153,8 @@ public static unsafe class GgufModelReader
                 Heads = heads,
                 KvHeads = kvHeads,
                 HeadDim = headDim,
-                RotaryDim = m.GetInt($"{arch}.rope.dimension_count", headDim),
-                RopeStyle = arch == "qwen2" ? RopeStyle.RotateHalf : RopeStyle.Interleaved,
+                RotaryDim = rotaryDim,
+                RopeStyle = arch == "qwen2" || huggingFaceOrder ? RopeStyle.RotateHalf : RopeStyle.Interleaved,
                 RopeTheta = m.TryGetDouble($"{arch}.rope.freq_base", out double theta) ? theta : 10000,
                 RopeFrequencyFactors = ropeFactors,
                 VocabSize = vocab,
@@ -204,6 +211,79 @@ public static unsafe class GgufModelReader
         };
 
         return (config, new WeightSet(tensors, source, owner));
+    }
+
+    /// <summary>
+    /// Undoes llama.cpp's q/k permutation (within each head, Hugging Face rows (i, i + d/2) are stored as rows
+    /// (2i, 2i + 1)) in every layer's q_proj and k_proj weight and bias, replacing them by copies in Hugging Face row
+    /// order. Returns false, changing nothing, when a tensor's rows do not match the head layout.
+    /// </summary>
+    private static bool RestoreHuggingFaceRopeOrder(Dictionary<string, Tensor> tensors, GgufWeightsOwner owner, int layers,
+        Func<int, int> heads, Func<int, int> kvHeads, int headDim)
+    {
+        var targets = new List<(Tensor Tensor, int[] SourceRow)>();
+        for (int l = 0; l < layers; l++)
+        {
+            foreach (var (projection, count) in new[] { ("q_proj", heads(l)), ("k_proj", kvHeads(l)) })
+            {
+                foreach (string part in new[] { "weight", "bias" })
+                {
+                    if (tensors.TryGetValue($"model.layers.{l}.self_attn.{projection}.{part}", out var t))
+                    {
+                        if (t.Shape[0] != (long)count * headDim || headDim % 2 != 0)
+                        {
+                            return false;
+                        }
+
+                        targets.Add((t, StoredRowOf(count, headDim)));
+                    }
+                }
+            }
+        }
+
+        foreach (var (t, sourceRow) in targets)
+        {
+            var buffer = owner.Allocate(t.ByteSize);
+            byte* to = (byte*)buffer.Pointer;
+            if (t.Type.IsSparse())
+            {
+                SparseMatrix.PermuteRows(t.Type, (byte*)t.Data, sourceRow.Length, sourceRow, to);
+            }
+            else
+            {
+                long rowBytes = t.ByteSize / sourceRow.Length;
+                for (int r = 0; r < sourceRow.Length; r++)
+                {
+                    Buffer.MemoryCopy((byte*)t.Data + (sourceRow[r] * rowBytes), to + (r * rowBytes), rowBytes, rowBytes);
+                }
+            }
+
+            tensors[t.Name] = new Tensor(t.Name, t.Type, t.Shape, buffer.Pointer, buffer);
+            if (t.IsMapped)
+            {
+                MappedFile.ReleasePages((byte*)t.Data, t.ByteSize); // the copy replaces the mapped bytes: keep them out of the resident set
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>For each Hugging Face row of a q/k projection, the row llama.cpp stores it in.</summary>
+    private static int[] StoredRowOf(int heads, int headDim)
+    {
+        var stored = new int[heads * headDim];
+        int half = headDim / 2;
+        for (int h = 0; h < heads; h++)
+        {
+            int head = h * headDim;
+            for (int i = 0; i < half; i++)
+            {
+                stored[head + i] = head + (2 * i);
+                stored[head + half + i] = head + (2 * i) + 1;
+            }
+        }
+
+        return stored;
     }
 
     /// <summary>The name of the per-row scale tensor of an I8 matrix (INT8 per output channel).</summary>
