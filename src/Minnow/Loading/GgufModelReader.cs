@@ -215,13 +215,17 @@ public static unsafe class GgufModelReader
 
     /// <summary>
     /// Undoes llama.cpp's q/k permutation (within each head, Hugging Face rows (i, i + d/2) are stored as rows
-    /// (2i, 2i + 1)) in every layer's q_proj and k_proj weight and bias, replacing them by copies in Hugging Face row
-    /// order. Returns false, changing nothing, when a tensor's rows do not match the head layout.
+    /// (2i, 2i + 1)) in every layer's q_proj and k_proj weight and bias. The reordered copies are written to a
+    /// temporary file that is mapped like the model, so they take no more memory than the rows they replace (the
+    /// kernels that repack a matrix at load let the mapped pages go). Returns false, changing nothing, when a tensor's
+    /// rows do not match the head layout or the temporary file cannot be written.
     /// </summary>
     private static bool RestoreHuggingFaceRopeOrder(Dictionary<string, Tensor> tensors, GgufWeightsOwner owner, int layers,
         Func<int, int> heads, Func<int, int> kvHeads, int headDim)
     {
-        var targets = new List<(Tensor Tensor, int[] SourceRow)>();
+        const int Alignment = 64;
+        var targets = new List<(Tensor Tensor, int[] SourceRow, long Offset)>();
+        long length = 0;
         for (int l = 0; l < layers; l++)
         {
             foreach (var (projection, count) in new[] { ("q_proj", heads(l)), ("k_proj", kvHeads(l)) })
@@ -235,37 +239,74 @@ public static unsafe class GgufModelReader
                             return false;
                         }
 
-                        targets.Add((t, StoredRowOf(count, headDim)));
+                        targets.Add((t, StoredRowOf(count, headDim), length));
+                        length += (t.ByteSize + Alignment - 1) / Alignment * Alignment;
                     }
                 }
             }
         }
 
-        foreach (var (t, sourceRow) in targets)
+        if (targets.Count == 0)
         {
-            var buffer = owner.Allocate(t.ByteSize);
-            byte* to = (byte*)buffer.Pointer;
-            if (t.Type.IsSparse())
+            return true;
+        }
+
+        string path = Path.Combine(Path.GetTempPath(), $"minnow-qk-{Guid.NewGuid():N}.bin");
+        MappedFile mapped;
+        try
+        {
+            using (var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
             {
-                SparseMatrix.PermuteRows(t.Type, (byte*)t.Data, sourceRow.Length, sourceRow, to);
-            }
-            else
-            {
-                long rowBytes = t.ByteSize / sourceRow.Length;
-                for (int r = 0; r < sourceRow.Length; r++)
+                foreach (var (t, sourceRow, offset) in targets)
                 {
-                    Buffer.MemoryCopy((byte*)t.Data + (sourceRow[r] * rowBytes), to + (r * rowBytes), rowBytes, rowBytes);
+                    stream.Position = offset;
+                    WriteInRowOrder(stream, t, sourceRow);
                 }
+
+                stream.SetLength(length);
             }
 
-            tensors[t.Name] = new Tensor(t.Name, t.Type, t.Shape, buffer.Pointer, buffer);
+            mapped = MappedFile.Open(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            File.Delete(path);
+            return false;
+        }
+
+        owner.Keep(mapped, path);
+        foreach (var (t, _, offset) in targets)
+        {
+            tensors[t.Name] = new Tensor(t.Name, t.Type, t.Shape, mapped.Pointer + offset, mapped);
             if (t.IsMapped)
             {
-                MappedFile.ReleasePages((byte*)t.Data, t.ByteSize); // the copy replaces the mapped bytes: keep them out of the resident set
+                MappedFile.ReleasePages((byte*)t.Data, t.ByteSize); // replaced: keep the file's own rows out of the resident set
             }
         }
 
         return true;
+    }
+
+    /// <summary>Writes a tensor's bytes with row r taken from row <paramref name="sourceRow"/>[r].</summary>
+    private static void WriteInRowOrder(Stream stream, Tensor t, int[] sourceRow)
+    {
+        if (t.Type.IsSparse())
+        {
+            var blob = new byte[t.ByteSize];
+            fixed (byte* to = blob)
+            {
+                SparseMatrix.PermuteRows(t.Type, (byte*)t.Data, sourceRow.Length, sourceRow, to);
+            }
+
+            stream.Write(blob);
+            return;
+        }
+
+        int rowBytes = checked((int)(t.ByteSize / sourceRow.Length));
+        foreach (int row in sourceRow)
+        {
+            stream.Write(new ReadOnlySpan<byte>((byte*)t.Data + ((long)row * rowBytes), rowBytes));
+        }
     }
 
     /// <summary>For each Hugging Face row of a q/k projection, the row llama.cpp stores it in.</summary>
@@ -344,6 +385,17 @@ public static unsafe class GgufModelReader
     private sealed class GgufWeightsOwner(GgufFile file) : IDisposable
     {
         private readonly List<NativeBuffer> _buffers = [];
+        private readonly List<(MappedFile File, string Path)> _mapped = [];
+
+        /// <summary>Keeps a mapped temporary file until the weights are disposed; on Linux its name is removed at once.</summary>
+        public void Keep(MappedFile mapped, string path)
+        {
+            _mapped.Add((mapped, path));
+            if (OperatingSystem.IsLinux())
+            {
+                File.Delete(path);
+            }
+        }
 
         public NativeBuffer Allocate(long bytes)
         {
@@ -357,6 +409,13 @@ public static unsafe class GgufModelReader
         {
             _buffers.ForEach(b => b.Dispose());
             _buffers.Clear();
+            foreach (var (mapped, path) in _mapped)
+            {
+                mapped.Dispose();
+                File.Delete(path);
+            }
+
+            _mapped.Clear();
         }
 
         public void Dispose()
