@@ -8,8 +8,22 @@ public enum RopeStyle
 {
     /// <summary>Pairs (i, i + rotaryDim/2): Hugging Face's rotate_half (Llama, Qwen2, GPT-NeoX in HF layout).</summary>
     RotateHalf,
-    /// <summary>Pairs (2i, 2i + 1): llama2.c and GGUF's Llama layout.</summary>
+    /// <summary>Pairs (2i, 2i + 1): llama2.c's layout.</summary>
     Interleaved,
+
+    /// <summary>
+    /// q/k rows stored as llama.cpp's GGUF Llama files hold them, Hugging Face rows (i, i + d/2) as (2i, 2i + 1)
+    /// within each head: each head vector is put back in Hugging Face order, then rotated as <see cref="RotateHalf"/>.
+    /// The same rotation as <see cref="Interleaved"/>, but the cached keys and the attention sums are in the Hugging
+    /// Face checkpoint's order, so a model exported to GGUF and reloaded computes its logits bit for bit.
+    /// </summary>
+    InterleavedRows,
+}
+
+public static class RopeStyles
+{
+    /// <summary>Whether q/k projections' rows are stored in the interleaved order (for adapters and exports of their rows).</summary>
+    public static bool HasInterleavedRows(this RopeStyle style) => style is RopeStyle.Interleaved or RopeStyle.InterleavedRows;
 }
 
 /// <summary>
@@ -26,10 +40,16 @@ public static unsafe class Rope
     internal static void Apply(float* x, int heads, int headDim, int rotaryDim, float* cos, float* sin, RopeStyle style, VectorWidth width)
     {
         int half = rotaryDim / 2;
+        Span<float> head = style == RopeStyle.InterleavedRows ? stackalloc float[headDim] : default;
         for (int h = 0; h < heads; h++)
         {
             float* v = x + ((long)h * headDim);
-            if (style == RopeStyle.RotateHalf)
+            if (style == RopeStyle.InterleavedRows)
+            {
+                Deinterleave(v, head);
+                RotateHalf(v, v + half, cos, sin, half, width);
+            }
+            else if (style == RopeStyle.RotateHalf)
             {
                 RotateHalf(v, v + half, cos, sin, half, width);
             }
@@ -38,6 +58,19 @@ public static unsafe class Rope
                 Interleaved(v, cos, sin, half, width);
             }
         }
+    }
+
+    /// <summary>Values (2i, 2i + 1) of a head vector become (i, i + d/2) (<paramref name="scratch"/>: d floats).</summary>
+    private static void Deinterleave(float* v, Span<float> scratch)
+    {
+        int half = scratch.Length / 2;
+        for (int i = 0; i < half; i++)
+        {
+            scratch[i] = v[2 * i];
+            scratch[half + i] = v[(2 * i) + 1];
+        }
+
+        scratch.CopyTo(new Span<float>(v, scratch.Length));
     }
 
     /// <summary>(a, b) = (a·c − b·s, b·c + a·s) for a = lo[i], b = hi[i].</summary>

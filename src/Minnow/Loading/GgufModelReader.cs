@@ -7,11 +7,10 @@ namespace Minnow.Loading;
 
 /// <summary>
 /// Builds a model from a GGUF file: the config from the <c>{arch}.*</c> metadata, the weights as views of the
-/// mapped tensors under Hugging Face names. llama.cpp stores Llama's q/k rows permuted for its interleaved RoPE;
-/// they are put back in Hugging Face order (copies of those matrices) so the model runs rotate-half RoPE exactly as
-/// the checkpoint it came from did, and a model exported and reloaded gives the same logits bit for bit. (A model
-/// whose q/k rows do not match its head layout, or with partial rotary, runs <see cref="RopeStyle.Interleaved"/>
-/// on the rows as stored.)
+/// mapped tensors under Hugging Face names. llama.cpp stores Llama's q/k rows permuted for its interleaved RoPE; the
+/// rows stay as stored and the model runs <see cref="RopeStyle.InterleavedRows"/>, which puts each q/k head vector
+/// back in Hugging Face order before rotating it, so the cached keys and attention sums are the checkpoint's own and
+/// an exported model reloads with bit-identical logits (partial rotary runs <see cref="RopeStyle.Interleaved"/>).
 /// Tensors in types Minnow has no kernels for (llama.cpp's Q4_1, Q5_0, Q5_1, Q8_1 and K-quants, see
 /// <see cref="DTypeInfo.IsLoadOnly"/>) are dequantized once, exactly, into F32 native memory the weights own; a
 /// note says so.
@@ -134,10 +133,7 @@ public static unsafe class GgufModelReader
             ropeFactors = DequantizeKQuants.ToFloats(freqs);
         }
 
-        int layers = arch is "llama" or "mistral" or "deci" ? Required("block_count") : 0;
         int rotaryDim = m.GetInt($"{arch}.rope.dimension_count", headDim);
-        bool huggingFaceOrder = layers > 0 && rotaryDim == headDim && RestoreHuggingFaceRopeOrder(
-            tensors, owner, layers, l => layerHeads?[l] ?? heads, l => layerKvHeads?[l] ?? kvHeads, headDim);
         var config = arch switch
         {
             "llama" or "qwen2" or "mistral" or "deci" => new ModelConfig
@@ -154,7 +150,7 @@ public static unsafe class GgufModelReader
                 KvHeads = kvHeads,
                 HeadDim = headDim,
                 RotaryDim = rotaryDim,
-                RopeStyle = arch == "qwen2" || huggingFaceOrder ? RopeStyle.RotateHalf : RopeStyle.Interleaved,
+                RopeStyle = arch == "qwen2" ? RopeStyle.RotateHalf : rotaryDim == headDim ? RopeStyle.InterleavedRows : RopeStyle.Interleaved,
                 RopeTheta = m.TryGetDouble($"{arch}.rope.freq_base", out double theta) ? theta : 10000,
                 RopeFrequencyFactors = ropeFactors,
                 VocabSize = vocab,
@@ -211,120 +207,6 @@ public static unsafe class GgufModelReader
         };
 
         return (config, new WeightSet(tensors, source, owner));
-    }
-
-    /// <summary>
-    /// Undoes llama.cpp's q/k permutation (within each head, Hugging Face rows (i, i + d/2) are stored as rows
-    /// (2i, 2i + 1)) in every layer's q_proj and k_proj weight and bias. The reordered copies are written to a
-    /// temporary file that is mapped like the model, so they take no more memory than the rows they replace (the
-    /// kernels that repack a matrix at load let the mapped pages go). Returns false, changing nothing, when a tensor's
-    /// rows do not match the head layout or the temporary file cannot be written.
-    /// </summary>
-    private static bool RestoreHuggingFaceRopeOrder(Dictionary<string, Tensor> tensors, GgufWeightsOwner owner, int layers,
-        Func<int, int> heads, Func<int, int> kvHeads, int headDim)
-    {
-        const int Alignment = 64;
-        var targets = new List<(Tensor Tensor, int[] SourceRow, long Offset)>();
-        long length = 0;
-        for (int l = 0; l < layers; l++)
-        {
-            foreach (var (projection, count) in new[] { ("q_proj", heads(l)), ("k_proj", kvHeads(l)) })
-            {
-                foreach (string part in new[] { "weight", "bias" })
-                {
-                    if (tensors.TryGetValue($"model.layers.{l}.self_attn.{projection}.{part}", out var t))
-                    {
-                        if (t.Shape[0] != (long)count * headDim || headDim % 2 != 0)
-                        {
-                            return false;
-                        }
-
-                        targets.Add((t, StoredRowOf(count, headDim), length));
-                        length += (t.ByteSize + Alignment - 1) / Alignment * Alignment;
-                    }
-                }
-            }
-        }
-
-        if (targets.Count == 0)
-        {
-            return true;
-        }
-
-        string path = Path.Combine(Path.GetTempPath(), $"minnow-qk-{Guid.NewGuid():N}.bin");
-        MappedFile mapped;
-        try
-        {
-            using (var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-            {
-                foreach (var (t, sourceRow, offset) in targets)
-                {
-                    stream.Position = offset;
-                    WriteInRowOrder(stream, t, sourceRow);
-                }
-
-                stream.SetLength(length);
-            }
-
-            mapped = MappedFile.Open(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            File.Delete(path);
-            return false;
-        }
-
-        owner.Keep(mapped, path);
-        foreach (var (t, _, offset) in targets)
-        {
-            tensors[t.Name] = new Tensor(t.Name, t.Type, t.Shape, mapped.Pointer + offset, mapped);
-            if (t.IsMapped)
-            {
-                MappedFile.ReleasePages((byte*)t.Data, t.ByteSize); // replaced: keep the file's own rows out of the resident set
-            }
-        }
-
-        return true;
-    }
-
-    /// <summary>Writes a tensor's bytes with row r taken from row <paramref name="sourceRow"/>[r].</summary>
-    private static void WriteInRowOrder(Stream stream, Tensor t, int[] sourceRow)
-    {
-        if (t.Type.IsSparse())
-        {
-            var blob = new byte[t.ByteSize];
-            fixed (byte* to = blob)
-            {
-                SparseMatrix.PermuteRows(t.Type, (byte*)t.Data, sourceRow.Length, sourceRow, to);
-            }
-
-            stream.Write(blob);
-            return;
-        }
-
-        int rowBytes = checked((int)(t.ByteSize / sourceRow.Length));
-        foreach (int row in sourceRow)
-        {
-            stream.Write(new ReadOnlySpan<byte>((byte*)t.Data + ((long)row * rowBytes), rowBytes));
-        }
-    }
-
-    /// <summary>For each Hugging Face row of a q/k projection, the row llama.cpp stores it in.</summary>
-    private static int[] StoredRowOf(int heads, int headDim)
-    {
-        var stored = new int[heads * headDim];
-        int half = headDim / 2;
-        for (int h = 0; h < heads; h++)
-        {
-            int head = h * headDim;
-            for (int i = 0; i < half; i++)
-            {
-                stored[head + i] = head + (2 * i);
-                stored[head + half + i] = head + (2 * i) + 1;
-            }
-        }
-
-        return stored;
     }
 
     /// <summary>The name of the per-row scale tensor of an I8 matrix (INT8 per output channel).</summary>
@@ -385,17 +267,6 @@ public static unsafe class GgufModelReader
     private sealed class GgufWeightsOwner(GgufFile file) : IDisposable
     {
         private readonly List<NativeBuffer> _buffers = [];
-        private readonly List<(MappedFile File, string Path)> _mapped = [];
-
-        /// <summary>Keeps a mapped temporary file until the weights are disposed; on Linux its name is removed at once.</summary>
-        public void Keep(MappedFile mapped, string path)
-        {
-            _mapped.Add((mapped, path));
-            if (OperatingSystem.IsLinux())
-            {
-                File.Delete(path);
-            }
-        }
 
         public NativeBuffer Allocate(long bytes)
         {
@@ -409,13 +280,6 @@ public static unsafe class GgufModelReader
         {
             _buffers.ForEach(b => b.Dispose());
             _buffers.Clear();
-            foreach (var (mapped, path) in _mapped)
-            {
-                mapped.Dispose();
-                File.Delete(path);
-            }
-
-            _mapped.Clear();
         }
 
         public void Dispose()

@@ -316,9 +316,8 @@ public sealed record LoraConfig
 /// any storage type of W (F32, F16, BF16, Q8_0, Q4_0, ...), or merged into float32 weights.
 /// </summary>
 /// <remarks>
-/// A model whose q/k rows are in the interleaved-RoPE order (llama2.c checkpoints, and GGUF files whose rows cannot
-/// be put back in Hugging Face order) gets B's rows of q_proj and k_proj permuted the same way at load, so a Hugging
-/// Face adapter applies to either layout.
+/// A model loaded from GGUF keeps llama.cpp's q/k row order (permuted for interleaved RoPE); B's rows of q_proj
+/// and k_proj are permuted the same way at load, so a Hugging Face adapter applies to either layout.
 /// </remarks>
 public sealed unsafe class LoraAdapter : IDisposable
 {
@@ -468,7 +467,7 @@ public sealed unsafe class LoraAdapter : IDisposable
                 bValues[i] *= scale;
             }
 
-            if (model.RopeStyle == RopeStyle.Interleaved && target is LoraTarget.QProj or LoraTarget.KProj)
+            if (model.RopeStyle.HasInterleavedRows() && target is LoraTarget.QProj or LoraTarget.KProj)
             {
                 int heads = target == LoraTarget.QProj ? model.HeadsOf(layer) : model.KvHeadsOf(layer);
                 bValues = PermuteRows(bValues, InterleavedRopeOrder(heads, model.HeadDim, model.RotaryDim), config.Rank);

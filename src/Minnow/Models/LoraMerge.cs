@@ -92,7 +92,7 @@ public static class LoraMerge
     /// <summary>For q/k tensors of a model held in llama.cpp's interleaved-RoPE row order, that order; null otherwise.</summary>
     public static int[]? HuggingFaceRowOrder(ModelConfig c, string name)
     {
-        if (c.RopeStyle != RopeStyle.Interleaved || !name.StartsWith("model.layers.", StringComparison.Ordinal))
+        if (!c.RopeStyle.HasInterleavedRows() || !name.StartsWith("model.layers.", StringComparison.Ordinal))
         {
             return null;
         }

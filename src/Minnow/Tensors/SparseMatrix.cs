@@ -248,33 +248,6 @@ public static unsafe class SparseMatrix
         return bytes;
     }
 
-    /// <summary>
-    /// Writes into <paramref name="destination"/> (<see cref="ByteSize"/> bytes) the same matrix with its rows
-    /// reordered: row r of the result is row <paramref name="sourceRow"/>[r] of <paramref name="data"/>.
-    /// </summary>
-    public static void PermuteRows(DType type, byte* data, int rows, ReadOnlySpan<int> sourceRow, byte* destination)
-    {
-        if (sourceRow.Length != rows)
-        {
-            throw new ArgumentException($"{sourceRow.Length} row indices for {rows} rows.", nameof(sourceRow));
-        }
-
-        long size = ByteSize(type, data, rows);
-        int offsetBytes = OffsetBytes(type);
-        var span = new Span<byte>(destination, checked((int)size));
-        long offset = Offset(type, data, 0);
-        for (int r = 0; r < rows; r++)
-        {
-            long start = Offset(type, data, sourceRow[r]), length = Offset(type, data, sourceRow[r] + 1) - start;
-            WriteOffset(span, r, offsetBytes, offset);
-            Buffer.MemoryCopy(data + start, destination + offset, length, length);
-            offset += length;
-        }
-
-        WriteOffset(span, rows, offsetBytes, offset);
-        span[(int)offset..].Clear();
-    }
-
     private static void WriteOffset(Span<byte> span, int row, int offsetBytes, long offset)
     {
         if (offsetBytes == 4)

@@ -272,7 +272,7 @@ public static class LoraFinetune
     /// </summary>
     internal static LlamaTrainingModel ToTrainable(ModelConfig config, WeightSet weights, WorkerPool? pool)
     {
-        if (config.RopeStyle != RopeStyle.Interleaved)
+        if (!config.RopeStyle.HasInterleavedRows())
         {
             return LlamaTrainingModel.FromWeights(config, weights, pool);
         }

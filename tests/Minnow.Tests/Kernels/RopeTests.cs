@@ -69,4 +69,45 @@ public unsafe class RopeTests
         AssertClose(expected, x, 1e-6, 1e-6, $"{width} {style} {headDim}/{rotaryDim}");
         AssertBitwiseEqual(scalar, x, $"{width} {style} {headDim}/{rotaryDim} vs scalar");
     }
+
+    /// <summary>
+    /// InterleavedRows on a head vector in llama.cpp's q/k row order ((i, i + d/2) stored as (2i, 2i + 1)) gives, bit
+    /// for bit, what RotateHalf gives on the vector in Hugging Face order: the result is in Hugging Face order.
+    /// </summary>
+    [Theory]
+    [InlineData(VectorWidth.Scalar, 64)]
+    [InlineData(VectorWidth.V128, 6)]
+    [InlineData(VectorWidth.V256, 64)]
+    [InlineData(VectorWidth.V512, 128)]
+    public void InterleavedRowsEqualsRotateHalfOfTheHuggingFaceOrder(VectorWidth width, int headDim)
+    {
+        const int heads = 2;
+        int half = headDim / 2;
+        float[] huggingFace = Random(heads * headDim, 7 + headDim, 3);
+        var stored = new float[huggingFace.Length];
+        for (int h = 0; h < heads; h++)
+        {
+            for (int i = 0; i < half; i++)
+            {
+                stored[(h * headDim) + (2 * i)] = huggingFace[(h * headDim) + i];
+                stored[(h * headDim) + (2 * i) + 1] = huggingFace[(h * headDim) + half + i];
+            }
+        }
+
+        float[] cos = new float[half], sin = new float[half];
+        for (int i = 0; i < half; i++)
+        {
+            double angle = 11 * Math.Pow(10000, -2.0 * i / headDim);
+            cos[i] = (float)Math.Cos(angle);
+            sin[i] = (float)Math.Sin(angle);
+        }
+
+        fixed (float* a = huggingFace, b = stored, c = cos, s = sin)
+        {
+            Rope.Apply(a, heads, headDim, headDim, c, s, RopeStyle.RotateHalf, width);
+            Rope.Apply(b, heads, headDim, headDim, c, s, RopeStyle.InterleavedRows, width);
+        }
+
+        Assert.Equal(huggingFace, stored);
+    }
 }

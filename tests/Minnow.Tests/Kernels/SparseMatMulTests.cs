@@ -136,36 +136,6 @@ public unsafe class SparseMatMulTests : IDisposable
     /// same values stored dense give (F16 against F16; the 8-bit form against its values as F32), decode and prefill.
     /// </summary>
     [Theory]
-    [InlineData(DType.SparseF16)]
-    [InlineData(DType.SparseQ8)]
-    [InlineData(DType.SparseI8)]
-    public void PermuteRowsMovesWholeRowsAndKeepsTheBlobValid(DType type)
-    {
-        int rows = 12, cols = 70;
-        var random = new Random(9);
-        float[] values = Enumerable.Range(0, rows * cols).Select(i => random.NextDouble() < 0.4 + (0.05 * (i / cols)) ? 0f : (float)(random.NextDouble() - 0.5)).ToArray();
-        byte[] blob = SparseMatrix.Encode(type, values, rows, cols);
-        int[] sourceRow = Enumerable.Range(0, rows).Select(r => (r * 5) % rows).ToArray();
-        var permuted = new byte[blob.Length];
-        fixed (byte* from = blob)
-        fixed (byte* to = permuted)
-        {
-            SparseMatrix.PermuteRows(type, from, rows, sourceRow, to);
-            Assert.Equal(blob.Length, SparseMatrix.ByteSize(type, to, rows));
-            Assert.Equal(SparseMatrix.Measure(type, from, blob.Length, rows, cols, out _), SparseMatrix.Measure(type, to, permuted.Length, rows, cols, out string? error));
-            Assert.Null(error);
-            var expected = new float[cols];
-            var actual = new float[cols];
-            for (int r = 0; r < rows; r++)
-            {
-                SparseMatrix.ReadRow(type, from, sourceRow[r], expected);
-                SparseMatrix.ReadRow(type, to, r, actual);
-                Assert.Equal(expected, actual);
-            }
-        }
-    }
-
-    [Theory]
     [InlineData(DType.SparseF16, VectorWidth.V128)]
     [InlineData(DType.SparseF16, VectorWidth.V256)]
     [InlineData(DType.SparseQ8, VectorWidth.V128)]

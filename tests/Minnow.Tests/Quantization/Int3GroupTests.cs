@@ -157,8 +157,8 @@ public class Int3GroupTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Export → reload holds the same blocks in the INT3 type and gives bit-identical logits, and so does a reloaded
-    /// file saved and reloaded again.
+    /// Export → reload holds the same blocks (Q and K rows reordered for llama.cpp's RoPE) in the INT3 type and gives
+    /// bit-identical logits, and so does a reloaded file saved and reloaded again.
     /// </summary>
     private static void SavesAndReloadsExactly(Minnow.Models.TransformerModel quantized, DType type, int[] sample, WorkerPool pool)
     {

@@ -261,7 +261,7 @@ public unsafe class LoraAdapterTests(ITestOutputHelper output)
 
         using (var gguf = ModelLoader.LoadModel(temp.File("base.gguf")))
         {
-            Assert.Equal(Minnow.Kernels.RopeStyle.RotateHalf, gguf.Config.RopeStyle); // q/k rows back in Hugging Face order
+            Assert.Equal(Minnow.Kernels.RopeStyle.InterleavedRows, gguf.Config.RopeStyle);
             (ggufBase, ggufAdapted) = Both(gguf);
         }
 
