@@ -8,7 +8,7 @@ using static Minnow.Tests.Quantization.QuantizationTestSupport;
 
 namespace Minnow.Tests.Quantization;
 
-/// <summary>GPTQ and AWQ writing INT4 with a scale and zero point per group (Q4_1, Q4_1_G64, Q4_1_G128).</summary>
+/// <summary>GPTQ and AWQ writing INT4 with a scale and zero point per group (Q4_1, Q4_1_G64, Q4_1_G128), and INT3 groups the same way.</summary>
 public class Int4GptqTests(ITestOutputHelper output)
 {
     [Theory]
@@ -103,13 +103,14 @@ public class Int4GptqTests(ITestOutputHelper output)
         var calibration = Calibration.FromTokens(tokens, 128, 16 * 128, bos: null);
         int[] evaluation = tokens[(tokens.Length / 2)..];
         using var statistics = Calibration.Collect(original, calibration);
-        foreach (var type in new[] { DType.Q4_1, DType.Q4_1_G128 })
+        foreach (var type in new[] { DType.Q4_1, DType.Q4_1_G128, DType.Q3_1_G32, DType.Q3_1_G128 })
         {
             using var rtn = ModelQuantizer.Quantize(original, new QuantizationOptions { Scheme = type, Method = QuantizationMethod.Rtn }, pool: pool);
             using var gptq = ModelQuantizer.Quantize(original, new QuantizationOptions { Scheme = type, Method = QuantizationMethod.Gptq }, statistics, pool: pool);
             var up = gptq.Tensors.Single(t => t.Name == "model.layers.0.mlp.up_proj.weight");
             Assert.Equal(type, up.Type);
             Assert.Equal("gptq", up.Method);
+            Assert.True(up.RelativeOutputError < up.RoundToNearestError, $"{type} up_proj: GPTQ {up.RelativeOutputError} vs RTN {up.RoundToNearestError}");
             Assert.Equal(rtn.Bytes, gptq.Bytes);
 
             var ofRtn = ModelComparison.Compare(original, rtn.Model, evaluation, ctx: 128, maxChunks: 12);
