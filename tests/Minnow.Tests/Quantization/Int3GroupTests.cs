@@ -100,28 +100,6 @@ public class Int3GroupTests(ITestOutputHelper output)
         Assert.True(int4Kl < kl[DType.Q3_1_G128], $"KL: INT4 groups of 128 {int4Kl} vs INT3 {kl[DType.Q3_1_G128]}");
     }
 
-    [Fact]
-    public void DefaultModelAwqWritesInt3Groups()
-    {
-        string folder = Path.Combine(SharedData.RepositoryRoot, "models", "default");
-        using var pool = new WorkerPool(2);
-        using var original = ModelLoader.LoadModel(folder, pool);
-        var tokenizer = TokenizerLoader.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"));
-        int[] tokens = tokenizer.Encode(File.ReadAllText(Path.Combine(folder, "held-out.txt")), addSpecial: false).ToArray();
-        using var statistics = Calibration.Collect(original, Calibration.FromTokens(tokens, 128, 8 * 128, bos: null));
-        using var awq = ModelQuantizer.Quantize(original, new QuantizationOptions { Scheme = DType.Q3_1_G64, Method = QuantizationMethod.Awq, AwqGridSteps = 5 },
-            statistics, pool: pool);
-        var awqLayers = awq.Tensors.Where(t => t.Method == "awq" && t.RelativeOutputError is not null).ToList();
-        Assert.NotEmpty(awqLayers);
-        Assert.All(awqLayers, t => Assert.Equal(DType.Q3_1_G64, t.Type));
-
-        // The α search includes α = 0 (plain round to nearest): on calibration data AWQ never does worse in total.
-        Assert.All(awq.AwqScales, s => Assert.True(s.Error <= s.RoundToNearestError, $"{s.Group}: {s.Error} vs {s.RoundToNearestError}"));
-        var result = ModelComparison.Compare(original, awq.Model, tokens[(tokens.Length / 2)..], ctx: 128, maxChunks: 4);
-        output.WriteLine($"AWQ Q3_1_G64: ppl {result.Perplexity:0.000} (F32 {result.ReferencePerplexity:0.000}), KL {result.MeanKl:0.000000}");
-        Assert.True(result.Perplexity < result.ReferencePerplexity * 1.15, $"perplexity {result.Perplexity} vs {result.ReferencePerplexity}");
-    }
-
     /// <summary>
     /// Export → reload holds the same blocks (Q and K rows reordered for llama.cpp's RoPE) in the INT3 type and gives
     /// bit-identical logits, and so does a reloaded file saved and reloaded again.
