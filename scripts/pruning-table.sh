@@ -58,7 +58,7 @@ done
 # stories260K: no tokenizer here, so calibration and evaluation are token ids sampled from the model itself.
 stories="${STORIES260K:-$root/../shared/reference/golden/stories260k-hf}"
 if [ -d "$stories" ]; then
-    "$root/scripts/stories260k-ids.sh" "$stories" "$out"
+    "$root/scripts/sampled-ids.sh" "$stories" "$out"
     for spec in "${methods[@]}"; do
         name="${spec%%:*}"
         echo "== stories260K, $name" >&2

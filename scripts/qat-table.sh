@@ -46,7 +46,7 @@ done
 # this model is over 0.5 %.
 stories="${STORIES260K:-$root/../shared/reference/golden/stories260k-hf}"
 if [ -d "$stories" ]; then
-    "$root/scripts/stories260k-ids.sh" "$stories" "$out"
+    "$root/scripts/sampled-ids.sh" "$stories" "$out"
     minnow quantize "$stories" --scheme q8_0 --method rtn --ids --calib "$out/stories-calib.txt" --eval "$out/stories-eval.txt" \
         --bos 1 --ctx 256 --calib-seq 128 --out "$out/stories-q8_0-rtn.gguf" >/dev/null
     minnow qat "$stories" --ids "$out/stories-calib.txt" --held-out 0 --steps 200 --batch 8 --ctx 256 --lr 1e-4 \

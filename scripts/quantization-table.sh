@@ -32,7 +32,7 @@ done
 # stories260K: no tokenizer here, so calibration and evaluation are token ids sampled from the model itself.
 stories="${STORIES260K:-$root/../shared/reference/golden/stories260k-hf}"
 if [ -d "$stories" ]; then
-    "$root/scripts/stories260k-ids.sh" "$stories" "$out"
+    "$root/scripts/sampled-ids.sh" "$stories" "$out"
     for spec in "${schemes[@]}"; do
         set -- $spec
         run "stories-$1${3:+-g$3}-$2" "$stories" --scheme "$1" --method "$2" ${3:+--group "$3"} --ids --calib "$out/stories-calib.txt" --eval "$out/stories-eval.txt" \

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Writes OUT/stories-calib.txt and OUT/stories-eval.txt: 64 sequences each of 255 token ids sampled from stories260K's
-# F32 self at temperature 1 (its tokenizer is not available here), one sequence per line after BOS (id 1). The
-# quantization and pruning tables calibrate and evaluate on them. Seeds are fixed, so the files are the same on
-# every run. Expects the CLI to be built (Release).
+# Writes OUT/stories-calib.txt and OUT/stories-eval.txt: 64 sequences each of 255 token ids sampled from a model's
+# F32 self at temperature 1, one sequence per line after BOS (id 1). The quantization and pruning tables use them for
+# stories260K (read in place from ../shared), whose tokenizer is not available here. Seeds are fixed, so the files
+# are the same on every run. Expects the CLI to be built (Release).
 #
-#   scripts/stories260k-ids.sh STORIES260K_FOLDER OUT
+#   scripts/sampled-ids.sh MODEL_FOLDER OUT
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 stories="$1"
