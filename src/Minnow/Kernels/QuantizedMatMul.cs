@@ -650,18 +650,12 @@ internal readonly unsafe struct Q3_1Int8Weight<TGroup> : IInt8Weight
 
     public static int Dot(byte* quants, sbyte* x, int xsum)
     {
-        // Bits 0-1 of value j in byte j % 8 at position 2 · (j / 8); bit 2 in bit j of the word after the 8 bytes.
-        uint high = Unsafe.ReadUnaligned<uint>(quants + 8);
-        if (!BitConverter.IsLittleEndian)
-        {
-            high = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(high);
-        }
-
+        Span<byte> codes = stackalloc byte[GroupCodes.BlockSize];
+        GroupCodes.Unpack(DType.Q3_1_G32, new ReadOnlySpan<byte>(quants, GroupCodes.Int3Bytes), codes);
         int sum = 0;
-        for (int j = 0; j < 32; j++)
+        for (int j = 0; j < GroupCodes.BlockSize; j++)
         {
-            int q = ((quants[j % 8] >> (2 * (j / 8))) & 3) | (int)(((high >> j) & 1) << 2);
-            sum += q * x[j];
+            sum += codes[j] * x[j];
         }
 
         return sum;

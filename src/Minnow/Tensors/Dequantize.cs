@@ -102,6 +102,14 @@ public static unsafe class Dequantize
     public static byte[] FromFloats(DType type, ReadOnlySpan<float> values)
     {
         var bytes = new byte[type.ByteCount(values.Length)];
+        FromFloats(type, values, bytes);
+        return bytes;
+    }
+
+    /// <summary>As <see cref="FromFloats(DType, ReadOnlySpan{float})"/>, into <paramref name="bytes"/> (<see cref="DTypeInfo.ByteCount"/> bytes).</summary>
+    public static void FromFloats(DType type, ReadOnlySpan<float> values, Span<byte> bytes)
+    {
+        bytes = bytes[..checked((int)type.ByteCount(values.Length))];
         switch (type)
         {
             case DType.F32:
@@ -109,7 +117,7 @@ public static unsafe class Dequantize
                 break;
             case DType.F16:
                 {
-                    var halves = MemoryMarshal.Cast<byte, Half>(bytes.AsSpan());
+                    var halves = MemoryMarshal.Cast<byte, Half>(bytes);
                     for (int i = 0; i < values.Length; i++)
                     {
                         halves[i] = (Half)values[i];
@@ -120,7 +128,7 @@ public static unsafe class Dequantize
 
             case DType.BF16:
                 {
-                    var bits = MemoryMarshal.Cast<byte, ushort>(bytes.AsSpan());
+                    var bits = MemoryMarshal.Cast<byte, ushort>(bytes);
                     for (int i = 0; i < values.Length; i++)
                     {
                         bits[i] = BFloat16.FromSingle(values[i]);
@@ -141,7 +149,7 @@ public static unsafe class Dequantize
 
                     float d = amax / 127f;
                     float id = d != 0 ? 1f / d : 0f;
-                    var outBlock = bytes.AsSpan(b * 34, 34);
+                    var outBlock = bytes.Slice(b * 34, 34);
                     BinaryPrimitives.WriteUInt16LittleEndian(outBlock, BitConverter.HalfToUInt16Bits((Half)d));
                     for (int j = 0; j < 32; j++)
                     {
@@ -166,7 +174,7 @@ public static unsafe class Dequantize
 
                     float d = max / -8f;
                     float id = d != 0 ? 1f / d : 0f;
-                    var outBlock = bytes.AsSpan(b * 18, 18);
+                    var outBlock = bytes.Slice(b * 18, 18);
                     BinaryPrimitives.WriteUInt16LittleEndian(outBlock, BitConverter.HalfToUInt16Bits((Half)d));
                     for (int j = 0; j < 16; j++)
                     {
@@ -200,7 +208,7 @@ public static unsafe class Dequantize
 
                         float d = (max - min) / top;
                         float id = d != 0 ? 1f / d : 0f;
-                        var outBlock = bytes.AsSpan(g * size, size);
+                        var outBlock = bytes.Slice(g * size, size);
                         BinaryPrimitives.WriteUInt16LittleEndian(outBlock, BitConverter.HalfToUInt16Bits((Half)d));
                         BinaryPrimitives.WriteUInt16LittleEndian(outBlock[2..], BitConverter.HalfToUInt16Bits((Half)min));
                         for (int s = 0; s < group / 32; s++)
@@ -220,7 +228,5 @@ public static unsafe class Dequantize
             default:
                 throw new NotSupportedException($"Cannot convert float to {type}.");
         }
-
-        return bytes;
     }
 }

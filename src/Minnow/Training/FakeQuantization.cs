@@ -158,7 +158,7 @@ public sealed unsafe class FakeQuantizer : IDisposable
                 default:
                     {
                         // INT4 and INT3 groups: value = q · d + m, q in [0, 15] or [0, 7] between the group's minimum and maximum.
-                        int top = type.IsInt3Group() ? 7 : 15;
+                        int top = type.MaxGroupCode();
                         float min = float.MaxValue, max = float.MinValue;
                         foreach (float v in block)
                         {

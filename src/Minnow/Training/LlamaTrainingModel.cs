@@ -38,6 +38,7 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
     private int _capacityBatch, _capacitySeq;
     private LoraLayers? _lora;
     private FakeQuantizer? _fakeQuant;
+    private DType? _fakeScheme;
     private IDistillationTeacher? _teacher;
 
     public LlamaTrainingModel(ModelConfig config, WorkerPool? pool = null)
@@ -168,12 +169,18 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
     /// </summary>
     public void EnableFakeQuantization(DType? scheme, bool activations = false)
     {
+        if (scheme is not null && scheme == _fakeScheme && _fakeQuant?.QuantizesInputs == activations)
+        {
+            return; // already on, as asked
+        }
+
+        _fakeScheme = scheme;
         _fakeQuant?.Dispose();
         _fakeQuant = null;
         if (scheme is DType type)
         {
             static DType? Format(Parameter p, DType scheme) =>
-                p.Shape[1] % scheme.BlockSize() == 0 ? scheme : p.Shape[1] % BlockSize32 == 0 ? DType.Q8_0 : null;
+                p.Shape[1] % scheme.BlockSize() == 0 ? scheme : p.Shape[1] % DType.Q8_0.BlockSize() == 0 ? DType.Q8_0 : null;
             var matrices = new List<(Parameter, DType)>();
             foreach (var p in _layers.SelectMany(w => new[] { w.Wq, w.Wk, w.Wv, w.Wo, w.Gate, w.Up, w.Down }).Append(_embed).Append(_head).Distinct())
             {
@@ -186,8 +193,6 @@ public sealed unsafe class LlamaTrainingModel : ITrainingModel
             _fakeQuant = new FakeQuantizer(Parameters, matrices, activations);
         }
     }
-
-    private const int BlockSize32 = 32;
 
     /// <summary>
     /// A config for a new Llama model: head size hidden/heads, rms_norm_eps 1e-5, RoPE theta 10000, tied embeddings.

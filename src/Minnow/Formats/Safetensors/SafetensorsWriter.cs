@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Minnow.Tensors;
@@ -32,9 +31,7 @@ public sealed class SafetensorsWriter
     public void Add(string name, long[] shape, ReadOnlySpan<float> values, DType storeAs = DType.F32)
     {
         Check(name, shape, values.Length, storeAs);
-        var data = new byte[values.Length * storeAs.BlockBytes()];
-        Encode(values, storeAs, data);
-        _tensors.Add(new Entry(name, storeAs, (long[])shape.Clone(), data, null));
+        _tensors.Add(new Entry(name, storeAs, (long[])shape.Clone(), Dequantize.FromFloats(storeAs, values), null));
     }
 
     /// <summary>
@@ -77,7 +74,7 @@ public sealed class SafetensorsWriter
                 {
                     int count = Math.Min(ChunkElements, t.Values.Length - start);
                     var bytes = chunk.AsSpan(0, count * size);
-                    Encode(t.Values.AsSpan(start, count), t.Type, bytes);
+                    Dequantize.FromFloats(t.Type, t.Values.AsSpan(start, count), bytes);
                     stream.Write(bytes);
                 }
             }
@@ -122,31 +119,6 @@ public sealed class SafetensorsWriter
         if (name == "__metadata__" || !_names.Add(name))
         {
             throw new ArgumentException($"tensor name '{name}' is reserved or already added.", nameof(name));
-        }
-    }
-
-    /// <summary>Float32 values as little-endian F32, F16 or BF16 (round to nearest even).</summary>
-    private static void Encode(ReadOnlySpan<float> values, DType type, Span<byte> destination)
-    {
-        switch (type)
-        {
-            case DType.F32:
-                MemoryMarshal.AsBytes(values).CopyTo(destination);
-                break;
-            case DType.F16:
-                for (int i = 0; i < values.Length; i++)
-                {
-                    BinaryPrimitives.WriteHalfLittleEndian(destination[(i * 2)..], (Half)values[i]);
-                }
-
-                break;
-            default:
-                for (int i = 0; i < values.Length; i++)
-                {
-                    BinaryPrimitives.WriteUInt16LittleEndian(destination[(i * 2)..], BFloat16.FromSingle(values[i]));
-                }
-
-                break;
         }
     }
 
