@@ -56,6 +56,23 @@ public unsafe class GptBlockGradientTests(ITestOutputHelper output)
     /// Checks RoPE's backward pass (the inverse rotation) on x [batch·seqLen, heads·headDim] against finite
     /// differences of Σ c·RoPE(x) through <paramref name="check"/>; returns the analytic gradient.
     /// </summary>
+    /// <summary>The smallest config RoPE needs: <paramref name="heads"/> heads of <paramref name="headDim"/>, the first <paramref name="rotaryDim"/> rotating.</summary>
+    internal static ModelConfig RopeConfig(Architecture architecture, int heads, int headDim, int rotaryDim, int seqLen) => new()
+    {
+        Architecture = architecture,
+        ModelType = architecture == Architecture.GptNeoX ? "gpt_neox" : "llama",
+        HiddenSize = heads * headDim,
+        IntermediateSize = 8,
+        Layers = 1,
+        Heads = heads,
+        KvHeads = heads,
+        HeadDim = headDim,
+        RotaryDim = rotaryDim,
+        VocabSize = 8,
+        MaxPositions = seqLen,
+        NormEps = 1e-5f,
+    };
+
     internal static float[] CheckRope(string what, ModelConfig config, int batch, int seqLen, float[] x, float[] c,
         Action<string, float[], float[], Func<double>> check)
     {
@@ -230,21 +247,7 @@ public unsafe class GptBlockGradientTests(ITestOutputHelper output)
     {
         // GPT-NeoX: rotate-half on the first quarter of each head; the rest passes through.
         const int batch = 2, seqLen = 6, heads = 3, headDim = 16, rotaryDim = 4;
-        var config = new ModelConfig
-        {
-            Architecture = Architecture.GptNeoX,
-            ModelType = "gpt_neox",
-            HiddenSize = heads * headDim,
-            IntermediateSize = 8,
-            Layers = 1,
-            Heads = heads,
-            KvHeads = heads,
-            HeadDim = headDim,
-            RotaryDim = rotaryDim,
-            VocabSize = 8,
-            MaxPositions = seqLen,
-            NormEps = 1e-5f,
-        };
+        var config = RopeConfig(Architecture.GptNeoX, heads, headDim, rotaryDim, seqLen);
         int rows = batch * seqLen, width = heads * headDim;
         var c = Gaussian(rows * width, 12);
         var dx = CheckRope("partial rotary input", config, batch, seqLen, Gaussian(rows * width, 11), c,

@@ -125,21 +125,7 @@ public unsafe class LlamaBlockGradientTests(ITestOutputHelper output)
     public void Rope_FullRotaryGradientMatchesFiniteDifferences()
     {
         const int batch = 2, seqLen = 5, heads = 2, headDim = 8;
-        var config = new ModelConfig
-        {
-            Architecture = Architecture.Llama,
-            ModelType = "llama",
-            HiddenSize = heads * headDim,
-            IntermediateSize = 8,
-            Layers = 1,
-            Heads = heads,
-            KvHeads = heads,
-            HeadDim = headDim,
-            RotaryDim = headDim,
-            VocabSize = 8,
-            MaxPositions = seqLen,
-            NormEps = 1e-5f,
-        };
+        var config = RopeConfig(Architecture.Llama, heads, headDim, headDim, seqLen);
         int rows = batch * seqLen, width = heads * headDim;
         CheckRope("RoPE input", config, batch, seqLen, Gaussian(rows * width, 10), Gaussian(rows * width, 11),
             (what, values, analytic, loss) => Check(what, values, analytic, loss));
