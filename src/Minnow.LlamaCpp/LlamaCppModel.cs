@@ -24,6 +24,33 @@ public sealed record LlamaCppOptions
 
     /// <summary>Flash attention on or off; null lets llama.cpp choose (it enables it on CPUs). On CPUs it works in F16.</summary>
     public bool? FlashAttention { get; init; }
+
+    /// <summary>Sequences the context holds at once (for <see cref="LlamaCppModel.RunBatched"/>).</summary>
+    public int Sequences { get; init; } = 1;
+}
+
+/// <summary>Times of several sequences decoded together (see <see cref="LlamaCppModel.RunBatched"/>).</summary>
+public sealed record LlamaCppBatchedRun
+{
+    public required int Sequences { get; init; }
+
+    public required int PromptTokens { get; init; }
+
+    /// <summary>Tokens decoded per sequence after its prompt.</summary>
+    public required int DecodedTokens { get; init; }
+
+    public required double PrefillSeconds { get; init; }
+
+    public required double DecodeSeconds { get; init; }
+
+    /// <summary>Each sequence's greedy tokens (the first chosen after the prompt, then one per step).</summary>
+    public required int[][] Tokens { get; init; }
+
+    /// <summary>Decoded tokens of all sequences per second.</summary>
+    public double AggregateDecodeTokensPerSecond => Sequences * DecodedTokens / DecodeSeconds;
+
+    /// <summary>Milliseconds a step takes: the time between two tokens of one sequence.</summary>
+    public double MsPerTokenPerSequence => DecodeSeconds * 1000 / DecodedTokens;
 }
 
 /// <summary>Times of one prefill + decode run (see <see cref="LlamaCppModel.Run"/>).</summary>
@@ -127,6 +154,7 @@ public sealed class LlamaCppModel : IDisposable
             Threads = options.Threads,
             BatchThreads = options.Threads,
             GpuLayerCount = 0,
+            SeqMax = (uint)Math.Max(1, options.Sequences),
             FlashAttention = options.FlashAttention ?? (options.F32KvCache ? false : null),
         };
         if (options.F32KvCache)
@@ -209,6 +237,86 @@ public sealed class LlamaCppModel : IDisposable
             DecodeSeconds = decodeSeconds,
             TimeToFirstTokenMs = ttft,
             Argmax = argmax,
+        };
+    }
+
+    /// <summary>
+    /// llama.cpp's own batched decoding (as its <c>llama-batched</c> example): the prompts of several sequences
+    /// (sequence ids 0..n-1) evaluated together, then one greedy token per sequence per <c>llama_decode</c> call, all
+    /// sequences in one batch. The context must hold them (<see cref="LlamaCppOptions.Sequences"/>, context size).
+    /// </summary>
+    public LlamaCppBatchedRun RunBatched(IReadOnlyList<int[]> prompts, int decode)
+    {
+        int n = prompts.Count;
+        Reset();
+        var tokens = prompts.Select(_ => new int[decode + 1]).ToArray();
+        var watch = Stopwatch.StartNew();
+
+        // Prompts, in batches of up to BatchSize tokens, each sequence's last token with logits.
+        var logitIndex = new int[n];
+        Array.Fill(logitIndex, -1);
+        _batch.Clear();
+        for (int s = 0; s < n; s++)
+        {
+            for (int i = 0; i < prompts[s].Length; i++)
+            {
+                if (_batch.TokenCount == BatchSize)
+                {
+                    Decode();
+                    _batch.Clear();
+                }
+
+                bool last = i == prompts[s].Length - 1;
+                if (last)
+                {
+                    logitIndex[s] = _batch.TokenCount;
+                }
+
+                _batch.Add(prompts[s][i], i, (LLamaSeqId)s, logits: last);
+            }
+
+            // A sequence's logits must be read before its batch is replaced.
+            if (s == n - 1 || _batch.TokenCount + prompts[s + 1].Length > BatchSize)
+            {
+                Decode();
+                for (int k = 0; k <= s; k++)
+                {
+                    if (logitIndex[k] >= 0)
+                    {
+                        tokens[k][0] = ArgMax(_context.NativeHandle.GetLogitsIth(logitIndex[k]));
+                        logitIndex[k] = -1;
+                    }
+                }
+
+                _batch.Clear();
+            }
+        }
+
+        double prefill = watch.Elapsed.TotalSeconds;
+        watch.Restart();
+        for (int step = 0; step < decode; step++)
+        {
+            _batch.Clear();
+            for (int s = 0; s < n; s++)
+            {
+                _batch.Add(tokens[s][step], prompts[s].Length + step, (LLamaSeqId)s, logits: true);
+            }
+
+            Decode();
+            for (int s = 0; s < n; s++)
+            {
+                tokens[s][step + 1] = ArgMax(_context.NativeHandle.GetLogitsIth(s));
+            }
+        }
+
+        return new LlamaCppBatchedRun
+        {
+            Sequences = n,
+            PromptTokens = prompts[0].Length,
+            DecodedTokens = decode,
+            PrefillSeconds = prefill,
+            DecodeSeconds = watch.Elapsed.TotalSeconds,
+            Tokens = tokens,
         };
     }
 

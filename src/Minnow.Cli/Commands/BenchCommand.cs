@@ -49,6 +49,11 @@ internal static class BenchCommand
         };
         var agreementTokens = new Option<int>("--agreement-tokens") { Description = "Tokens of the agreement check.", DefaultValueFactory = _ => 256 };
         var noAgreement = new Option<bool>("--no-agreement") { Description = "With --vs: measure speed only, skip the agreement check." };
+        var batch = new Option<string?>("--batch", "-b")
+        {
+            Description = "Decode this many sequences at once through the engine, for each count in a list such as 1,2,4,8: aggregate tokens/s and " +
+                "each sequence's ms/token (with --vs llama.cpp, llama.cpp's own batched decode beside it).",
+        };
         var json = JsonOption();
 
         // The child-process mode the parent uses: one engine, one measured run, one JSON object.
@@ -58,7 +63,7 @@ internal static class BenchCommand
 
         var command = new Command("bench", "Measure prefill and decode speed, time to first token and peak memory; with --vs llama.cpp, side by side on the same GGUF.")
         {
-            model, vs, threads, prompt, gen, runs, type, kvCache, seed, agreementText, agreementTokens, noAgreement, json, engine, singleRun, idsFile,
+            model, vs, threads, prompt, gen, runs, type, kvCache, seed, agreementText, agreementTokens, noAgreement, batch, json, engine, singleRun, idsFile,
         };
 
         command.SetSyncAction((r, ct) =>
@@ -74,8 +79,21 @@ internal static class BenchCommand
             };
             settings.Validate();
             string modelPath = LoadedModel.ResolveModelPath(Path.GetFullPath(DefaultModel.Resolve(r.GetValue(model))));
+            int[]? batches = r.GetValue(batch) is { } batchText ? BenchBatches.ParseList(batchText) : null;
+            if (batches is not null && settings.Gen < 2)
+            {
+                throw new MinnowException($"--batch needs --gen of at least 2 tokens (got {settings.Gen}).");
+            }
+
             if (r.GetValue(singleRun))
             {
+                if (batches is not null)
+                {
+                    string file = r.GetValue(idsFile) is { } f && File.Exists(f) ? f : throw new MinnowException("--single-run needs --ids-file FILE.");
+                    return BenchBatches.SingleRun(r, r.GetValue(engine)?.ToLowerInvariant() ?? "", batches[0], modelPath, ParseIds(File.ReadAllText(file), file),
+                        settings.Threads, settings.Prompt, settings.Gen, settings.KvCache, ct);
+                }
+
                 return SingleRun(r, r.GetValue(engine), modelPath, r.GetValue(idsFile), settings, ct);
             }
 
@@ -104,7 +122,7 @@ internal static class BenchCommand
                 throw new MinnowException($"--type {typeText}: llama.cpp cannot read Minnow's sparse types; compare with --vs llama.cpp on f16 or q8_0.");
             }
 
-            return Compare(r, modelPath, peer is not null, exportType, settings, textFile, r.GetValue(noAgreement) ? 0 : checkTokens, r.GetValue(json), ct);
+            return Compare(r, modelPath, peer is not null, exportType, settings, textFile, r.GetValue(noAgreement) ? 0 : checkTokens, r.GetValue(json), batches, ct);
         });
         return command;
     }
@@ -161,7 +179,7 @@ internal static class BenchCommand
     private sealed record Measurement(string Engine, double PrefillTokS, double DecodeTokS, double TtftMs, double PeakRssMb, double LoadMs);
 
     private static int Compare(ParseResult r, string modelPath, bool withLlamaCpp, DType? exportType, Settings s, string? textFile, int checkTokens,
-        bool asJson, CancellationToken ct)
+        bool asJson, int[]? batches, CancellationToken ct)
     {
         var err = Err(r);
         string? tempFolder = null;
@@ -205,6 +223,11 @@ internal static class BenchCommand
             tempFolder ??= Directory.CreateTempSubdirectory("minnow-bench-").FullName;
             string idsPath = Path.Combine(tempFolder, "ids.txt");
             File.WriteAllText(idsPath, string.Join(' ', ids.Select(i => i.ToString(CultureInfo.InvariantCulture))));
+            if (batches is not null)
+            {
+                return BenchBatches.Compare(r, benchFile, idsPath, batches, withLlamaCpp, s.Threads, s.Prompt, s.Gen, s.Runs, s.KvCache, asJson, ct);
+            }
+
             long weightBytes = MinnowEngine.DecodeWeightBytes(loaded.Model);
             string dtypeText = loaded.Facts.DType;
 
@@ -494,15 +517,32 @@ internal static class BenchCommand
 
     private static Measurement RunChild(string engine, string model, string idsPath, Settings s, CancellationToken ct)
     {
-        var start = SelfStartInfo();
-        foreach (string arg in new[]
-        {
+        string output = RunSelf(
+        [
             "bench", model, "--engine", engine, "--single-run", "--ids-file", idsPath,
             "--threads", s.Threads.ToString(CultureInfo.InvariantCulture),
             "--prompt", s.Prompt.ToString(CultureInfo.InvariantCulture),
             "--gen", s.Gen.ToString(CultureInfo.InvariantCulture),
             "--kv-cache", s.KvCache == DType.F16 ? "f16" : "f32",
-        })
+        ], engine, ct);
+        try
+        {
+            using var doc = JsonDocument.Parse(output);
+            var e = doc.RootElement;
+            double Num(string key) => e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : double.NaN;
+            return new Measurement(engine, Num("prefill_tok_s"), Num("decode_tok_s"), Num("ttft_ms"), Num("peak_rss_mb"), Num("load_ms"));
+        }
+        catch (JsonException)
+        {
+            throw new MinnowException($"the {engine} run printed no JSON: {output.Trim()}");
+        }
+    }
+
+    /// <summary>Runs this CLI again in a child process with <paramref name="arguments"/>; returns what it printed.</summary>
+    internal static string RunSelf(IEnumerable<string> arguments, string engine, CancellationToken ct)
+    {
+        var start = SelfStartInfo();
+        foreach (string arg in arguments)
         {
             start.ArgumentList.Add(arg);
         }
@@ -531,17 +571,7 @@ internal static class BenchCommand
             throw new MinnowException($"the {engine} run failed: {why}");
         }
 
-        try
-        {
-            using var doc = JsonDocument.Parse(output);
-            var e = doc.RootElement;
-            double Num(string key) => e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : double.NaN;
-            return new Measurement(engine, Num("prefill_tok_s"), Num("decode_tok_s"), Num("ttft_ms"), Num("peak_rss_mb"), Num("load_ms"));
-        }
-        catch (JsonException)
-        {
-            throw new MinnowException($"the {engine} run printed no JSON: {output.Trim()} {errors.Trim()}");
-        }
+        return output;
     }
 
     /// <summary>How to start this CLI again: its apphost beside Minnow.Cli.dll, else dotnet + the dll.</summary>

@@ -79,18 +79,9 @@ internal static class FinetuneCommand
         Description = "A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) applied on top of the weights, unmerged.",
     };
 
-    /// <summary>Loads the adapter in <paramref name="folder"/> (if any) and applies it to the model; dispose it after the model's use.</summary>
-    public static LoraAdapter? AttachAdapter(LoadedModel loaded, DirectoryInfo? folder)
-    {
-        if (folder is null)
-        {
-            return null;
-        }
-
-        var adapter = LoraAdapter.Load(folder.FullName, loaded.Config);
-        loaded.Model.Adapter = adapter;
-        return adapter;
-    }
+    /// <summary>Loads the adapter in <paramref name="folder"/> (if any) for the model; the command passes it to what it runs.</summary>
+    public static LoraAdapter? LoadAdapter(LoadedModel loaded, DirectoryInfo? folder) =>
+        folder is null ? null : LoraAdapter.Load(folder.FullName, loaded.Config);
 
     private static string Describe(LoraFinetuneProgress p) => p.Phase switch
     {

@@ -92,7 +92,7 @@ internal static class GenerateCommand
 
             using var loaded = LoadedModel.Open(DefaultModel.Resolve(r.GetValue(model)));
             WriteNotes(Err(r), loaded.Notes);
-            using var lora = FinetuneCommand.AttachAdapter(loaded, r.GetValue(adapter));
+            using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);
             if (text is not null && tokenizer is null)
             {
@@ -180,9 +180,9 @@ internal static class GenerateCommand
 
             int sessionSize = (int)Math.Min(context, (long)promptTokens.Length + Math.Max(1, max));
             GenerationResult result;
-            using (var session = new InferenceSession(loaded.Model, sessionSize))
+            using (var engine = new Engine(loaded.Model, EngineOptions.ForOneSequence(loaded.Config, sessionSize)))
             {
-                result = Generator.Generate(session, promptTokens, options, decodePiece, onText, ct);
+                result = Generator.Generate(engine, promptTokens, options, decodePiece, onText, ct, lora);
             }
 
             // Bytes of a character left incomplete at the end come out as U+FFFD, as a full decode gives them.

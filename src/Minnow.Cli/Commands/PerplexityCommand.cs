@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Minnow.Inference;
 using Minnow.Loading;
+using Minnow.Models;
 using Minnow.Quantization;
 using Spectre.Console;
 using static Minnow.Cli.Commands.CommandSupport;
@@ -65,7 +66,7 @@ internal static class PerplexityCommand
             }
 
             using var loaded = LoadedModel.Open(DefaultModel.Resolve(r.GetValue(model)));
-            using var lora = FinetuneCommand.AttachAdapter(loaded, r.GetValue(adapter));
+            using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);
             var err = Err(r);
             WriteNotes(err, loaded.Notes);
@@ -107,11 +108,11 @@ internal static class PerplexityCommand
             PerplexityResult result;
             if (ErrIsTerminal(r))
             {
-                result = WithProgressBar(loaded, tokens, context, maxChunks, bosToken, ct);
+                result = WithProgressBar(loaded, tokens, context, maxChunks, bosToken, lora, ct);
             }
             else
             {
-                result = PerplexityEvaluator.Evaluate(loaded.Model, tokens, context, maxChunks, bosToken, null, ct);
+                result = PerplexityEvaluator.Evaluate(loaded.Model, tokens, context, maxChunks, bosToken, null, ct, lora);
             }
 
             ComparisonResult? kl = null;
@@ -119,7 +120,7 @@ internal static class PerplexityCommand
             if (klBasePath is not null)
             {
                 using var reference = LoadedModel.Open(klBasePath);
-                kl = ModelComparison.Compare(reference.Model, loaded.Model, tokens, Math.Min(context, reference.Config.MaxPositions), maxChunks, bosToken, null, ct);
+                kl = ModelComparison.Compare(reference.Model, loaded.Model, tokens, Math.Min(context, reference.Config.MaxPositions), maxChunks, bosToken, null, ct, lora);
                 klBasePath = reference.Path;
             }
 
@@ -180,7 +181,7 @@ internal static class PerplexityCommand
         return command;
     }
 
-    private static PerplexityResult WithProgressBar(LoadedModel loaded, int[] tokens, int context, int? maxChunks, int? bos, CancellationToken ct)
+    private static PerplexityResult WithProgressBar(LoadedModel loaded, int[] tokens, int context, int? maxChunks, int? bos, LoraAdapter? lora, CancellationToken ct)
     {
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         PerplexityResult? result = null;
@@ -195,7 +196,7 @@ internal static class PerplexityCommand
                     {
                         task.MaxValue = p.Total;
                         task.Value = p.Done;
-                    }), ct);
+                    }), ct, lora);
             });
         return result!;
     }

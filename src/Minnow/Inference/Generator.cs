@@ -1,3 +1,4 @@
+using Minnow.Models;
 using System.Diagnostics;
 using System.Text;
 
@@ -42,108 +43,81 @@ public sealed record GenerationResult
 }
 
 /// <summary>
-/// The generation loop: prefill the prompt, then sample and decode one token at a time until a stop token, a stop
-/// string, the token limit or the end of the context. Text is streamed through <c>onText</c> as it becomes
-/// final (text that may be the start of a stop string is held back until it is not).
+/// One generation through an <see cref="Engine"/>: the prompt is submitted as a sequence, its tokens are decoded to
+/// text as they come, and the text is streamed through <c>onText</c> as it becomes final (text that may be the start
+/// of a stop string is held back until it is not). A stop string ends the sequence (it is cancelled in the engine).
 /// </summary>
 public static class Generator
 {
     /// <param name="decodePiece">Turns the next generated id into the text it completes (a streaming decoder); null for ids only.</param>
-    public static GenerationResult Generate(InferenceSession session, IReadOnlyList<int> prompt, GenerationOptions options,
-        Func<int, string>? decodePiece = null, Action<string>? onText = null, CancellationToken cancellation = default)
+    public static GenerationResult Generate(Engine engine, IReadOnlyList<int> prompt, GenerationOptions options,
+        Func<int, string>? decodePiece = null, Action<string>? onText = null, CancellationToken cancellation = default, LoraAdapter? adapter = null)
     {
         if (prompt.Count == 0)
         {
-            throw new MinnowException("the prompt is empty (no tokens); give some text with -p.");
+            throw new MinnowException("the prompt is empty (no tokens).");
         }
 
         if (options.MaxTokens < 0)
         {
-            throw new MinnowException($"--max-tokens must be ≥ 0 (got {options.MaxTokens}).");
+            throw new MinnowException($"the token limit must be ≥ 0 (got {options.MaxTokens}).");
         }
 
-        int vocab = session.Model.Config.VocabSize;
-        var sampler = new Sampler(options.Sampling, vocab);
-        var history = new List<int>(prompt.Count + options.MaxTokens);
-        history.AddRange(prompt);
+        var request = new GenerationRequest
+        {
+            Prompt = prompt,
+            MaxTokens = options.MaxTokens,
+            Sampling = options.Sampling,
+            StopTokens = options.StopTokens,
+            Adapter = adapter,
+        };
         var generated = new List<int>(options.MaxTokens);
         var text = new StringBuilder();
         int emitted = 0;
         int holdBack = options.StopStrings.Count == 0 ? 0 : options.StopStrings.Max(s => s.Length) - 1;
-        string reason = "length";
-
-        var watch = Stopwatch.StartNew();
-        session.Prefill(history.ToArray(), cancellation);
-        double prefillSeconds = watch.Elapsed.TotalSeconds;
-        double firstTokenMs = 0;
-        double decodeStart = prefillSeconds;
-        var historyArray = new int[prompt.Count + options.MaxTokens];
-        history.CopyTo(historyArray);
-        int historyLength = history.Count;
-
-        while (generated.Count < options.MaxTokens)
+        bool stopString = false;
+        var sequence = engine.Submit(request, cancellation);
+        foreach (var token in sequence.ReadAllAsync(CancellationToken.None).ToBlockingEnumerable())
         {
-            if (cancellation.IsCancellationRequested)
+            generated.Add(token.Id);
+            if (decodePiece == null || stopString)
             {
-                reason = "cancelled";
-                break;
+                continue;
             }
 
-            int next = sampler.Sample(session.Logits, historyArray.AsSpan(0, historyLength));
-            if (generated.Count == 0)
+            text.Append(decodePiece(token.Id));
+            int stopAt = FindStop(text, options.StopStrings, Math.Max(0, emitted - holdBack));
+            if (stopAt >= 0)
             {
-                firstTokenMs = watch.Elapsed.TotalMilliseconds;
-                decodeStart = watch.Elapsed.TotalSeconds;
+                text.Length = stopAt;
+                Emit(text, ref emitted, text.Length, onText);
+                stopString = true;
+                sequence.Cancel();
+                continue;
             }
 
-            if (options.StopTokens.Contains(next))
-            {
-                reason = "stop_token";
-                break;
-            }
-
-            generated.Add(next);
-            historyArray[historyLength++] = next;
-            if (decodePiece != null)
-            {
-                text.Append(decodePiece(next));
-                int stopAt = FindStop(text, options.StopStrings, Math.Max(0, emitted - holdBack));
-                if (stopAt >= 0)
-                {
-                    text.Length = stopAt;
-                    Emit(text, ref emitted, text.Length, onText);
-                    reason = "stop_string";
-                    break;
-                }
-
-                Emit(text, ref emitted, text.Length - holdBack, onText);
-            }
-
-            if (generated.Count == options.MaxTokens)
-            {
-                break;
-            }
-
-            if (session.Position >= session.ContextSize)
-            {
-                reason = "length";
-                break;
-            }
-
-            session.Decode(next);
+            Emit(text, ref emitted, text.Length - holdBack, onText);
         }
 
+        sequence.Completion.GetAwaiter().GetResult();
         Emit(text, ref emitted, text.Length, onText);
-        double total = watch.Elapsed.TotalSeconds;
+        string reason = stopString ? "stop_string" : sequence.FinishReason switch
+        {
+            FinishReason.Stop => "stop_token",
+            FinishReason.Cancelled => "cancelled",
+            _ => "length",
+        };
+        double Seconds(long from, long to) => to > from ? Stopwatch.GetElapsedTime(from, to).TotalSeconds : 0;
+        long firstToken = sequence.FirstTokenAt != 0 ? sequence.FirstTokenAt : sequence.FinishedAt;
         return new GenerationResult
         {
             Text = text.ToString(),
-            TokenIds = generated.ToArray(),
+            TokenIds = [.. generated],
             PromptTokens = prompt.Count,
             StopReason = reason,
-            PrefillSeconds = prefillSeconds,
-            DecodeSeconds = total - decodeStart,
-            TimeToFirstTokenMs = firstTokenMs,
+            PrefillSeconds = Seconds(sequence.AdmittedAt, firstToken),
+            DecodeSeconds = Seconds(firstToken, sequence.FinishedAt),
+            TimeToFirstTokenMs = Seconds(sequence.SubmittedAt, firstToken) * 1000,
         };
     }
 

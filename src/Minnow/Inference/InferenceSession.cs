@@ -7,18 +7,21 @@ namespace Minnow.Inference;
 public delegate void LogitsCallback(int start, int count, ReadOnlySpan<float> logits);
 
 /// <summary>
-/// One sequence being run through a model: its KV cache, and the logits of the last token. Prompts are fed in
-/// batches of up to <see cref="BatchSize"/> tokens (prefill); then one token at a time (decode), with no
-/// allocation per token.
+/// One sequence run through a model on the caller's thread: its own KV cache, workspace and step, and the logits of
+/// the last token. Prompts are fed in batches of up to <see cref="BatchSize"/> tokens (prefill); then one token at a
+/// time (decode), with no allocation per token. Many sessions may run one model at once; for many sequences in one
+/// step, see <see cref="Engine"/>.
 /// </summary>
 public sealed unsafe class InferenceSession : IDisposable
 {
     private readonly KvCache _cache;
     private readonly NativeBuffer _logits;
-    private NativeBuffer? _batchLogits;
+    private readonly ForwardWorkspace _workspace = new();
+    private readonly ForwardBatch _batch = new();
 
     /// <param name="kvCacheType">F32 (the default: the reference arithmetic) or F16 (half the cache memory, as llama.cpp).</param>
-    public InferenceSession(TransformerModel model, int contextSize, int batchSize = 64, DType kvCacheType = DType.F32)
+    /// <param name="adapter">A LoRA adapter applied unmerged to this sequence; null for none.</param>
+    public InferenceSession(TransformerModel model, int contextSize, int batchSize = 64, DType kvCacheType = DType.F32, LoraAdapter? adapter = null)
     {
         if (contextSize <= 0)
         {
@@ -31,13 +34,20 @@ public sealed unsafe class InferenceSession : IDisposable
         }
 
         Model = model;
+        Adapter = adapter;
         BatchSize = Math.Max(1, batchSize);
         _cache = new KvCache(model.Config, contextSize, kvCacheType);
         _logits = NativeBuffer.Floats(model.Config.VocabSize);
-        model.EnsureCapacity(Math.Min(BatchSize, contextSize));
+        model.Prepare();
+        _workspace.EnsureCapacity(model.Config, Math.Min(BatchSize, contextSize), 1);
     }
 
     public TransformerModel Model { get; }
+
+    public LoraAdapter? Adapter { get; }
+
+    /// <summary>When set, sees the input of every linear layer (calibration).</summary>
+    public ILinearInputObserver? Observer { get; set; }
 
     public int BatchSize { get; }
 
@@ -53,7 +63,7 @@ public sealed unsafe class InferenceSession : IDisposable
     /// <summary>Logits after the last token fed.</summary>
     public Span<float> Logits => _logits.AsFloatSpan();
 
-    public void Reset() => _cache.Length = 0;
+    public void Reset() => _cache.Clear();
 
     /// <summary>Feeds tokens (in batches) and keeps the logits of the last one.</summary>
     public void Prefill(ReadOnlySpan<int> tokens, CancellationToken cancellation = default)
@@ -62,8 +72,9 @@ public sealed unsafe class InferenceSession : IDisposable
         for (int start = 0; start < tokens.Length; start += BatchSize)
         {
             cancellation.ThrowIfCancellationRequested();
-            var batch = tokens.Slice(start, Math.Min(BatchSize, tokens.Length - start));
-            Model.Forward(batch, _cache, _logits.FloatPointer, allLogits: false);
+            var chunk = tokens.Slice(start, Math.Min(BatchSize, tokens.Length - start));
+            Step(chunk, LogitRows.Last);
+            CopyLastLogits();
         }
     }
 
@@ -71,7 +82,8 @@ public sealed unsafe class InferenceSession : IDisposable
     public void Decode(int token)
     {
         CheckFits(1);
-        Model.Forward(new ReadOnlySpan<int>(in token), _cache, _logits.FloatPointer, allLogits: false);
+        Step(new ReadOnlySpan<int>(in token), LogitRows.Last);
+        CopyLastLogits();
     }
 
     /// <summary>Feeds tokens in batches and hands the logits of every position to <paramref name="onLogits"/>.</summary>
@@ -79,15 +91,28 @@ public sealed unsafe class InferenceSession : IDisposable
     {
         CheckFits(tokens.Length);
         int vocab = Model.Config.VocabSize;
-        _batchLogits ??= NativeBuffer.Floats((long)BatchSize * vocab);
         for (int start = 0; start < tokens.Length; start += BatchSize)
         {
             cancellation.ThrowIfCancellationRequested();
             int count = Math.Min(BatchSize, tokens.Length - start);
             int position = _cache.Length;
-            Model.Forward(tokens.Slice(start, count), _cache, _batchLogits.FloatPointer, allLogits: true);
-            onLogits(position, count, new ReadOnlySpan<float>(_batchLogits.FloatPointer, count * vocab));
+            Step(tokens.Slice(start, count), LogitRows.All);
+            onLogits(position, count, new ReadOnlySpan<float>(_workspace.Logits, count * vocab));
         }
+    }
+
+    private void Step(ReadOnlySpan<int> tokens, LogitRows logits)
+    {
+        _batch.Clear();
+        _batch.Observer = Observer;
+        _batch.Add(_cache, tokens, logits, Adapter);
+        Model.Forward(_batch, _workspace);
+    }
+
+    private void CopyLastLogits()
+    {
+        long bytes = (long)Model.Config.VocabSize * sizeof(float);
+        Buffer.MemoryCopy(_workspace.Logits, _logits.FloatPointer, bytes, bytes);
     }
 
     private void CheckFits(int count)
@@ -105,6 +130,6 @@ public sealed unsafe class InferenceSession : IDisposable
     {
         _cache.Dispose();
         _logits.Dispose();
-        _batchLogits?.Dispose();
+        _workspace.Dispose();
     }
 }

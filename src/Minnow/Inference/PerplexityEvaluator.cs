@@ -31,7 +31,7 @@ public sealed record PerplexityResult
 public static class PerplexityEvaluator
 {
     public static PerplexityResult Evaluate(TransformerModel model, IReadOnlyList<int> tokens, int ctx, int? maxChunks = null,
-        int? bosToken = null, IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default)
+        int? bosToken = null, IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default, LoraAdapter? adapter = null)
     {
         if (ctx < 4)
         {
@@ -55,7 +55,7 @@ public static class PerplexityEvaluator
         int scored = 0;
         var window = new int[ctx];
         var watch = Stopwatch.StartNew();
-        using var session = new InferenceSession(model, ctx, batchSize: Math.Min(ctx, 64));
+        using var session = new InferenceSession(model, ctx, batchSize: Math.Min(ctx, 64), adapter: adapter);
         for (int c = 0; c < chunks; c++)
         {
             cancellation.ThrowIfCancellationRequested();

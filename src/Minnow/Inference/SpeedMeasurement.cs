@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Minnow.Models;
+using Minnow.Tensors;
 
 namespace Minnow.Inference;
 
@@ -16,10 +17,10 @@ public sealed record Latency(double PrefillTokensPerSecond, double DecodeMsPerTo
 /// <summary>
 /// Measures <see cref="Latency"/>: a prompt of up to 64 tokens, then decode steps; the best of a few runs (the least
 /// disturbed by other work on the machine). Batch 4 is four independent sequences, each advanced by one token per
-/// step — the time a step takes is the latency each of four concurrent users sees. (Minnow has no batched
-/// multi-sequence decode kernel yet: the four are run one after another within a step.)
+/// step through the engine's batched forward pass (one pass over the weights for the four rows, attention per
+/// sequence) — the time a step takes is the latency each of four concurrent users sees.
 /// </summary>
-public static class SpeedMeasurement
+public static unsafe class SpeedMeasurement
 {
     /// <summary>
     /// Runs at least <paramref name="repeats"/> times, and more (up to 30) until about half a second has been spent,
@@ -33,6 +34,11 @@ public static class SpeedMeasurement
         int vocab = model.Config.VocabSize;
         var ids = Enumerable.Range(0, prompt).Select(i => ((i * 7) + 3) % vocab).ToArray();
         var sessions = Enumerable.Range(0, 4).Select(_ => new InferenceSession(model, prompt + steps)).ToArray();
+        using var pool = new KvPagePool(model.Config, 4 * ((prompt + steps + KvPagePool.DefaultPageSize - 1) / KvPagePool.DefaultPageSize), DType.F32);
+        var caches = Enumerable.Range(0, 4).Select(_ => new KvCache(pool, prompt + steps)).ToArray();
+        var batch = new ForwardBatch(4, 4);
+        using var workspace = new ForwardWorkspace();
+        workspace.EnsureCapacity(model.Config, 4, 4);
         try
         {
             double bestPrefill = 0, bestDecode = double.MaxValue, bestBatch = double.MaxValue;
@@ -53,6 +59,8 @@ public static class SpeedMeasurement
                     }
 
                     tokens[s] = Sampler.ArgMax(sessions[s].Logits);
+                    caches[s].Clear();
+                    model.Forward(ids, caches[s], workspace.Logits, allLogits: false);
                 }
 
                 // One sequence: half the steps.
@@ -66,18 +74,24 @@ public static class SpeedMeasurement
 
                 bestDecode = Math.Min(bestDecode, watch.Elapsed.TotalMilliseconds / single);
 
-                // Four sequences: the other half, one token each per step.
+                // Four sequences: the other half, one token each per step, in one batched step.
                 int batched = Math.Max(1, steps - single);
                 watch.Restart();
                 for (int i = 0; i < batched; i++)
                 {
+                    batch.Clear();
                     for (int s = 0; s < sessions.Length; s++)
                     {
-                        if (sessions[s].Position < prompt + steps)
+                        if (caches[s].Length < prompt + steps)
                         {
-                            sessions[s].Decode(tokens[s]);
-                            tokens[s] = Sampler.ArgMax(sessions[s].Logits);
+                            batch.Add(caches[s], new ReadOnlySpan<int>(in tokens[s]), LogitRows.Last);
                         }
+                    }
+
+                    model.Forward(batch, workspace);
+                    for (int s = 0; s < batch.SegmentCount; s++)
+                    {
+                        tokens[s] = Sampler.ArgMax(new ReadOnlySpan<float>(workspace.Logits + ((long)s * vocab), vocab));
                     }
                 }
 
@@ -91,6 +105,11 @@ public static class SpeedMeasurement
             foreach (var session in sessions)
             {
                 session.Dispose();
+            }
+
+            foreach (var cache in caches)
+            {
+                cache.Dispose();
             }
         }
     }

@@ -10,14 +10,28 @@ namespace Minnow.Kernels;
 /// (token, head) pairs are spread over the worker pool; each pair is computed by the same code whatever the
 /// thread count. Scores are dot products over the head dimension, four cached keys at a time; the output is the
 /// score-weighted sum of the cached values, four positions per pass over the output vector (in position order).
+/// The cache may be paged (<see cref="KvPages"/>): position p's rows are in page <c>pages[p / pageSize]</c>. Pages hold
+/// a multiple of four positions, so the four-position steps fall on the same positions as in one contiguous buffer
+/// and a paged cache gives the same bits.
 /// </summary>
 public static unsafe class Attention
 {
+    /// <summary>Where a layer's cached rows are: page <c>Pages[p / PageSize]</c> of the pool at <c>Base</c>, keys at
+    /// <c>KeyOffset</c> and values at <c>ValueOffset</c> within a page, rows <c>p % PageSize</c>.</summary>
+    public struct KvPages
+    {
+        public byte* Base;
+        public int* Pages;
+        public long PageBytes;
+        public long KeyOffset;
+        public long ValueOffset;
+        public int PageSize;
+    }
+
     private struct Job
     {
         public float* Q;
-        public byte* Keys;
-        public byte* Values;
+        public KvPages Kv;
         public float* Output;
         public int Heads;
         public int KvHeads;
@@ -41,6 +55,28 @@ public static unsafe class Attention
     internal static void Compute(float* q, byte* keys, byte* values, DType cacheType, float* output, int tokens, int startPos,
         int heads, int kvHeads, int headDim, WorkerPool? pool, VectorWidth width)
     {
+        // One contiguous buffer is one page as long as the whole sequence.
+        int page = 0;
+        var kv = new KvPages
+        {
+            Base = keys,
+            Pages = &page,
+            PageBytes = 0,
+            KeyOffset = 0,
+            ValueOffset = values - keys,
+            PageSize = startPos + tokens,
+        };
+        Compute(q, kv, cacheType, output, tokens, startPos, heads, kvHeads, headDim, pool, width);
+    }
+
+    /// <summary>Attention over a paged cache.</summary>
+    public static void Compute(float* q, in KvPages kv, DType cacheType, float* output, int tokens, int startPos,
+        int heads, int kvHeads, int headDim, WorkerPool? pool = null) =>
+        Compute(q, kv, cacheType, output, tokens, startPos, heads, kvHeads, headDim, pool, KernelIsa.Current);
+
+    internal static void Compute(float* q, in KvPages kv, DType cacheType, float* output, int tokens, int startPos,
+        int heads, int kvHeads, int headDim, WorkerPool? pool, VectorWidth width)
+    {
         if (cacheType is not (DType.F32 or DType.F16))
         {
             throw new NotSupportedException($"Attention reads an F32 or F16 cache, not {cacheType}.");
@@ -49,8 +85,7 @@ public static unsafe class Attention
         var job = new Job
         {
             Q = q,
-            Keys = keys,
-            Values = values,
+            Kv = kv,
             Output = output,
             Heads = heads,
             KvHeads = kvHeads,
@@ -90,36 +125,46 @@ public static unsafe class Attention
             int length = job.StartPos + t + 1;
             float* qh = job.Q + ((long)t * qDim) + (h * hd);
             int kvh = h / group;
-            byte* keys = job.Keys + (kvh * hd * element);
-            byte* values = job.Values + (kvh * hd * element);
-
-            int p = 0;
-            for (; p + 4 <= length; p += 4)
+            long headOffset = (long)kvh * hd * element;
+            int ps = job.Kv.PageSize;
+            for (int p0 = 0, page = 0; p0 < length; p0 += ps, page++)
             {
-                MatMul.Dot4<TFormat, T>(keys + (p * kvBytes), kvBytes, qh, hd, scores + p);
-                for (int k = 0; k < 4; k++)
+                byte* keys = job.Kv.Base + (job.Kv.Pages[page] * job.Kv.PageBytes) + job.Kv.KeyOffset + headOffset;
+                int count = Math.Min(ps, length - p0);
+                float* s = scores + p0;
+                int p = 0;
+                for (; p + 4 <= count; p += 4)
                 {
-                    scores[p + k] *= job.Scale;
+                    MatMul.Dot4<TFormat, T>(keys + (p * kvBytes), kvBytes, qh, hd, s + p);
+                    for (int k = 0; k < 4; k++)
+                    {
+                        s[p + k] *= job.Scale;
+                    }
+                }
+
+                for (; p < count; p++)
+                {
+                    s[p] = MatMul.Dot1<TFormat, T>(keys + (p * kvBytes), qh, hd) * job.Scale;
                 }
             }
 
-            for (; p < length; p++)
-            {
-                scores[p] = MatMul.Dot1<TFormat, T>(keys + (p * kvBytes), qh, hd) * job.Scale;
-            }
-
             Softmax.Compute(scores, length, job.Width);
-            WeightedSum<TFormat, T>(scores, values, kvBytes, length, job.Output + ((long)t * qDim) + (h * hd), hd);
+            float* o = job.Output + ((long)t * qDim) + (h * hd);
+            new Span<float>(o, hd).Clear();
+            for (int p0 = 0, page = 0; p0 < length; p0 += ps, page++)
+            {
+                byte* values = job.Kv.Base + (job.Kv.Pages[page] * job.Kv.PageBytes) + job.Kv.ValueOffset + headOffset;
+                AccumulateWeighted<TFormat, T>(scores + p0, values, kvBytes, Math.Min(ps, length - p0), o, hd);
+            }
         }
     }
 
-    /// <summary>o = Σ_p w[p] · v[p], in position order, four positions per pass over o.</summary>
-    private static void WeightedSum<TFormat, T>(float* w, byte* values, long kvBytes, int length, float* o, int hd)
+    /// <summary>o += Σ_p w[p] · v[p], in position order, four positions per pass over o.</summary>
+    private static void AccumulateWeighted<TFormat, T>(float* w, byte* values, long kvBytes, int length, float* o, int hd)
         where TFormat : struct, IWeightFormat
         where T : struct
     {
         int c = Simd.Count<T>();
-        new Span<float>(o, hd).Clear();
         int p = 0;
         for (; p + 4 <= length; p += 4)
         {
@@ -179,7 +224,7 @@ public static unsafe class Attention
             int kvh = h / group;
             for (int p = 0; p < length; p++)
             {
-                byte* k = job.Keys + ((((long)p * kvDim) + (kvh * hd)) * TFormat.BlockBytes);
+                byte* k = Row(job.Kv, job.Kv.KeyOffset, p, (long)kvDim * TFormat.BlockBytes) + ((long)kvh * hd * TFormat.BlockBytes);
                 float dot = 0;
                 for (int i = 0; i < hd; i++)
                 {
@@ -194,7 +239,7 @@ public static unsafe class Attention
             new Span<float>(o, hd).Clear();
             for (int p = 0; p < length; p++)
             {
-                byte* v = job.Values + ((((long)p * kvDim) + (kvh * hd)) * TFormat.BlockBytes);
+                byte* v = Row(job.Kv, job.Kv.ValueOffset, p, (long)kvDim * TFormat.BlockBytes) + ((long)kvh * hd * TFormat.BlockBytes);
                 float w = scores[p];
                 for (int i = 0; i < hd; i++)
                 {
@@ -203,4 +248,7 @@ public static unsafe class Attention
             }
         }
     }
+
+    private static byte* Row(in KvPages kv, long offset, int position, long rowBytes) =>
+        kv.Base + (kv.Pages[position / kv.PageSize] * kv.PageBytes) + offset + ((position % kv.PageSize) * rowBytes);
 }

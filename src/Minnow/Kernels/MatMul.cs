@@ -117,6 +117,34 @@ public static unsafe class MatMul
         pool.For(groups, grain, SelectBody(type, width), &job);
     }
 
+    /// <summary>
+    /// Makes the form of <paramref name="weight"/> the kernels keep with it (interleaved rows for the integer
+    /// products, the F16 finiteness check) now rather than on first use, so a prepared model is only read by steps.
+    /// </summary>
+    internal static void Prepare(Tensor weight, WorkerPool pool)
+    {
+        if (weight.Rows == 0)
+        {
+            return;
+        }
+
+        if (weight.Type.IsSparse())
+        {
+            SparseMatMul.Prepare(weight);
+        }
+        else if ((QuantizedActivations || weight.Type.IsIntGroup()) && QuantizedMatMul.Supports(weight))
+        {
+            if (QuantizedMatMul.PathFor(KernelIsa.Current) != Int8Path.Scalar)
+            {
+                InterleavedWeights.For(weight, pool);
+            }
+        }
+        else if (weight.Type == DType.F16)
+        {
+            FiniteHalves.Of(weight);
+        }
+    }
+
     /// <summary>Stands for F16 weights without ±∞ or NaN in <see cref="SelectBody"/> (not a storage type).</summary>
     private const DType FiniteF16 = (DType)(-1);
 

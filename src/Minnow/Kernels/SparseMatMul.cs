@@ -89,6 +89,15 @@ internal static unsafe class SparseMatMul
         pool.For(groups, grain, body, &job);
     }
 
+    /// <summary>Makes the form the kernel keeps of a sparse matrix (for SPARSE_F16, its finiteness check) now.</summary>
+    internal static void Prepare(Tensor weight)
+    {
+        if (weight.Type == DType.SparseF16)
+        {
+            FiniteValues.Of(weight);
+        }
+    }
+
     /// <summary>Whether a SPARSE_F16 matrix's values are free of ±∞ and NaN, found once and kept with the tensor.</summary>
     private sealed class FiniteValues
     {

@@ -55,32 +55,35 @@ public sealed unsafe class Gpt2Model : TransformerModel
     private Tensor Conv1D(WeightSet w, string name, int rows, int cols) =>
         Config.Conv1DLayout ? w.TransposedMatrix(name, rows, cols) : w.Matrix(name, rows, cols);
 
-    protected override void ForwardLayers(ReadOnlySpan<int> tokens, int pos, KvCache cache, float* logits, bool allLogits)
+    protected override IEnumerable<Tensor> Matrices =>
+        _layers.SelectMany(l => new[] { l.Attn, l.Proj, l.Fc, l.Out }).Append(_head);
+
+    protected override void ForwardLayers(ForwardBatch b, ForwardWorkspace w)
     {
-        int n = tokens.Length, d = Config.HiddenSize;
-        Embed(_embed, tokens, X);
-        AddPositions(_positions, n, pos, X);
+        int n = b.RowCount, d = Config.HiddenSize;
+        Embed(_embed, b, w.X);
+        AddPositions(_positions, b, w.X, w.Xb);
         for (int l = 0; l < _layers.Length; l++)
         {
             var layer = _layers[l];
 
             // Attention: x += proj(attention(split(c_attn(ln1(x)))))
-            LayerNormRows(X, layer.Ln1W, layer.Ln1B, Xb, n);
-            Linear(layer.Attn, Xb, n, Qkv, layer.AttnBias);
-            SplitQkv(l, Qkv, n);
-            Attend(cache, l, Q, K, V, n, pos, AttnOut);
-            Linear(layer.Proj, AttnOut, n, Xb2, layer.ProjBias);
-            AddRows(X, Xb2, n, d);
+            LayerNormRows(w.X, layer.Ln1W, layer.Ln1B, w.Xb, n);
+            Linear(b, layer.Attn, w.Xb, w.Qkv, layer.AttnBias);
+            SplitQkv(w, l, w.Qkv, n);
+            Attend(b, l, w.Q, w.K, w.V, w.AttnOut);
+            Linear(b, layer.Proj, w.AttnOut, w.Xb2, layer.ProjBias);
+            AddRows(w.X, w.Xb2, n, d);
 
             // MLP: x += c_proj(gelu(c_fc(ln2(x))))
-            LayerNormRows(X, layer.Ln2W, layer.Ln2B, Xb, n);
-            Linear(layer.Fc, Xb, n, Hb, layer.FcBias);
-            Activate(Hb, n * Config.IntermediateOf(l));
-            Linear(layer.Out, Hb, n, Xb2, layer.OutBias);
-            AddRows(X, Xb2, n, d);
+            LayerNormRows(w.X, layer.Ln2W, layer.Ln2B, w.Xb, n);
+            Linear(b, layer.Fc, w.Xb, w.Hb, layer.FcBias);
+            Activate(w.Hb, n * Config.IntermediateOf(l));
+            Linear(b, layer.Out, w.Hb, w.Xb2, layer.OutBias);
+            AddRows(w.X, w.Xb2, n, d);
         }
 
-        LayerNormRows(X, _finalW, _finalB, Xb, n);
-        Logits(_head, Xb, n, logits, allLogits);
+        LayerNormRows(w.X, _finalW, _finalB, w.Xb, n);
+        Logits(b, w, _head, w.Xb, w.Xb2);
     }
 }

@@ -49,49 +49,52 @@ public sealed unsafe class GptNeoXModel : TransformerModel
         }
     }
 
-    protected override void ForwardLayers(ReadOnlySpan<int> tokens, int pos, KvCache cache, float* logits, bool allLogits)
+    protected override IEnumerable<Tensor> Matrices =>
+        _layers.SelectMany(l => new[] { l.Qkv, l.Dense, l.Up, l.Down }).Append(_head);
+
+    protected override void ForwardLayers(ForwardBatch b, ForwardWorkspace w)
     {
-        int n = tokens.Length, d = Config.HiddenSize;
-        Embed(_embed, tokens, X);
+        int n = b.RowCount, d = Config.HiddenSize;
+        Embed(_embed, b, w.X);
         for (int l = 0; l < _layers.Length; l++)
         {
             var layer = _layers[l];
 
             // Attention branch on ln1(x).
-            LayerNormRows(X, layer.Ln1W, layer.Ln1B, Xb, n);
-            Linear(layer.Qkv, Xb, n, Qkv, layer.QkvBias);
+            LayerNormRows(w.X, layer.Ln1W, layer.Ln1B, w.Xb, n);
+            Linear(b, layer.Qkv, w.Xb, w.Qkv, layer.QkvBias);
             if (Config.FusedQkvPerHead)
             {
-                SplitQkvPerHead(l, Qkv, n);
+                SplitQkvPerHead(w, l, w.Qkv, n);
             }
             else
             {
-                SplitQkv(l, Qkv, n);
+                SplitQkv(w, l, w.Qkv, n);
             }
 
-            ApplyRope(l, Q, K, n, pos);
-            Attend(cache, l, Q, K, V, n, pos, AttnOut);
-            Linear(layer.Dense, AttnOut, n, Xb2, layer.DenseBias);
+            ApplyRope(b, w, l, w.Q, w.K);
+            Attend(b, l, w.Q, w.K, w.V, w.AttnOut);
+            Linear(b, layer.Dense, w.AttnOut, w.Xb2, layer.DenseBias);
 
             // MLP branch: on ln2(x) in parallel, or on ln2(x + attn) sequentially.
             if (Config.ParallelResidual)
             {
-                LayerNormRows(X, layer.Ln2W, layer.Ln2B, Xb, n);
-                AddRows(X, Xb2, n, d);
+                LayerNormRows(w.X, layer.Ln2W, layer.Ln2B, w.Xb, n);
+                AddRows(w.X, w.Xb2, n, d);
             }
             else
             {
-                AddRows(X, Xb2, n, d);
-                LayerNormRows(X, layer.Ln2W, layer.Ln2B, Xb, n);
+                AddRows(w.X, w.Xb2, n, d);
+                LayerNormRows(w.X, layer.Ln2W, layer.Ln2B, w.Xb, n);
             }
 
-            Linear(layer.Up, Xb, n, Hb, layer.UpBias);
-            Activate(Hb, n * Config.IntermediateOf(l));
-            Linear(layer.Down, Hb, n, Xb2, layer.DownBias);
-            AddRows(X, Xb2, n, d);
+            Linear(b, layer.Up, w.Xb, w.Hb, layer.UpBias);
+            Activate(w.Hb, n * Config.IntermediateOf(l));
+            Linear(b, layer.Down, w.Hb, w.Xb2, layer.DownBias);
+            AddRows(w.X, w.Xb2, n, d);
         }
 
-        LayerNormRows(X, _finalW, _finalB, Xb, n);
-        Logits(_head, Xb, n, logits, allLogits);
+        LayerNormRows(w.X, _finalW, _finalB, w.Xb, n);
+        Logits(b, w, _head, w.Xb, w.Xb2);
     }
 }

@@ -57,31 +57,34 @@ public sealed unsafe class LlamaModel : TransformerModel
         }
     }
 
-    protected override void ForwardLayers(ReadOnlySpan<int> tokens, int pos, KvCache cache, float* logits, bool allLogits)
+    protected override IEnumerable<Tensor> Matrices =>
+        _layers.SelectMany(l => new[] { l.Wq, l.Wk, l.Wv, l.Wo, l.Gate, l.Up, l.Down }).Append(_head);
+
+    protected override void ForwardLayers(ForwardBatch b, ForwardWorkspace w)
     {
-        int n = tokens.Length, d = Config.HiddenSize;
-        Embed(_embed, tokens, X);
+        int n = b.RowCount, d = Config.HiddenSize;
+        Embed(_embed, b, w.X);
         for (int l = 0; l < _layers.Length; l++)
         {
             var layer = _layers[l];
 
             // Attention: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
-            RmsNormRows(X, layer.AttentionNorm, Xb, n);
-            LinearFused(layer.Qkv, Xb, n, [(nint)Q, (nint)K, (nint)V], [(nint)layer.QBias, (nint)layer.KBias, (nint)layer.VBias]);
-            ApplyRope(l, Q, K, n, pos);
-            Attend(cache, l, Q, K, V, n, pos, AttnOut);
-            Linear(layer.Wo, AttnOut, n, Xb2);
-            AddRows(X, Xb2, n, d);
+            RmsNormRows(w.X, layer.AttentionNorm, w.Xb, n);
+            LinearFused(b, layer.Qkv, w.Xb, [(nint)w.Q, (nint)w.K, (nint)w.V], [(nint)layer.QBias, (nint)layer.KBias, (nint)layer.VBias]);
+            ApplyRope(b, w, l, w.Q, w.K);
+            Attend(b, l, w.Q, w.K, w.V, w.AttnOut);
+            Linear(b, layer.Wo, w.AttnOut, w.Xb2);
+            AddRows(w.X, w.Xb2, n, d);
 
             // MLP: x += down(silu(gate·norm(x)) * up·norm(x))
-            RmsNormRows(X, layer.MlpNorm, Xb, n);
-            LinearFused(layer.GateUp, Xb, n, [(nint)Hb, (nint)Hb2], [0, 0]);
-            SwiGlu.Compute(Hb, Hb2, n * Config.IntermediateOf(l));
-            Linear(layer.Down, Hb, n, Xb2);
-            AddRows(X, Xb2, n, d);
+            RmsNormRows(w.X, layer.MlpNorm, w.Xb, n);
+            LinearFused(b, layer.GateUp, w.Xb, [(nint)w.Hb, (nint)w.Hb2], [0, 0]);
+            SwiGlu.Compute(w.Hb, w.Hb2, n * Config.IntermediateOf(l));
+            Linear(b, layer.Down, w.Hb, w.Xb2);
+            AddRows(w.X, w.Xb2, n, d);
         }
 
-        RmsNormRows(X, _finalNorm, Xb, n);
-        Logits(_head, Xb, n, logits, allLogits);
+        RmsNormRows(w.X, _finalNorm, w.Xb, n);
+        Logits(b, w, _head, w.Xb, w.Xb2);
     }
 }

@@ -361,11 +361,7 @@ public sealed unsafe class LoraAdapter : IDisposable
         internal float[] ScaledBt { get; }
     }
 
-    /// <summary>Up to this many tokens, the adapter runs as dot products and row updates on the calling thread.</summary>
-    private const int FewTokens = 4;
-
     private readonly Dictionary<string, Module> _byWeight;
-    private NativeBuffer? _scratch;
 
     private LoraAdapter(string source, LoraConfig config, Dictionary<string, Module> modules)
     {
@@ -530,46 +526,27 @@ public sealed unsafe class LoraAdapter : IDisposable
     }
 
     /// <summary>
-    /// y += scale·B·(A·x) for the rows of x [count, in] when <paramref name="weight"/> is adapted (nothing otherwise).
-    /// Uses one scratch buffer: an adapter serves one forward pass at a time.
+    /// y += scale·B·(A·x) for the rows of x [count, in] when <paramref name="weight"/> is adapted (nothing otherwise):
+    /// for each row, r dot products with A's rows, then y += Σ_j (A·x)_j · (scale·B)ᵀ_j. Each row is computed alone, the
+    /// same way whatever the other rows of the step, and the adapter is only read: any number of steps share it.
     /// </summary>
-    public void Apply(Tensor weight, float* x, int count, float* y, WorkerPool pool)
+    public void Apply(Tensor weight, float* x, int count, float* y)
     {
         if (!_byWeight.TryGetValue(weight.Name, out var m))
         {
             return;
         }
 
-        if (count <= FewTokens)
+        fixed (float* a = m.A, bt = m.ScaledBt)
         {
-            // Decoding: r dot products with A's rows, then y += Σ_j (A·x)_j · (scale·B)ᵀ_j.
-            fixed (float* a = m.A, bt = m.ScaledBt)
+            for (int t = 0; t < count; t++)
             {
-                for (int t = 0; t < count; t++)
+                float* xt = x + ((long)t * m.In), yt = y + ((long)t * m.Out);
+                for (int j = 0; j < m.Rank; j++)
                 {
-                    float* xt = x + ((long)t * m.In), yt = y + ((long)t * m.Out);
-                    for (int j = 0; j < m.Rank; j++)
-                    {
-                        VectorMath.Axpy(VectorMath.Dot(xt, a + ((long)j * m.In), m.In), bt + ((long)j * m.Out), yt, m.Out);
-                    }
+                    VectorMath.Axpy(VectorMath.Dot(xt, a + ((long)j * m.In), m.In), bt + ((long)j * m.Out), yt, m.Out);
                 }
             }
-
-            return;
-        }
-
-        long need = (long)count * m.Rank;
-        if (_scratch is null || _scratch.Length < need * sizeof(float))
-        {
-            _scratch?.Dispose();
-            _scratch = NativeBuffer.Floats(Math.Max(need, 64));
-        }
-
-        float* ax = _scratch.FloatPointer;
-        fixed (float* a = m.A, b = m.ScaledB)
-        {
-            Gemm.Multiply(count, m.Rank, m.In, x, m.In, false, a, m.In, true, ax, m.Rank, false, pool);
-            Gemm.Multiply(count, m.Out, m.Rank, ax, m.Rank, false, b, m.Rank, true, y, m.Out, true, pool);
         }
     }
 
@@ -589,7 +566,5 @@ public sealed unsafe class LoraAdapter : IDisposable
 
     public void Dispose()
     {
-        _scratch?.Dispose();
-        _scratch = null;
     }
 }

@@ -4,15 +4,16 @@ using Minnow.Tensors;
 namespace Minnow.Models;
 
 /// <summary>
-/// A decoder-only transformer: the shared blocks every architecture composes, and the activation buffers they
-/// work in (allocated once for a batch of up to <see cref="BatchCapacity"/> tokens and reused, so decoding
-/// allocates nothing). Each architecture's <see cref="Forward"/> is one screen that composes these blocks.
+/// A decoder-only transformer: the shared blocks every architecture composes. A model is immutable once built and
+/// <see cref="Prepare"/>d: the activations of a step live in a <see cref="ForwardWorkspace"/>, a sequence's keys and
+/// values in its <see cref="KvCache"/>, and adapters and observers come with the step (<see cref="ForwardBatch"/>),
+/// so any number of callers run one model at once. Each architecture's <see cref="ForwardLayers"/> is one screen that
+/// composes these blocks over all the rows of a step.
 /// </summary>
 public abstract unsafe class TransformerModel : IDisposable
 {
     private readonly RopeTable? _rope;
-    private readonly List<NativeBuffer> _buffers = [];
-    private NativeBuffer? _cos, _sin;
+    private int _prepared;
 
     protected TransformerModel(ModelConfig config, WeightSet weights, WorkerPool? pool)
     {
@@ -32,40 +33,85 @@ public abstract unsafe class TransformerModel : IDisposable
 
     protected WorkerPool Pool { get; }
 
-    /// <summary>
-    /// When set, sees the input of every linear layer (calibration for quantization and pruning). Null in normal
-    /// inference, where it costs one branch per matrix product.
-    /// </summary>
-    public ILinearInputObserver? Observer { get; set; }
-
-    /// <summary>A LoRA adapter applied unmerged on top of the weights (y += scale·B·A·x); null for none.</summary>
-    public LoraAdapter? Adapter { get; set; }
-
-    /// <summary>Most tokens one <see cref="Forward"/> call takes; longer prompts are fed in chunks.</summary>
-    public int BatchCapacity { get; private set; }
-
-    // Activation buffers, [BatchCapacity, width] row-major.
-    protected float* X, Xb, Xb2, Q, K, V, Qkv, AttnOut, Hb, Hb2;
+    /// <summary>The matrices the forward pass multiplies (each once), for <see cref="Prepare"/>.</summary>
+    protected abstract IEnumerable<Tensor> Matrices { get; }
 
     /// <summary>
-    /// Runs <paramref name="tokens"/> at positions cache.Length.. through the model, appends their keys and values
-    /// to the cache, and writes logits: for every token ([tokens, vocab]) when <paramref name="allLogits"/>,
-    /// otherwise for the last token only ([vocab]).
+    /// Makes every kernel form of the weights (the integer kernels' interleaved rows, the F16 finiteness checks) now,
+    /// once, instead of on first use, so that steps only read the model. Thread-safe; later calls return at once.
     /// </summary>
-    public void Forward(ReadOnlySpan<int> tokens, KvCache cache, float* logits, bool allLogits)
+    public void Prepare()
     {
-        int count = tokens.Length;
-        if (count == 0)
+        if (Volatile.Read(ref _prepared) != 0)
         {
             return;
         }
 
-        if (cache.Length + count > cache.Capacity)
+        lock (this)
         {
-            ThrowContextFull(cache, count);
+            if (_prepared != 0)
+            {
+                return;
+            }
+
+            foreach (var matrix in Matrices.Distinct())
+            {
+                MatMul.Prepare(matrix, Pool);
+            }
+
+            Volatile.Write(ref _prepared, 1);
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> at positions cache.Length.. through the model on the calling thread's
+    /// workspace, appends their keys and values to the cache, and writes logits: for every token ([tokens, vocab])
+    /// when <paramref name="allLogits"/>, otherwise for the last token only ([vocab]).
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> tokens, KvCache cache, float* logits, bool allLogits, LoraAdapter? adapter = null, ILinearInputObserver? observer = null)
+    {
+        if (tokens.IsEmpty)
+        {
+            return;
         }
 
-        foreach (int id in tokens)
+        var batch = t_batch ??= new ForwardBatch();
+        batch.Clear();
+        batch.Observer = observer;
+        batch.Add(cache, tokens, allLogits ? LogitRows.All : LogitRows.Last, adapter);
+        var workspace = ForwardWorkspace.ForCurrentThread;
+        try
+        {
+            Forward(batch, workspace);
+        }
+        finally
+        {
+            batch.Clear();
+            batch.Observer = null;
+        }
+
+        long n = (long)(allLogits ? tokens.Length : 1) * Config.VocabSize;
+        Buffer.MemoryCopy(workspace.Logits, logits, n * sizeof(float), n * sizeof(float));
+    }
+
+    [ThreadStatic]
+    private static ForwardBatch? t_batch;
+
+    /// <summary>
+    /// One step: every row of <paramref name="batch"/> through the model in <paramref name="workspace"/>. Each
+    /// segment's keys and values are appended to its cache (whose pages must be reserved, <see cref="KvCache.Reserve"/>,
+    /// or are taken here), and the logits of the logit rows land in <see cref="ForwardWorkspace.Logits"/>, in segment
+    /// order. Every row is computed by the same arithmetic whatever else is in the step, so a sequence gives the
+    /// same logits, bit for bit, alone or batched with others.
+    /// </summary>
+    public void Forward(ForwardBatch batch, ForwardWorkspace workspace)
+    {
+        if (batch.RowCount == 0)
+        {
+            return;
+        }
+
+        foreach (int id in batch.Tokens)
         {
             if ((uint)id >= (uint)Config.VocabSize)
             {
@@ -73,74 +119,53 @@ public abstract unsafe class TransformerModel : IDisposable
             }
         }
 
-        EnsureCapacity(count);
-        ForwardLayers(tokens, cache.Length, cache, logits, allLogits);
-        cache.Length += count;
-    }
-
-    /// <summary>The architecture: embeddings, blocks, final norm and head for tokens at startPos...</summary>
-    protected abstract void ForwardLayers(ReadOnlySpan<int> tokens, int startPos, KvCache cache, float* logits, bool allLogits);
-
-    public void EnsureCapacity(int tokens)
-    {
-        if (tokens <= BatchCapacity)
+        foreach (ref readonly var segment in batch.Segments)
         {
-            return;
+            var cache = segment.Cache;
+            if (cache.Length + segment.Count > cache.Capacity)
+            {
+                ThrowContextFull(cache, segment.Count);
+            }
+
+            if (!cache.Reserve(cache.Length + segment.Count))
+            {
+                ThrowPoolFull(cache, segment.Count);
+            }
         }
 
-        foreach (var b in _buffers)
+        Prepare();
+        workspace.EnsureCapacity(Config, batch.RowCount, batch.LogitRowCount);
+        ForwardLayers(batch, workspace);
+        foreach (ref readonly var segment in batch.Segments)
         {
-            b.Dispose();
+            segment.Cache.Length += segment.Count;
         }
-
-        _buffers.Clear();
-        var c = Config;
-        int wide = Math.Max(c.HiddenSize, c.MaxQDim);
-        X = Alloc(tokens, wide);
-        Xb = Alloc(tokens, wide);
-        Xb2 = Alloc(tokens, wide);
-        Q = Alloc(tokens, c.MaxQDim);
-        K = Alloc(tokens, c.MaxKvDim);
-        V = Alloc(tokens, c.MaxKvDim);
-        Qkv = Alloc(tokens, c.MaxQDim + (2 * c.MaxKvDim));
-        AttnOut = Alloc(tokens, c.MaxQDim);
-        Hb = Alloc(tokens, c.MaxIntermediate);
-        Hb2 = Alloc(tokens, c.MaxIntermediate);
-        _cos ??= NativeBuffer.Floats(Math.Max(1, c.RotaryDim / 2));
-        _sin ??= NativeBuffer.Floats(Math.Max(1, c.RotaryDim / 2));
-        BatchCapacity = tokens;
     }
 
-    private float* Alloc(int tokens, int width)
-    {
-        var b = NativeBuffer.Floats((long)tokens * width);
-        _buffers.Add(b);
-        return b.FloatPointer;
-    }
+    /// <summary>The architecture: embeddings, blocks, final norm and head over the step's rows.</summary>
+    protected abstract void ForwardLayers(ForwardBatch batch, ForwardWorkspace w);
 
     // ---- Shared blocks ----
 
-    protected void Embed(Tensor table, ReadOnlySpan<int> tokens, float* x)
+    protected void Embed(Tensor table, ForwardBatch batch, float* x)
     {
         int d = Config.HiddenSize;
+        var tokens = batch.Tokens;
         for (int t = 0; t < tokens.Length; t++)
         {
             table.ReadRow(tokens[t], new Span<float>(x + ((long)t * d), d));
         }
     }
 
-    /// <summary>Adds learned position embeddings (GPT-2) for positions startPos...</summary>
-    protected void AddPositions(Tensor table, int count, int startPos, float* x)
+    /// <summary>Adds learned position embeddings (GPT-2) at each row's position.</summary>
+    protected void AddPositions(Tensor table, ForwardBatch batch, float* x, float* row)
     {
         int d = Config.HiddenSize;
-        Span<float> row = stackalloc float[d];
-        for (int t = 0; t < count; t++)
+        var positions = batch.Positions;
+        for (int t = 0; t < positions.Length; t++)
         {
-            table.ReadRow(startPos + t, row);
-            fixed (float* r = row)
-            {
-                Kernels.Add.Compute(x + ((long)t * d), r, d);
-            }
+            table.ReadRow(positions[t], new Span<float>(row, d));
+            Kernels.Add.Compute(x + ((long)t * d), row, d);
         }
     }
 
@@ -162,74 +187,114 @@ public abstract unsafe class TransformerModel : IDisposable
         }
     }
 
-    protected void Linear(Tensor weight, float* x, int count, float* y, float* bias = null)
+    /// <summary>y = W·x (+ bias) over every row of the step, plus each segment's own adapter delta.</summary>
+    protected void Linear(ForwardBatch batch, Tensor weight, float* x, float* y, float* bias = null)
     {
-        Observer?.OnLinearInput(weight, new ReadOnlySpan<float>(x, count * weight.Columns), count);
+        int count = batch.RowCount;
+        batch.Observer?.OnLinearInput(weight, new ReadOnlySpan<float>(x, count * weight.Columns), count);
         MatMul.Compute(weight, x, count, y, bias, Pool);
-        Adapter?.Apply(weight, x, count, y, Pool);
+        ApplyAdapters(batch, weight, x, y);
     }
 
     /// <summary>Linear layers that read the same input, multiplied in one pass where the kernels allow (<see cref="MatMul.ComputeFused"/>).</summary>
-    protected void LinearFused(ReadOnlySpan<Tensor> weights, float* x, int count, ReadOnlySpan<nint> ys, ReadOnlySpan<nint> biases)
+    protected void LinearFused(ForwardBatch batch, ReadOnlySpan<Tensor> weights, float* x, ReadOnlySpan<nint> ys, ReadOnlySpan<nint> biases)
     {
-        foreach (var weight in weights)
+        int count = batch.RowCount;
+        if (batch.Observer is { } observer)
         {
-            Observer?.OnLinearInput(weight, new ReadOnlySpan<float>(x, count * weight.Columns), count);
+            foreach (var weight in weights)
+            {
+                observer.OnLinearInput(weight, new ReadOnlySpan<float>(x, count * weight.Columns), count);
+            }
         }
 
         MatMul.ComputeFused(weights, x, count, ys, biases, Pool);
-        if (Adapter is not null)
+        if (batch.HasAdapters)
         {
             for (int k = 0; k < weights.Length; k++)
             {
-                Adapter.Apply(weights[k], x, count, (float*)ys[k], Pool);
+                ApplyAdapters(batch, weights[k], x, (float*)ys[k]);
             }
+        }
+    }
+
+    private void ApplyAdapters(ForwardBatch batch, Tensor weight, float* x, float* y)
+    {
+        if (!batch.HasAdapters)
+        {
+            return;
+        }
+
+        foreach (ref readonly var segment in batch.Segments)
+        {
+            segment.Adapter?.Apply(weight, x + ((long)segment.FirstRow * weight.Columns), segment.Count, y + ((long)segment.FirstRow * weight.Rows));
         }
     }
 
     protected static void AddRows(float* x, float* y, int count, int width) => Kernels.Add.Compute(x, y, count * width);
 
     /// <summary>
-    /// Rotates q [count, heads·headDim] and k [count, kvHeads·headDim] of a layer (its own head counts) for
-    /// positions startPos...
+    /// Rotates q [rows, heads·headDim] and k [rows, kvHeads·headDim] of a layer (its own head counts), each row at
+    /// its own position.
     /// </summary>
-    protected void ApplyRope(int layer, float* q, float* k, int count, int startPos)
+    protected void ApplyRope(ForwardBatch batch, ForwardWorkspace w, int layer, float* q, float* k)
     {
         var c = Config;
         int heads = c.HeadsOf(layer), kvHeads = c.KvHeadsOf(layer);
         int qDim = heads * c.HeadDim, kvDim = kvHeads * c.HeadDim;
-        for (int t = 0; t < count; t++)
+        var positions = batch.Positions;
+        for (int t = 0; t < positions.Length; t++)
         {
-            _rope!.Fill(startPos + t, _cos!.FloatPointer, _sin!.FloatPointer);
-            Rope.Apply(q + ((long)t * qDim), heads, c.HeadDim, c.RotaryDim, _cos.FloatPointer, _sin.FloatPointer, c.RopeStyle);
-            Rope.Apply(k + ((long)t * kvDim), kvHeads, c.HeadDim, c.RotaryDim, _cos.FloatPointer, _sin.FloatPointer, c.RopeStyle);
+            _rope!.Fill(positions[t], w.Cos, w.Sin);
+            Rope.Apply(q + ((long)t * qDim), heads, c.HeadDim, c.RotaryDim, w.Cos, w.Sin, c.RopeStyle);
+            Rope.Apply(k + ((long)t * kvDim), kvHeads, c.HeadDim, c.RotaryDim, w.Cos, w.Sin, c.RopeStyle);
         }
     }
 
-    /// <summary>Appends k, v to the layer's cache and attends causally; output [count, heads·headDim].</summary>
-    protected void Attend(KvCache cache, int layer, float* q, float* k, float* v, int count, int startPos, float* output)
+    /// <summary>
+    /// Appends each segment's k, v to its sequence's cache and attends causally over that sequence's pages;
+    /// output [rows, heads·headDim].
+    /// </summary>
+    protected void Attend(ForwardBatch batch, int layer, float* q, float* k, float* v, float* output)
     {
         var c = Config;
-        cache.Store(layer, startPos, k, v, count);
-        Attention.Compute(q, cache.Keys(layer), cache.Values(layer), cache.ElementType, output, count, startPos, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
+        int qDim = c.QDimOf(layer), kvDim = c.KvDimOf(layer);
+        foreach (ref readonly var segment in batch.Segments)
+        {
+            var cache = segment.Cache;
+            var pool = cache.Pool;
+            int start = cache.Length;
+            long first = segment.FirstRow;
+            cache.Store(layer, start, k + (first * kvDim), v + (first * kvDim), segment.Count);
+            var pages = new Attention.KvPages
+            {
+                Base = pool.Base,
+                Pages = cache.PageTable,
+                PageBytes = pool.PageBytes,
+                KeyOffset = pool.KeyOffset(layer),
+                ValueOffset = pool.ValueOffset(layer),
+                PageSize = pool.PageSize,
+            };
+            Attention.Compute(q + (first * qDim), pages, cache.ElementType, output + (first * qDim), segment.Count, start, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
+        }
     }
 
     /// <summary>Splits a layer's fused projection laid out per token as [q | k | v] (GPT-2's c_attn).</summary>
-    protected void SplitQkv(int layer, float* qkv, int count)
+    protected void SplitQkv(ForwardWorkspace w, int layer, float* qkv, int count)
     {
         int qDim = Config.QDimOf(layer), kvDim = Config.KvDimOf(layer);
         int width = qDim + (2 * kvDim);
         for (int t = 0; t < count; t++)
         {
             float* row = qkv + ((long)t * width);
-            Copy(row, Q + ((long)t * qDim), qDim);
-            Copy(row + qDim, K + ((long)t * kvDim), kvDim);
-            Copy(row + qDim + kvDim, V + ((long)t * kvDim), kvDim);
+            Copy(row, w.Q + ((long)t * qDim), qDim);
+            Copy(row + qDim, w.K + ((long)t * kvDim), kvDim);
+            Copy(row + qDim + kvDim, w.V + ((long)t * kvDim), kvDim);
         }
     }
 
     /// <summary>Splits a layer's fused projection laid out per head as [q_h | k_h | v_h] (GPT-NeoX's query_key_value).</summary>
-    protected void SplitQkvPerHead(int layer, float* qkv, int count)
+    protected void SplitQkvPerHead(ForwardWorkspace w, int layer, float* qkv, int count)
     {
         int hd = Config.HeadDim, heads = Config.HeadsOf(layer);
         int qDim = heads * hd;
@@ -238,9 +303,9 @@ public abstract unsafe class TransformerModel : IDisposable
             for (int h = 0; h < heads; h++)
             {
                 float* head = qkv + ((long)t * 3 * qDim) + (h * 3 * hd);
-                Copy(head, Q + ((long)t * qDim) + (h * hd), hd);
-                Copy(head + hd, K + ((long)t * qDim) + (h * hd), hd);
-                Copy(head + (2 * hd), V + ((long)t * qDim) + (h * hd), hd);
+                Copy(head, w.Q + ((long)t * qDim) + (h * hd), hd);
+                Copy(head + hd, w.K + ((long)t * qDim) + (h * hd), hd);
+                Copy(head + (2 * hd), w.V + ((long)t * qDim) + (h * hd), hd);
             }
         }
     }
@@ -261,17 +326,39 @@ public abstract unsafe class TransformerModel : IDisposable
         }
     }
 
-    /// <summary>The output head over the normalised hidden states: every row, or the last one only.</summary>
-    protected void Logits(Tensor head, float* normed, int count, float* logits, bool allLogits)
+    /// <summary>
+    /// The output head over the normalised hidden states of the logit rows (every row of an <see cref="LogitRows.All"/>
+    /// segment, the last of a <see cref="LogitRows.Last"/> one), gathered into <paramref name="gather"/>; logits into
+    /// the workspace.
+    /// </summary>
+    protected void Logits(ForwardBatch batch, ForwardWorkspace w, Tensor head, float* normed, float* gather)
     {
-        if (allLogits)
+        int d = Config.HiddenSize;
+        if (batch.LogitRowCount == 0)
         {
-            Linear(head, normed, count, logits);
+            return;
         }
-        else
+
+        float* rows = normed;
+        if (batch.LogitRowCount != batch.RowCount)
         {
-            Linear(head, normed + ((long)(count - 1) * Config.HiddenSize), 1, logits);
+            rows = gather;
+            foreach (ref readonly var segment in batch.Segments)
+            {
+                switch (segment.Logits)
+                {
+                    case LogitRows.All:
+                        Copy(normed + ((long)segment.FirstRow * d), gather + ((long)segment.FirstLogitRow * d), segment.Count * d);
+                        break;
+                    case LogitRows.Last:
+                        Copy(normed + ((long)(segment.FirstRow + segment.Count - 1) * d), gather + ((long)segment.FirstLogitRow * d), d);
+                        break;
+                }
+            }
         }
+
+        batch.Observer?.OnLinearInput(head, new ReadOnlySpan<float>(rows, batch.LogitRowCount * d), batch.LogitRowCount);
+        MatMul.Compute(head, rows, batch.LogitRowCount, w.Logits, null, Pool);
     }
 
     private static void Copy(float* source, float* destination, int n) =>
@@ -279,6 +366,9 @@ public abstract unsafe class TransformerModel : IDisposable
 
     private void ThrowContextFull(KvCache cache, int count) =>
         throw new MinnowException($"{Weights.Source}: {cache.Length + count} tokens do not fit in the context of {cache.Capacity}; use a shorter prompt or a larger --ctx.");
+
+    private void ThrowPoolFull(KvCache cache, int count) =>
+        throw new MinnowException($"{Weights.Source}: the KV cache pool has no free page for {count} more tokens ({cache.Pool.PageCount} pages in all).");
 
     private void ThrowBadToken(int id) =>
         throw new MinnowException($"{Weights.Source}: token id {id} is outside the vocabulary of {Config.VocabSize}.");
@@ -288,14 +378,6 @@ public abstract unsafe class TransformerModel : IDisposable
 
     public void Dispose()
     {
-        foreach (var b in _buffers)
-        {
-            b.Dispose();
-        }
-
-        _buffers.Clear();
-        _cos?.Dispose();
-        _sin?.Dispose();
         Weights.Dispose();
         GC.SuppressFinalize(this);
     }

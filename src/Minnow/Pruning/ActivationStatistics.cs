@@ -127,26 +127,17 @@ public sealed class ActivationStatistics : ILinearInputObserver
     /// <summary>Runs every sequence through the model (each from an empty cache) with this observer attached.</summary>
     public unsafe void Collect(TransformerModel model, IReadOnlyList<int[]> sequences, CancellationToken cancellation = default)
     {
-        var previous = model.Observer;
-        model.Observer = this;
         using var logits = NativeBuffer.Floats(model.Config.VocabSize);
-        try
+        foreach (var sequence in sequences)
         {
-            foreach (var sequence in sequences)
+            cancellation.ThrowIfCancellationRequested();
+            if (sequence.Length == 0)
             {
-                cancellation.ThrowIfCancellationRequested();
-                if (sequence.Length == 0)
-                {
-                    continue;
-                }
-
-                using var cache = new KvCache(model.Config, sequence.Length);
-                model.Forward(sequence, cache, logits.FloatPointer, allLogits: false);
+                continue;
             }
-        }
-        finally
-        {
-            model.Observer = previous;
+
+            using var cache = new KvCache(model.Config, sequence.Length);
+            model.Forward(sequence, cache, logits.FloatPointer, allLogits: false, observer: this);
         }
     }
 }

@@ -90,17 +90,15 @@ public static class Calibration
 
         var statistics = new ActivationStatistics(LayerPlan.For(model.Config, model.Weights.Has));
         int longest = sequences.Max(s => s.Length);
-        var previous = model.Observer;
         try
         {
             using var cache = new KvCache(model.Config, longest);
             using var logits = NativeBuffer.Floats(model.Config.VocabSize);
-            model.Observer = statistics;
             for (int i = 0; i < sequences.Count; i++)
             {
                 cancellation.ThrowIfCancellationRequested();
-                cache.Length = 0;
-                model.Forward(sequences[i], cache, logits.FloatPointer, allLogits: false);
+                cache.Clear();
+                model.Forward(sequences[i], cache, logits.FloatPointer, allLogits: false, observer: statistics);
                 progress?.Report((i + 1, sequences.Count));
             }
         }
@@ -108,10 +106,6 @@ public static class Calibration
         {
             statistics.Dispose();
             throw;
-        }
-        finally
-        {
-            model.Observer = previous;
         }
 
         return statistics;

@@ -45,7 +45,7 @@ public static unsafe class ModelComparison
     /// when given, second half scored).
     /// </summary>
     public static ComparisonResult Compare(TransformerModel reference, TransformerModel model, IReadOnlyList<int> tokens, int ctx, int? maxChunks = null,
-        int? bosToken = null, IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default)
+        int? bosToken = null, IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellation = default, LoraAdapter? adapter = null)
     {
         if (reference.Config.VocabSize != model.Config.VocabSize)
         {
@@ -94,14 +94,14 @@ public static unsafe class ModelComparison
                 window[0] = bos;
             }
 
-            cacheA.Length = 0;
-            cacheB.Length = 0;
+            cacheA.Clear();
+            cacheB.Clear();
             for (int start = 0; start < ctx; start += batch)
             {
                 int count = Math.Min(batch, ctx - start);
                 var slice = window.AsSpan(start, count);
                 reference.Forward(slice, cacheA, logitsA.FloatPointer, allLogits: true);
-                model.Forward(slice, cacheB, logitsB.FloatPointer, allLogits: true);
+                model.Forward(slice, cacheB, logitsB.FloatPointer, allLogits: true, adapter);
                 for (int r = 0; r < count; r++)
                 {
                     int j = start + r;

@@ -33,9 +33,23 @@ public sealed unsafe class WorkerPool : IDisposable
     }
 
     /// <summary>The shared pool, sized to the machine's cores (or <c>MINNOW_THREADS</c>).</summary>
-    public static WorkerPool Shared => s_shared ??= new WorkerPool(DefaultThreadCount);
+    public static WorkerPool Shared => Volatile.Read(ref s_shared) ?? CreateShared();
 
     private static WorkerPool? s_shared;
+
+    // Two first callers must not each start a pool of threads: one wins, the other's is stopped again.
+    private static WorkerPool CreateShared()
+    {
+        var created = new WorkerPool(DefaultThreadCount);
+        var existing = Interlocked.CompareExchange(ref s_shared, created, null);
+        if (existing is null)
+        {
+            return created;
+        }
+
+        created.Dispose();
+        return existing;
+    }
 
     public static int DefaultThreadCount =>
         int.TryParse(Environment.GetEnvironmentVariable("MINNOW_THREADS"), out int t) && t > 0 ? t : Environment.ProcessorCount;
@@ -44,6 +58,8 @@ public sealed unsafe class WorkerPool : IDisposable
 
     /// <summary>
     /// Runs <paramref name="body"/>(context, start, end) over [0, count) in blocks of <paramref name="grain"/> items.
+    /// When another caller has the workers (two sessions on two threads), this one runs its items on its own thread
+    /// rather than waiting: the items give the same results whoever computes them.
     /// </summary>
     public void For(int count, int grain, delegate*<void*, int, int, void> body, void* context)
     {
@@ -53,13 +69,13 @@ public sealed unsafe class WorkerPool : IDisposable
         }
 
         grain = Math.Max(1, grain);
-        if (_threads.Length == 0 || count <= grain)
+        if (_threads.Length == 0 || count <= grain || !Monitor.TryEnter(_gate))
         {
             body(context, 0, count);
             return;
         }
 
-        lock (_gate)
+        try
         {
             _body = body;
             _context = context;
@@ -78,6 +94,10 @@ public sealed unsafe class WorkerPool : IDisposable
 
             _body = null;
             _context = null;
+        }
+        finally
+        {
+            Monitor.Exit(_gate);
         }
     }
 

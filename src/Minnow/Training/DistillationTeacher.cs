@@ -28,7 +28,7 @@ public sealed unsafe class InferenceTeacher(TransformerModel model) : IDistillat
         long stride = (long)seqLen * model.Config.VocabSize;
         for (int b = 0; b < batch; b++)
         {
-            _cache.Length = 0;
+            _cache.Clear();
             model.Forward(inputs.Slice(b * seqLen, seqLen), _cache, logits + (b * stride), allLogits: true);
         }
     }

@@ -18,7 +18,7 @@ public class GeneratorTests
         }
 
         using var model = ModelLoader.LoadModel(golden.WeightsFile("f32"));
-        using var session = new InferenceSession(model, 64);
+        using var session = new Engine(model, EngineOptions.ForOneSequence(model.Config, 64));
         var free = Generator.Generate(session, golden.InputIds[..8], new GenerationOptions { MaxTokens = 16, Sampling = SamplingOptions.Greedy }, Letter);
         Assert.Equal(16, free.TokenIds.Length);
         Assert.Equal(string.Concat(free.TokenIds.Select(Letter)), free.Text);
@@ -26,7 +26,6 @@ public class GeneratorTests
         // Stop at the text of tokens 5..6 of the free run: the output must end right before it.
         string stop = free.Text.Substring(5, 2);
         int expectedLength = free.Text.IndexOf(stop, StringComparison.Ordinal);
-        session.Reset();
         var streamed = new System.Text.StringBuilder();
         var stopped = Generator.Generate(session, golden.InputIds[..8],
             new GenerationOptions { MaxTokens = 16, Sampling = SamplingOptions.Greedy, StopStrings = [stop] }, Letter, s => streamed.Append(s));
@@ -45,11 +44,10 @@ public class GeneratorTests
         }
 
         using var model = ModelLoader.LoadModel(golden.WeightsFile("f32"));
-        using var session = new InferenceSession(model, 64);
+        using var session = new Engine(model, EngineOptions.ForOneSequence(model.Config, 64));
         var free = Generator.Generate(session, golden.InputIds[..8], new GenerationOptions { MaxTokens = 10, Sampling = SamplingOptions.Greedy });
         int stopToken = free.TokenIds[4];
         int firstAt = Array.IndexOf(free.TokenIds, stopToken);
-        session.Reset();
         var stopped = Generator.Generate(session, golden.InputIds[..8],
             new GenerationOptions { MaxTokens = 10, Sampling = SamplingOptions.Greedy, StopTokens = [stopToken] });
         Assert.Equal("stop_token", stopped.StopReason);
@@ -66,10 +64,10 @@ public class GeneratorTests
         }
 
         using var model = ModelLoader.LoadModel(golden.WeightsFile("f32"));
-        using var session = new InferenceSession(model, 16);
+        using var session = new Engine(model, EngineOptions.ForOneSequence(model.Config, 16));
         var error = Assert.Throws<MinnowException>(() =>
             Generator.Generate(session, golden.InputIds, new GenerationOptions { MaxTokens = 4, Sampling = SamplingOptions.Greedy }));
-        Assert.Contains("context of 16", error.Message);
+        Assert.Contains("context holds 16", error.Message);
     }
 
     [Fact]

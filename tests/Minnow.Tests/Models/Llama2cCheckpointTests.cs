@@ -53,7 +53,7 @@ public unsafe class Llama2cCheckpointTests
 
         var expected = GoldenReference.Ints(golden.Root.GetProperty("greedy_from_bos_64"));
         using var model = ModelLoader.LoadModel(Stories260K);
-        using var session = new InferenceSession(model, 128);
+        using var session = new Engine(model, EngineOptions.ForOneSequence(model.Config, 128));
         var result = Generator.Generate(session, [1], new GenerationOptions { MaxTokens = 64, Sampling = SamplingOptions.Greedy });
         Assert.Equal(expected, result.TokenIds);
     }

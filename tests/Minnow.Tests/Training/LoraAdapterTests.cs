@@ -17,12 +17,12 @@ namespace Minnow.Tests.Training;
 /// </summary>
 public unsafe class LoraAdapterTests(ITestOutputHelper output)
 {
-    private static string DefaultFolder => Path.Combine(SharedData.RepositoryRoot, "models", "default");
+    internal static string DefaultFolder => Path.Combine(SharedData.RepositoryRoot, "models", "default");
 
-    private static ModelConfig DefaultConfig() => ModelConfig.FromHuggingFace(Path.Combine(DefaultFolder, "config.json"));
+    internal static ModelConfig DefaultConfig() => ModelConfig.FromHuggingFace(Path.Combine(DefaultFolder, "config.json"));
 
     /// <summary>A seeded adapter with PEFT's A and a random non-zero B (a trained adapter's B is not zero).</summary>
-    private static LoraLayers RandomAdapter(ModelConfig config, IReadOnlyList<LoraTarget> targets, int rank = 8, float alpha = 32)
+    internal static LoraLayers RandomAdapter(ModelConfig config, IReadOnlyList<LoraTarget> targets, int rank = 8, float alpha = 32)
     {
         var lora = new LoraLayers(config, new LoraConfig { Rank = rank, Alpha = alpha, Targets = targets });
         lora.Initialize(seed: 3);
@@ -118,16 +118,16 @@ public unsafe class LoraAdapterTests(ITestOutputHelper output)
             output.WriteLine($"training engine with the adapter: mean NLL {loss / (total - 1):F4}");
         }
 
-        float[] Logits(TransformerModel model)
+        float[] Logits(TransformerModel model, LoraAdapter? adapter = null)
         {
             var logits = new float[total * vocab];
             using var cache = new KvCache(model.Config, total);
             fixed (float* p = logits)
             {
-                model.Forward(tokens.AsSpan(0, prompt), cache, p, allLogits: true);
+                model.Forward(tokens.AsSpan(0, prompt), cache, p, allLogits: true, adapter);
                 for (int t = prompt; t < total; t++)
                 {
-                    model.Forward(tokens.AsSpan(t, 1), cache, p + ((long)t * vocab), allLogits: true);
+                    model.Forward(tokens.AsSpan(t, 1), cache, p + ((long)t * vocab), allLogits: true, adapter);
                 }
             }
 
@@ -140,8 +140,7 @@ public unsafe class LoraAdapterTests(ITestOutputHelper output)
             baseLogits = Logits(model);
             using var adapter = LoraAdapter.Load(adapterFolder, model.Config);
             Assert.Equal(config.Layers * 7, adapter.Modules.Count);
-            model.Adapter = adapter;
-            unmerged = Logits(model);
+            unmerged = Logits(model, adapter);
         }
 
         var result = LoraMerge.Run(DefaultFolder, adapterFolder, temp.File("merged"));
@@ -181,13 +180,12 @@ public unsafe class LoraAdapterTests(ITestOutputHelper output)
 
         using var model = ModelLoader.LoadModel(DefaultFolder);
         using var adapter = LoraAdapter.Load(temp.File("adapter"), model.Config);
-        model.Adapter = adapter;
         int vocab = config.VocabSize;
         var logits = new float[count * vocab];
         using var cache = new KvCache(model.Config, count);
         fixed (float* p = logits)
         {
-            model.Forward(tokens.AsSpan(0, count), cache, p, allLogits: true);
+            model.Forward(tokens.AsSpan(0, count), cache, p, allLogits: true, adapter);
         }
 
         double sum = 0;
@@ -230,13 +228,13 @@ public unsafe class LoraAdapterTests(ITestOutputHelper output)
             lora.Save(temp.File("adapter"));
         }
 
-        float[] Logits(TransformerModel model)
+        float[] Logits(TransformerModel model, LoraAdapter? adapter = null)
         {
             var logits = new float[count * vocab];
             using var cache = new KvCache(model.Config, count);
             fixed (float* p = logits)
             {
-                model.Forward(tokens, cache, p, allLogits: true);
+                model.Forward(tokens, cache, p, allLogits: true, adapter);
             }
 
             return logits;
@@ -246,9 +244,7 @@ public unsafe class LoraAdapterTests(ITestOutputHelper output)
         {
             var plain = Logits(model);
             using var adapter = LoraAdapter.Load(temp.File("adapter"), model.Config);
-            model.Adapter = adapter;
-            var adapted = Logits(model);
-            model.Adapter = null;
+            var adapted = Logits(model, adapter);
             return (plain, adapted);
         }
 

@@ -363,7 +363,7 @@ public unsafe class QatTests(ITestOutputHelper output)
         var logits = new float[seq * vocab];
         for (int w = 0; w < result.Length; w++)
         {
-            cache.Length = 0;
+            cache.Clear();
             fixed (float* p = logits)
             {
                 model.Forward(ids.AsSpan(w * seq, seq), cache, p, allLogits: true);
