@@ -3,6 +3,7 @@ using Minnow.Inference;
 using Minnow.Loading;
 using Minnow.Models;
 using Minnow.Tensors;
+using Minnow.Tests.Cli;
 using Minnow.Tests.Models;
 using Minnow.Tests.Training;
 using Minnow.Training;
@@ -43,11 +44,11 @@ public class EngineTests
         }
     }
 
-    private static Trace Solo(TransformerModel model, int[] prompt, int maxTokens, LoraAdapter? adapter, EngineOptions options)
+    private static async Task<Trace> Solo(TransformerModel model, int[] prompt, int maxTokens, LoraAdapter? adapter, EngineOptions options)
     {
         using var engine = new Engine(model, options);
         var trace = new Trace();
-        Collect(engine.Submit(Request(prompt, maxTokens, trace, adapter)), trace).GetAwaiter().GetResult();
+        await Collect(engine.Submit(Request(prompt, maxTokens, trace, adapter)), trace);
         return trace;
     }
 
@@ -62,28 +63,41 @@ public class EngineTests
     /// beside the others' decode rows), one with a LoRA adapter, one cancelled midway — each give the logits they give
     /// alone, bit for bit.
     /// </summary>
-    private static void AssertBatchedEqualsSolo(TransformerModel model, LoraAdapter? adapter)
+    private static async Task AssertBatchedEqualsSolo(TransformerModel model, LoraAdapter? adapter)
     {
         int vocab = model.Config.VocabSize;
         int ctx = Math.Min(model.Config.MaxPositions, 96);
         var options = new EngineOptions { MaxSequences = 4, MaxStepTokens = 16, ContextSize = ctx, KvBudgetBytes = 4L << 20 };
         var prompts = new[] { Prompt(5, vocab, 1), Prompt(37, vocab, 2), Prompt(1, vocab, 3), Prompt(20, vocab, 4) };
-        int[] maxTokens = [12, 9, 15, 14];
+        int[] maxTokens = [12, 9, 15, 40];
         var adapters = new[] { null, null, adapter, null };
         const int cancelled = 3, cancelAfter = 5;
 
         var traces = prompts.Select(_ => new Trace()).ToArray();
         using (var engine = new Engine(model, options))
         {
-            var sequences = prompts.Select((p, i) => engine.Submit(Request(p, maxTokens[i], traces[i], adapters[i]))).ToArray();
-            Task.WaitAll(sequences.Select((s, i) => Collect(s, traces[i], i == cancelled ? cancelAfter : -1)).ToArray());
+            // The cancelled one is cancelled from the step thread, at a fixed token, so the test does not race the engine.
+            var cancel = new System.Runtime.CompilerServices.StrongBox<EngineSequence?>();
+            var sequences = prompts.Select((p, i) => engine.Submit(i != cancelled ? Request(p, maxTokens[i], traces[i], adapters[i]) : Request(p, maxTokens[i], traces[i], adapters[i]) with
+            {
+                OnLogits = (index, logits) =>
+                {
+                    traces[i].Logits.Add(logits.ToArray());
+                    if (index == cancelAfter)
+                    {
+                        cancel.Value!.Cancel();
+                    }
+                },
+            })).ToArray();
+            cancel.Value = sequences[cancelled];
+            await Task.WhenAll(sequences.Select((s, i) => Collect(s, traces[i])));
             Assert.Equal(FinishReason.Cancelled, sequences[cancelled].FinishReason);
             Assert.Equal(0, engine.Pages.PagesInUse);
         }
 
         for (int i = 0; i < prompts.Length; i++)
         {
-            var alone = Solo(model, prompts[i], maxTokens[i], adapters[i], options);
+            var alone = await Solo(model, prompts[i], maxTokens[i], adapters[i], options);
             var batched = traces[i];
             Assert.True(batched.Logits.Count > 0);
             Assert.True(batched.Logits.Count <= alone.Logits.Count, $"sequence {i}: {batched.Logits.Count} positions batched, {alone.Logits.Count} alone");
@@ -102,7 +116,7 @@ public class EngineTests
 
     [Theory]
     [MemberData(nameof(GoldenReference.Names), MemberType = typeof(GoldenReference))]
-    public void Golden_SequenceInABatch_EqualsItAlone_BitForBit(string name)
+    public async Task Golden_SequenceInABatch_EqualsItAlone_BitForBit(string name)
     {
         var golden = GoldenReference.Load(name);
         if (golden is null)
@@ -113,7 +127,7 @@ public class EngineTests
         using var model = ModelLoader.LoadModel(golden.WeightsFile("f32"));
         if (model.Config.Architecture != Architecture.Llama)
         {
-            AssertBatchedEqualsSolo(model, null);
+            await AssertBatchedEqualsSolo(model, null);
             return;
         }
 
@@ -121,14 +135,14 @@ public class EngineTests
         using var temp = new TempFolder();
         lora.Save(temp.Path);
         using var adapter = LoraAdapter.Load(temp.Path, model.Config);
-        AssertBatchedEqualsSolo(model, adapter);
+        await AssertBatchedEqualsSolo(model, adapter);
     }
 
     [Theory]
     [InlineData(DType.Q8_0)]
     [InlineData(DType.Q4_0)]
     [InlineData(DType.Q4_1_G64)]
-    public void DefaultModelExport_SequenceInABatch_EqualsItAlone_BitForBit(DType type)
+    public async Task DefaultModelExport_SequenceInABatch_EqualsItAlone_BitForBit(DType type)
     {
         using var temp = new TempFolder();
         using (var original = ModelLoader.LoadModel(LoraAdapterTests.DefaultFolder))
@@ -140,28 +154,28 @@ public class EngineTests
         using var lora = LoraAdapterTests.RandomAdapter(model.Config, LoraTargets.ParseList("q_proj,v_proj,down_proj"));
         lora.Save(temp.File("adapter"));
         using var adapter = LoraAdapter.Load(temp.File("adapter"), model.Config);
-        AssertBatchedEqualsSolo(model, adapter);
+        await AssertBatchedEqualsSolo(model, adapter);
     }
 
     /// <summary>64 sequences with the same long prompt prefix hold its pages once.</summary>
     [Fact]
-    public void CommonPrefix_IsHeldOnce()
+    public async Task CommonPrefix_IsHeldOnce()
     {
         using var model = ModelLoader.LoadModel(LoraAdapterTests.DefaultFolder);
         int vocab = model.Config.VocabSize;
-        const int prefix = 96, suffix = 4, sequences = 16;
+        const int prefix = 96, suffix = 4, sequences = 64;
         var shared = Prompt(prefix, vocab, 7);
         var options = new EngineOptions { MaxSequences = sequences, MaxStepTokens = 128, ContextSize = 128, KvBudgetBytes = 8L << 20 };
         using var engine = new Engine(model, options);
 
         // The first sequence computes the prefix; the others find it.
         var first = new Trace();
-        Collect(engine.Submit(Request([.. shared, .. Prompt(suffix, vocab, 100)], 1, first)), first).GetAwaiter().GetResult();
+        await Collect(engine.Submit(Request([.. shared, .. Prompt(suffix, vocab, 100)], 1, first)), first);
         int pagesPerPrefix = prefix / engine.Pages.PageSize;
         var handles = Enumerable.Range(0, sequences)
             .Select(i => engine.Submit(new GenerationRequest { Prompt = [.. shared, .. Prompt(suffix, vocab, 200 + i)], MaxTokens = 8 }))
             .ToArray();
-        Task.WaitAll(handles.Select(h => h.Completion).ToArray());
+        await Task.WhenAll(handles.Select(h => h.Completion));
         foreach (var h in handles)
         {
             Assert.Equal(prefix, h.CachedPromptTokens);
@@ -176,7 +190,7 @@ public class EngineTests
     /// preempted and recomputed, and every greedy sequence still equals its solo run.
     /// </summary>
     [Fact]
-    public void UnderPagePressure_SequencesArePreemptedAndStillExact()
+    public async Task UnderPagePressure_SequencesArePreemptedAndStillExact()
     {
         using var model = ModelLoader.LoadModel(LoraAdapterTests.DefaultFolder);
         int vocab = model.Config.VocabSize;
@@ -189,7 +203,7 @@ public class EngineTests
         {
             Assert.Equal(12, engine.Pages.PageCount);
             var handles = prompts.Select((p, i) => engine.Submit(Request(p, 40, traces[i]))).ToArray();
-            Task.WaitAll(handles.Select((h, i) => Collect(h, traces[i])).ToArray());
+            await Task.WhenAll(handles.Select((h, i) => Collect(h, traces[i])));
             preemptions = engine.Preemptions;
             Assert.Equal(0, engine.Pages.PagesInUse);
         }
@@ -198,7 +212,7 @@ public class EngineTests
         var solo = options with { KvBudgetBytes = 64 * page };
         for (int i = 0; i < prompts.Length; i++)
         {
-            Assert.Equal(Solo(model, prompts[i], 40, null, solo).Tokens, traces[i].Tokens);
+            Assert.Equal((await Solo(model, prompts[i], 40, null, solo)).Tokens, traces[i].Tokens);
         }
     }
 
@@ -207,12 +221,12 @@ public class EngineTests
     /// deadlock, no page left in use, and every completed greedy sequence equals its solo run.
     /// </summary>
     [Fact]
-    public void Stress_ManyCallers_NoLeaksAndExact()
+    public async Task Stress_ManyCallers_NoLeaksAndExact()
     {
         using var model = ModelLoader.LoadModel(LoraAdapterTests.DefaultFolder);
         int vocab = model.Config.VocabSize;
         var options = new EngineOptions { MaxSequences = 8, MaxStepTokens = 48, ContextSize = 96, KvBudgetBytes = 40 * KvPagePool.BytesPerPage(model.Config) };
-        const int threads = 8, perThread = 25;
+        const int threads = 8, perThread = 200;
         var completed = new System.Collections.Concurrent.ConcurrentBag<(int[] Prompt, int Max, List<int> Tokens)>();
         using (var engine = new Engine(model, options))
         {
@@ -254,7 +268,9 @@ public class EngineTests
                     }
                 }
             })).ToArray();
-            Assert.True(Task.WaitAll(workers, TimeSpan.FromMinutes(5)), "the callers did not finish: deadlock?");
+            var all = Task.WhenAll(workers);
+            Assert.Same(all, await Task.WhenAny(all, Task.Delay(TimeSpan.FromMinutes(5))));
+            await all;
             SpinWait.SpinUntil(() => engine.Running == 0, 2000);
             Assert.Equal(0, engine.Pages.PagesInUse);
             Assert.Equal(0, engine.Waiting);
@@ -266,7 +282,7 @@ public class EngineTests
         foreach (var (prompt, max, tokens) in completed.Take(60))
         {
             var trace = new Trace();
-            Collect(check.Submit(new GenerationRequest { Prompt = prompt, MaxTokens = max }), trace).GetAwaiter().GetResult();
+            await Collect(check.Submit(new GenerationRequest { Prompt = prompt, MaxTokens = max }), trace);
             Assert.Equal(trace.Tokens, tokens);
         }
     }
