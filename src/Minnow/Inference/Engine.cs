@@ -323,18 +323,19 @@ public sealed class Engine : IDisposable
             var s = _waiting[0];
 
             // The sequence's history (prompt, and what it generated before a preemption) is read again from the
-            // start; its next token follows the last one. Pages for all of it, and one more, must be free now.
+            // start — but for a prefix other sequences have computed — and its next token follows the last one.
+            // Pages for all of it, and one more, must be free now.
             int history = s.Tokens.Count;
-            if (_pool.PagesFor(history + 1) > _pool.PagesAvailable && _running.Count > 0)
+            s.Cache ??= new KvCache(_pool, ContextSize, s.Request.Adapter?.Source);
+            if (Options.PrefixCaching && s.Cache.Length == 0)
             {
-                return;
+                s.CachedPromptTokens = Math.Max(s.CachedPromptTokens, s.Cache.AttachSharedPrefix(CollectionsMarshal.AsSpan(s.Tokens), history - 1));
             }
 
-            s.Cache ??= new KvCache(_pool, ContextSize, s.Request.Adapter?.Source);
-            if (Options.PrefixCaching)
+            if (s.Cache.PagesNeeded(history + 1) > _pool.PagesAvailable && _running.Count > 0)
             {
-                s.CachedPromptTokens = Math.Max(s.CachedPromptTokens, s.Cache.AttachSharedPrefix(
-                    CollectionsMarshal.AsSpan(s.Tokens), history - 1));
+                s.Cache.Clear();
+                return;
             }
 
             s.Pending = -1;
