@@ -1,4 +1,6 @@
+using Minnow.Formats;
 using Minnow.Formats.Gguf;
+using Minnow.Formats.Llama2c;
 using Minnow.Models;
 using Minnow.Tensors;
 using Minnow.Tokenizers;
@@ -74,6 +76,8 @@ public sealed record ModelFacts
 /// </summary>
 public sealed class LoadedModel : IDisposable
 {
+    private IModelFiles? _ownedFiles;
+
     private LoadedModel(string path, ModelFormat format, TransformerModel model, ITextTokenizer? tokenizer, ModelFacts facts)
     {
         Path = path;
@@ -99,6 +103,83 @@ public sealed class LoadedModel : IDisposable
 
     /// <summary>What was done at load that the user should know of (see <see cref="ModelFacts.Notes"/>); print each line.</summary>
     public IReadOnlyList<string> Notes => Facts.Notes;
+
+    /// <summary>
+    /// The files the model was opened from when it came from a set of files (a decrypted sealed package, see
+    /// <see cref="Open(IModelFiles, WorkerPool?)"/>); null for a path.
+    /// </summary>
+    public IModelFiles? Files => _ownedFiles;
+
+    /// <summary>
+    /// Opens the model among <paramref name="files"/> (a folder, or a sealed package decrypted into memory) and
+    /// takes ownership of them: disposing the model disposes the files. On failure the files are disposed too.
+    /// </summary>
+    public static LoadedModel Open(IModelFiles files, WorkerPool? pool = null)
+    {
+        ArgumentNullException.ThrowIfNull(files);
+        TransformerModel? model = null;
+        try
+        {
+            var (format, weightsFile) = ModelLoader.DetectFormat(files);
+            var notes = new List<string>();
+            model = ModelLoader.LoadModel(files, pool, notes);
+            ITextTokenizer? tokenizer;
+            string dtype = DescribeDTypes(model.Weights);
+            List<string> weightFiles;
+            switch (format)
+            {
+                case ModelFormat.Gguf:
+                    using (var gguf = GgufFile.Open(files.Open(weightsFile!)))
+                    {
+                        tokenizer = TokenizerLoader.TryFromGguf(gguf);
+                        dtype = gguf.Tensors.Any(t => t.Type.IsLoadOnly())
+                            ? $"{dtype} (stored as {DescribeDTypes(gguf.Tensors)}, converted to F32 at load)"
+                            : dtype;
+                    }
+
+                    weightFiles = [weightsFile!];
+                    break;
+                case ModelFormat.Llama2c:
+                    tokenizer = files.Contains("tokenizer.bin")
+                        ? Llama2cTokenizerFile.Parse(files.ReadAllBytes("tokenizer.bin"), files.DisplayName("tokenizer.bin"), model.Config.VocabSize)
+                        : null;
+                    weightFiles = [weightsFile!];
+                    break;
+                default:
+                    tokenizer = TokenizerLoader.TryLoadFrom(files);
+                    weightFiles = files.Names.Where(n => n.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)).ToList();
+                    break;
+            }
+
+            var facts = new ModelFacts
+            {
+                Path = files.Location,
+                Format = format,
+                Architecture = model.Config.Architecture,
+                ModelType = model.Config.ModelType,
+                Parameters = model.Weights.ParameterCount,
+                DType = dtype,
+                WeightFiles = weightFiles.ConvertAll(files.DisplayName),
+                WeightFileBytes = weightFiles.Sum(files.SizeOf),
+                ContextLength = model.Config.MaxPositions,
+                Layers = model.Config.Layers,
+                HiddenSize = model.Config.HiddenSize,
+                Heads = model.Config.Heads,
+                KvHeads = model.Config.KvHeads,
+                VocabSize = model.Config.VocabSize,
+                TokenizerKind = tokenizer is null ? null : (tokenizer as TextTokenizer)?.Description ?? tokenizer.GetType().Name,
+                TokenizerVocabSize = tokenizer?.VocabSize,
+                Notes = notes,
+            };
+            return new LoadedModel(files.Location, format, model, tokenizer, facts) { _ownedFiles = files };
+        }
+        catch
+        {
+            model?.Dispose();
+            files.Dispose();
+            throw;
+        }
+    }
 
     public static LoadedModel Open(string path, WorkerPool? pool = null)
     {
@@ -267,5 +348,10 @@ public sealed class LoadedModel : IDisposable
         return [];
     }
 
-    public void Dispose() => Model.Dispose();
+    public void Dispose()
+    {
+        Model.Dispose();
+        _ownedFiles?.Dispose();
+        _ownedFiles = null;
+    }
 }
