@@ -35,7 +35,8 @@ public sealed class FolderModelFiles : IModelFiles
 {
     private readonly string[] _names;
 
-    public FolderModelFiles(string folder)
+    /// <summary>The files directly inside <paramref name="folder"/>, or only <paramref name="only"/> among them.</summary>
+    public FolderModelFiles(string folder, IEnumerable<string>? only = null)
     {
         Location = Path.GetFullPath(folder);
         if (!Directory.Exists(Location))
@@ -43,14 +44,15 @@ public sealed class FolderModelFiles : IModelFiles
             throw new MinnowException($"{folder}: no such folder.");
         }
 
-        _names = Directory.GetFiles(Location).Select(f => Path.GetFileName(f)).Order(StringComparer.Ordinal).ToArray();
+        var all = Directory.GetFiles(Location).Select(f => Path.GetFileName(f)).Order(StringComparer.Ordinal).ToArray();
+        _names = only is null ? all : all.Intersect(only, StringComparer.Ordinal).ToArray();
     }
 
     public string Location { get; }
 
     public IReadOnlyList<string> Names => _names;
 
-    public bool Contains(string name) => IsPlainName(name) && File.Exists(Path.Combine(Location, name));
+    public bool Contains(string name) => Array.IndexOf(_names, name) >= 0 && File.Exists(Path.Combine(Location, name));
 
     public long SizeOf(string name) => new FileInfo(PathOf(name)).Length;
 

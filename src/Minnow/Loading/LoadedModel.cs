@@ -7,6 +7,9 @@ using Minnow.Tokenizers;
 
 namespace Minnow.Loading;
 
+/// <summary>How to open a sealed package: the key, and what the package must satisfy.</summary>
+public sealed record PackageAccess(Sealing.IPackageKeyProvider? Key, Sealing.PackagePolicy Policy);
+
 /// <summary>Facts about a loaded model, as <c>minnow info</c> shows them.</summary>
 public sealed record ModelFacts
 {
@@ -181,11 +184,22 @@ public sealed class LoadedModel : IDisposable
         }
     }
 
-    public static LoadedModel Open(string path, WorkerPool? pool = null)
+    public static LoadedModel Open(string path, WorkerPool? pool = null) => Open(path, pool, access: null);
+
+    /// <summary>
+    /// Opens a model path, which may be a sealed package: then <paramref name="access"/> must hold its key, and the
+    /// package is verified (signature, manifest, key, expiry, version) before it is decrypted into memory.
+    /// </summary>
+    public static LoadedModel Open(string path, WorkerPool? pool, PackageAccess? access)
     {
         if (string.IsNullOrWhiteSpace(path))
         {
             throw new MinnowException("the model path is empty.");
+        }
+
+        if (Sealing.SealedPackage.IsPackage(path))
+        {
+            return Open(OpenPackage(path, access), pool);
         }
 
         string resolved = ResolveModelPath(System.IO.Path.GetFullPath(path));
@@ -223,6 +237,48 @@ public sealed class LoadedModel : IDisposable
             model.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Verifies and decrypts the sealed package at <paramref name="path"/> with the key in <paramref name="access"/>
+    /// (one clear error when there is none).
+    /// </summary>
+    public static Sealing.DecryptedPackage OpenPackage(string path, PackageAccess? access)
+    {
+        if (access?.Key is null)
+        {
+            throw new MinnowException($"{path}: a sealed package needs its key (--key-file K, or ${Sealing.PackageKey.EnvironmentVariable}).");
+        }
+
+        return Sealing.SealedPackage.Open(path, access.Key, access.Policy);
+    }
+
+    /// <summary>
+    /// The files to seal for a model path: every file of a model folder; a .gguf file alone; a llama2.c .bin with
+    /// the tokenizer.bin beside it. The files are only read.
+    /// </summary>
+    public static IModelFiles FilesToSeal(string path)
+    {
+        string full = System.IO.Path.GetFullPath(path);
+        if (Directory.Exists(full))
+        {
+            _ = ModelLoader.DetectFormat(new FolderModelFiles(full));
+            return new FolderModelFiles(full);
+        }
+
+        if (!File.Exists(full))
+        {
+            throw new MinnowException($"{path}: no such file or folder.");
+        }
+
+        string folder = System.IO.Path.GetDirectoryName(full)!;
+        string name = System.IO.Path.GetFileName(full);
+        return ModelLoader.DetectFormat(full) switch
+        {
+            ModelFormat.HuggingFace => new FolderModelFiles(folder),
+            ModelFormat.Gguf => new FolderModelFiles(folder, [name]),
+            _ => new FolderModelFiles(folder, [name, "tokenizer.bin"]),
+        };
     }
 
     /// <summary>
