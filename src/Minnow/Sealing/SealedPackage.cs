@@ -466,7 +466,7 @@ public static class SealedPackage
             byte[] spki = Base64.Strict(root.GetProperty("verificationMaterial").GetProperty("publicKey"));
             var envelope = DsseEnvelope.Parse(root.GetProperty("dsseEnvelope"), name);
             byte[] mac = Base64.Strict(root.GetProperty("manifestMac"));
-            return (SigningKey.FromSubjectPublicKeyInfo(spki, name + " (signer's public key)"), envelope, mac);
+            return (SigningKey.FromSubjectPublicKeyInfo(spki, name), envelope, mac);
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
         {

@@ -26,10 +26,10 @@ public static class SigningKey
         {
             key.ImportSubjectPublicKeyInfo(der, out _);
         }
-        catch (CryptographicException)
+        catch (Exception e) when (e is CryptographicException or PlatformNotSupportedException or ArgumentException)
         {
             key.Dispose();
-            throw new MinnowException($"{source}: not an ECDSA public key.");
+            throw new MinnowException($"{source}: the public key is not an ECDSA P-256 key.");
         }
 
         CheckCurve(key, source);
@@ -61,7 +61,7 @@ public static class SigningKey
         {
             key.ImportFromPem(pem);
         }
-        catch (Exception e) when (e is ArgumentException or CryptographicException)
+        catch (Exception e) when (e is ArgumentException or CryptographicException or PlatformNotSupportedException)
         {
             key.Dispose();
             throw new MinnowException($"{path}: not an ECDSA key in PEM form ({(wantPrivate ? "a private key, as minnow keygen writes" : "a public key")}).");
