@@ -204,9 +204,9 @@ public static class SealedPackage
 
     /// <summary>
     /// Checks everything that can be checked before decrypting: the layout, the signature (by a trusted key when
-    /// <see cref="PackagePolicy.TrustedSigners"/> are given), the manifest, the expiry and the version; and, with a
-    /// key, that it is this package's key, the manifest's MAC, and every file's chunk tags against the signed
-    /// digests. Anything wrong is a <see cref="MinnowException"/> with one line saying what.
+    /// <see cref="PackagePolicy.TrustedSigners"/> are given), the manifest, the expiry and the version, every file's
+    /// chunk tags against the signed digests; and, with a key, that it is this package's key and the manifest's MAC.
+    /// The chunks' contents are authenticated when decrypted (<see cref="Open(PackageSource, IPackageKeyProvider, PackagePolicy?)"/>). Anything wrong is a <see cref="MinnowException"/> with one line saying what.
     /// </summary>
     public static VerifiedPackage Verify(PackageSource source, IPackageKeyProvider? key, PackagePolicy? policy = null)
     {
@@ -280,8 +280,9 @@ public static class SealedPackage
         if (key != null)
         {
             CheckKey(key, manifest, envelope.Payload, mac, name);
-            CheckTags(source, manifest, name);
         }
+
+        CheckTags(source, manifest, name);
 
         return new VerifiedPackage(name, manifest, envelope, KeyIdOf(envelope));
     }
