@@ -22,6 +22,8 @@ internal static class CheckCommand
         {
             model, ram, latency, ctx, json,
         };
+        var package = new PackageOptions();
+        package.AddTo(command);
 
         command.SetSyncAction((r, ct) =>
         {
@@ -41,7 +43,17 @@ internal static class CheckCommand
                 throw new MinnowException($"{path}: no such file or folder.");
             }
 
-            var result = DeploymentCheck.Run(path, budget, r.GetValue(ctx), ct);
+            CheckResult result;
+            if (Sealing.SealedPackage.IsPackage(path))
+            {
+                using var files = package.OpenPackage(r, path);
+                result = DeploymentCheck.Run(files, budget, r.GetValue(ctx), ct);
+            }
+            else
+            {
+                result = DeploymentCheck.Run(path, budget, r.GetValue(ctx), ct);
+            }
+
             var o = Out(r);
             if (r.GetValue(json))
             {

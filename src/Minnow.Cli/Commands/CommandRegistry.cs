@@ -21,5 +21,8 @@ internal static class CommandRegistry
         yield return SynthCommand.Create();
         yield return BenchCommand.Create();
         yield return ExportCommand.Create();
+        yield return KeygenCommand.Create();
+        yield return SealCommand.Create();
+        yield return VerifyOutputCommand.Create();
     }
 }

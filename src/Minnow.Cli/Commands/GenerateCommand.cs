@@ -50,6 +50,8 @@ internal static class GenerateCommand
             model, prompt, promptIds, maxTokens, temperature, topK, topP, minP, repeatPenalty, repeatLastN, seed, stop, ctx,
             chat, system, ignoreEos, adapter, json,
         };
+        var package = new PackageOptions();
+        package.AddTo(command);
 
         command.SetSyncAction((r, ct) =>
         {
@@ -90,7 +92,7 @@ internal static class GenerateCommand
                 throw new MinnowException($"--max-tokens must be ≥ 0 (got {max}).");
             }
 
-            using var loaded = LoadedModel.Open(DefaultModel.Resolve(r.GetValue(model)));
+            using var loaded = package.Open(r, DefaultModel.Resolve(r.GetValue(model)));
             WriteNotes(Err(r), loaded.Notes);
             using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);

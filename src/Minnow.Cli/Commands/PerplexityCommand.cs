@@ -43,6 +43,8 @@ internal static class PerplexityCommand
         {
             model, text, ids, ctx, chunks, bos, klBase, adapter, json,
         };
+        var package = new PackageOptions();
+        package.AddTo(command);
 
         command.SetSyncAction((r, ct) =>
         {
@@ -65,7 +67,7 @@ internal static class PerplexityCommand
                 throw new MinnowException($"{inputFile}: file not found.");
             }
 
-            using var loaded = LoadedModel.Open(DefaultModel.Resolve(r.GetValue(model)));
+            using var loaded = package.Open(r, DefaultModel.Resolve(r.GetValue(model)));
             using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);
             var err = Err(r);

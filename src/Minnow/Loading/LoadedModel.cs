@@ -1,9 +1,14 @@
+using Minnow.Formats;
 using Minnow.Formats.Gguf;
+using Minnow.Formats.Llama2c;
 using Minnow.Models;
 using Minnow.Tensors;
 using Minnow.Tokenizers;
 
 namespace Minnow.Loading;
+
+/// <summary>How to open a sealed package: the key, and what the package must satisfy.</summary>
+public sealed record PackageAccess(Sealing.IPackageKeyProvider? Key, Sealing.PackagePolicy Policy);
 
 /// <summary>Facts about a loaded model, as <c>minnow info</c> shows them.</summary>
 public sealed record ModelFacts
@@ -74,6 +79,8 @@ public sealed record ModelFacts
 /// </summary>
 public sealed class LoadedModel : IDisposable
 {
+    private IModelFiles? _ownedFiles;
+
     private LoadedModel(string path, ModelFormat format, TransformerModel model, ITextTokenizer? tokenizer, ModelFacts facts)
     {
         Path = path;
@@ -100,11 +107,99 @@ public sealed class LoadedModel : IDisposable
     /// <summary>What was done at load that the user should know of (see <see cref="ModelFacts.Notes"/>); print each line.</summary>
     public IReadOnlyList<string> Notes => Facts.Notes;
 
-    public static LoadedModel Open(string path, WorkerPool? pool = null)
+    /// <summary>
+    /// The files the model was opened from when it came from a set of files (a decrypted sealed package, see
+    /// <see cref="Open(IModelFiles, WorkerPool?)"/>); null for a path.
+    /// </summary>
+    public IModelFiles? Files => _ownedFiles;
+
+    /// <summary>
+    /// Opens the model among <paramref name="files"/> (a folder, or a sealed package decrypted into memory) and
+    /// takes ownership of them: disposing the model disposes the files. On failure the files are disposed too.
+    /// </summary>
+    public static LoadedModel Open(IModelFiles files, WorkerPool? pool = null)
+    {
+        ArgumentNullException.ThrowIfNull(files);
+        TransformerModel? model = null;
+        try
+        {
+            var (format, weightsFile) = ModelLoader.DetectFormat(files);
+            var notes = new List<string>();
+            model = ModelLoader.LoadModel(files, pool, notes);
+            ITextTokenizer? tokenizer;
+            string dtype = DescribeDTypes(model.Weights);
+            List<string> weightFiles;
+            switch (format)
+            {
+                case ModelFormat.Gguf:
+                    using (var gguf = GgufFile.Open(files.Open(weightsFile!)))
+                    {
+                        tokenizer = TokenizerLoader.TryFromGguf(gguf);
+                        dtype = gguf.Tensors.Any(t => t.Type.IsLoadOnly())
+                            ? $"{dtype} (stored as {DescribeDTypes(gguf.Tensors)}, converted to F32 at load)"
+                            : dtype;
+                    }
+
+                    weightFiles = [weightsFile!];
+                    break;
+                case ModelFormat.Llama2c:
+                    tokenizer = files.Contains("tokenizer.bin")
+                        ? Llama2cTokenizerFile.Parse(files.ReadAllBytes("tokenizer.bin"), files.DisplayName("tokenizer.bin"), model.Config.VocabSize)
+                        : null;
+                    weightFiles = [weightsFile!];
+                    break;
+                default:
+                    tokenizer = TokenizerLoader.TryLoadFrom(files);
+                    weightFiles = files.Names.Where(n => n.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)).ToList();
+                    break;
+            }
+
+            var facts = new ModelFacts
+            {
+                Path = files.Location,
+                Format = format,
+                Architecture = model.Config.Architecture,
+                ModelType = model.Config.ModelType,
+                Parameters = model.Weights.ParameterCount,
+                DType = dtype,
+                WeightFiles = weightFiles.ConvertAll(files.DisplayName),
+                WeightFileBytes = weightFiles.Sum(files.SizeOf),
+                ContextLength = model.Config.MaxPositions,
+                Layers = model.Config.Layers,
+                HiddenSize = model.Config.HiddenSize,
+                Heads = model.Config.Heads,
+                KvHeads = model.Config.KvHeads,
+                VocabSize = model.Config.VocabSize,
+                TokenizerKind = tokenizer is null ? null : (tokenizer as TextTokenizer)?.Description ?? tokenizer.GetType().Name,
+                TokenizerVocabSize = tokenizer?.VocabSize,
+                Notes = notes,
+            };
+            return new LoadedModel(files.Location, format, model, tokenizer, facts) { _ownedFiles = files };
+        }
+        catch
+        {
+            model?.Dispose();
+            files.Dispose();
+            throw;
+        }
+    }
+
+    public static LoadedModel Open(string path, WorkerPool? pool = null) => Open(path, pool, access: null);
+
+    /// <summary>
+    /// Opens a model path, which may be a sealed package: then <paramref name="access"/> must hold its key, and the
+    /// package is verified (signature, manifest, key, expiry, version) before it is decrypted into memory.
+    /// </summary>
+    public static LoadedModel Open(string path, WorkerPool? pool, PackageAccess? access)
     {
         if (string.IsNullOrWhiteSpace(path))
         {
             throw new MinnowException("the model path is empty.");
+        }
+
+        if (Sealing.SealedPackage.IsPackage(path))
+        {
+            return Open(OpenPackage(path, access), pool);
         }
 
         string resolved = ResolveModelPath(System.IO.Path.GetFullPath(path));
@@ -142,6 +237,48 @@ public sealed class LoadedModel : IDisposable
             model.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Verifies and decrypts the sealed package at <paramref name="path"/> with the key in <paramref name="access"/>
+    /// (one clear error when there is none).
+    /// </summary>
+    public static Sealing.DecryptedPackage OpenPackage(string path, PackageAccess? access)
+    {
+        if (access?.Key is null)
+        {
+            throw new MinnowException($"{path}: a sealed package needs its key (--key-file K, or ${Sealing.PackageKey.EnvironmentVariable}).");
+        }
+
+        return Sealing.SealedPackage.Open(path, access.Key, access.Policy);
+    }
+
+    /// <summary>
+    /// The files to seal for a model path: every file of a model folder; a .gguf file alone; a llama2.c .bin with
+    /// the tokenizer.bin beside it. The files are only read.
+    /// </summary>
+    public static IModelFiles FilesToSeal(string path)
+    {
+        string full = System.IO.Path.GetFullPath(path);
+        if (Directory.Exists(full))
+        {
+            _ = ModelLoader.DetectFormat(new FolderModelFiles(full));
+            return new FolderModelFiles(full);
+        }
+
+        if (!File.Exists(full))
+        {
+            throw new MinnowException($"{path}: no such file or folder.");
+        }
+
+        string folder = System.IO.Path.GetDirectoryName(full)!;
+        string name = System.IO.Path.GetFileName(full);
+        return ModelLoader.DetectFormat(full) switch
+        {
+            ModelFormat.HuggingFace => new FolderModelFiles(folder),
+            ModelFormat.Gguf => new FolderModelFiles(folder, [name]),
+            _ => new FolderModelFiles(folder, [name, "tokenizer.bin"]),
+        };
     }
 
     /// <summary>
@@ -267,5 +404,10 @@ public sealed class LoadedModel : IDisposable
         return [];
     }
 
-    public void Dispose() => Model.Dispose();
+    public void Dispose()
+    {
+        Model.Dispose();
+        _ownedFiles?.Dispose();
+        _ownedFiles = null;
+    }
 }

@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using Minnow.Formats.Gguf;
 using Minnow.Formats.Llama2c;
 using Minnow.Formats.Safetensors;
@@ -123,6 +124,109 @@ public static class ModelLoader
 
             default:
                 throw new MinnowException($"{path}: this format is not supported yet.");
+        }
+    }
+
+    /// <summary>
+    /// Which model a set of files holds, and its weights file: config.json makes a Hugging Face model (weights
+    /// found by <see cref="SafetensorsCheckpoint"/>); otherwise exactly one .gguf, or one llama2.c .bin besides
+    /// tokenizer.bin — the same rules as <see cref="LoadedModel.ResolveModelPath"/> for a folder.
+    /// </summary>
+    public static (ModelFormat Format, string? WeightsFile) DetectFormat(IModelFiles files)
+    {
+        if (files.Contains("config.json"))
+        {
+            return (ModelFormat.HuggingFace, null);
+        }
+
+        var ggufs = files.Names.Where(n => n.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)).ToList();
+        if (ggufs.Count == 1)
+        {
+            return (ModelFormat.Gguf, ggufs[0]);
+        }
+
+        var bins = files.Names.Where(n => n.EndsWith(".bin", StringComparison.OrdinalIgnoreCase) && !n.Equals("tokenizer.bin", StringComparison.OrdinalIgnoreCase)).ToList();
+        if (ggufs.Count == 0 && bins.Count == 1)
+        {
+            return (ModelFormat.Llama2c, bins[0]);
+        }
+
+        throw new MinnowException($"{files.Location}: holds no model (no config.json, and no single .gguf or llama2.c .bin file).");
+    }
+
+    /// <summary>
+    /// Loads the weights and config of the model among <paramref name="files"/> (a folder, or a decrypted sealed
+    /// package), as <see cref="LoadModel(string, WorkerPool?, ICollection{string}?)"/> does for a path.
+    /// </summary>
+    public static TransformerModel LoadModel(IModelFiles files, WorkerPool? pool, ICollection<string>? notes)
+    {
+        var (format, weightsFile) = DetectFormat(files);
+        switch (format)
+        {
+            case ModelFormat.HuggingFace:
+                {
+                    ModelConfig config;
+                    string configName = files.DisplayName("config.json");
+                    try
+                    {
+                        using var doc = System.Text.Json.JsonDocument.Parse(files.ReadAllBytes("config.json"));
+                        config = ModelConfig.FromHuggingFace(doc.RootElement, configName);
+                    }
+                    catch (System.Text.Json.JsonException e)
+                    {
+                        throw new MinnowException($"{configName}: not valid JSON ({e.Message}).");
+                    }
+
+                    var checkpoint = SafetensorsCheckpoint.Open(files);
+                    var weights = new WeightSet(checkpoint.Tensors, files.Location, checkpoint);
+                    try
+                    {
+                        return ModelFactory.Create(config, weights, pool);
+                    }
+                    catch
+                    {
+                        weights.Dispose();
+                        throw;
+                    }
+                }
+
+            case ModelFormat.Gguf:
+                {
+                    var file = GgufFile.Open(files.Open(weightsFile!));
+                    WeightSet? weights = null;
+                    try
+                    {
+                        (var config, weights) = GgufModelReader.Read(file, notes);
+                        return ModelFactory.Create(config, weights, pool);
+                    }
+                    catch
+                    {
+                        if (weights != null)
+                        {
+                            weights.Dispose();
+                        }
+                        else
+                        {
+                            file.Dispose();
+                        }
+
+                        throw;
+                    }
+                }
+
+            default:
+                {
+                    var (config, weights) = Llama2cCheckpoint.Open(files.Open(weightsFile!));
+                    try
+                    {
+                        return ModelFactory.Create(config, weights, pool);
+                    }
+                    catch
+                    {
+                        weights.Dispose();
+                        throw;
+                    }
+                }
         }
     }
 }

@@ -1,4 +1,5 @@
 using Minnow.Benchmarking;
+using Minnow.Formats;
 using Minnow.Inference;
 using Minnow.Loading;
 using Minnow.Models;
@@ -47,7 +48,14 @@ public sealed record CheckResult(IReadOnlyList<CheckItem> Items, long PeakRssByt
 /// </summary>
 public static class DeploymentCheck
 {
-    public static CheckResult Run(string modelPath, Budget budget, int? context = null, CancellationToken cancellation = default)
+    public static CheckResult Run(string modelPath, Budget budget, int? context = null, CancellationToken cancellation = default) =>
+        Run(pool => ModelLoader.LoadModel(modelPath, pool), ModelFileBytes(modelPath), budget, context, cancellation);
+
+    /// <summary>As <see cref="Run(string, Budget, int?, CancellationToken)"/> for a model's files (a decrypted sealed package, for one).</summary>
+    public static CheckResult Run(IModelFiles files, Budget budget, int? context = null, CancellationToken cancellation = default) =>
+        Run(pool => ModelLoader.LoadModel(files, pool, null), files.Names.Sum(files.SizeOf), budget, context, cancellation);
+
+    private static CheckResult Run(Func<WorkerPool, TransformerModel> load, long weights, Budget budget, int? context, CancellationToken cancellation)
     {
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         ResetPeak();
@@ -65,7 +73,7 @@ public static class DeploymentCheck
         {
             cancellation.ThrowIfCancellationRequested();
             using var pool = new WorkerPool(threads);
-            using var model = ModelLoader.LoadModel(modelPath, pool);
+            using var model = load(pool);
             ctx = Math.Clamp(context ?? model.Config.MaxPositions, 2, model.Config.MaxPositions);
             kv = Optimizer.KvCacheBytes(model.Config, ctx);
 
@@ -91,7 +99,6 @@ public static class DeploymentCheck
 
         long peak = ProcessMemory.PeakResidentBytes();
         var items = new List<CheckItem>();
-        long weights = new FileInfo(modelPath).Exists ? new FileInfo(modelPath).Length : DirectorySize(modelPath);
         string memory = $"peak RSS {Mb(peak)} (model files {Mb(weights)}, KV cache {Mb(kv)} at {ctx} tokens, process before loading {Mb(before)})";
         if (budget.RamBytes is long ram)
         {
@@ -163,6 +170,8 @@ public static class DeploymentCheck
             // Not Linux, or not allowed: the peak then includes what ran before the check.
         }
     }
+
+    private static long ModelFileBytes(string modelPath) => new FileInfo(modelPath).Exists ? new FileInfo(modelPath).Length : DirectorySize(modelPath);
 
     private static long DirectorySize(string path) =>
         Directory.Exists(path) ? new DirectoryInfo(path).EnumerateFiles("*.safetensors").Sum(f => f.Length) : 0;

@@ -9,11 +9,16 @@ public interface IMappedFileOwner
     MappedFile MappedFile { get; }
 }
 
-/// <summary>A read-only memory map of a whole file; tensors are views into it, so loading a model copies nothing.</summary>
+/// <summary>
+/// A read-only view of a whole file's bytes; tensors are views into it, so loading a model copies nothing. Usually a
+/// memory map of the file; for a sealed package, the file's decrypted bytes in <see cref="AnonymousMemory"/>
+/// (<see cref="IsFileBacked"/> false), which no file backs.
+/// </summary>
 public sealed unsafe partial class MappedFile : IDisposable
 {
-    private readonly MemoryMappedFile _map;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly MemoryMappedFile? _map;
+    private readonly MemoryMappedViewAccessor? _view;
+    private readonly AnonymousMemory? _memory;
     private byte* _pointer;
 
     private MappedFile(string path, long length, MemoryMappedFile map, MemoryMappedViewAccessor view)
@@ -27,11 +32,41 @@ public sealed unsafe partial class MappedFile : IDisposable
         _pointer = p + view.PointerOffset;
     }
 
+    private MappedFile(string path, AnonymousMemory memory)
+    {
+        memory.AddReference();
+        Path = path;
+        Length = memory.Length;
+        _memory = memory;
+        _pointer = memory.Pointer;
+    }
+
+    /// <summary>
+    /// A view of <paramref name="memory"/> standing for the file <paramref name="path"/> (a name for messages, not a
+    /// file on disk). The view holds a reference to the memory until disposed.
+    /// </summary>
+    public static MappedFile FromMemory(string path, AnonymousMemory memory)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        if (memory.Length == 0)
+        {
+            throw new MinnowException($"{path}: the file is empty.");
+        }
+
+        return new MappedFile(path, memory);
+    }
+
     public string Path { get; }
 
     public long Length { get; }
 
     public byte* Pointer => _pointer;
+
+    /// <summary>
+    /// Whether a file backs these bytes (a memory map), so that <see cref="ReleasePages"/> may drop them; false for
+    /// anonymous memory, where dropping pages would lose the bytes.
+    /// </summary>
+    public bool IsFileBacked => _map != null;
 
     public ReadOnlySpan<byte> Span(long offset, int length) => new(_pointer + offset, length);
 
@@ -82,12 +117,20 @@ public sealed unsafe partial class MappedFile : IDisposable
 
     public void Dispose()
     {
-        if (_pointer != null)
+        if (_pointer == null)
         {
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            _pointer = null;
-            _view.Dispose();
-            _map.Dispose();
+            return;
         }
+
+        _pointer = null;
+        if (_memory != null)
+        {
+            _memory.Release();
+            return;
+        }
+
+        _view!.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view.Dispose();
+        _map!.Dispose();
     }
 }

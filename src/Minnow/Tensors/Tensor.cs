@@ -102,9 +102,10 @@ public sealed unsafe class Tensor
 
     /// <summary>
     /// Whether this tensor's bytes are a view of a memory-mapped file (so they count in the resident set only while
-    /// touched, and <see cref="MappedFile.ReleasePages"/> may drop them).
+    /// touched, and <see cref="MappedFile.ReleasePages"/> may drop them). A sealed package's decrypted bytes live in
+    /// anonymous memory, which no file backs: those are not mapped.
     /// </summary>
-    internal bool IsMapped => Owner is MappedFile or IMappedFileOwner;
+    internal bool IsMapped => Owner is MappedFile { IsFileBacked: true } or IMappedFileOwner { MappedFile.IsFileBacked: true };
 
     private object? _kernelForm;
 

@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using Minnow.Formats.Gguf;
 using Minnow.Formats.Llama2c;
 
@@ -50,6 +51,22 @@ public static class TokenizerLoader
     {
         string path = Path.Combine(folder, TokenizerJson);
         return File.Exists(path) ? FromTokenizerJson(path) : null;
+    }
+
+    /// <summary>
+    /// Loads the tokenizer.json among a model's files (with the config files beside it), or returns null when there
+    /// is none.
+    /// </summary>
+    public static TextTokenizer? TryLoadFrom(IModelFiles files)
+    {
+        if (!files.Contains(TokenizerJson))
+        {
+            return null;
+        }
+
+        string? Sibling(string name) => files.Contains(name) ? System.Text.Encoding.UTF8.GetString(files.ReadAllBytes(name)) : null;
+        return HfTokenizerJson.Parse(files.ReadAllBytes(TokenizerJson), files.DisplayName(TokenizerJson), Sibling("tokenizer_config.json"), Sibling("config.json"),
+            Sibling("generation_config.json"), Sibling("chat_template.jinja"));
     }
 
     /// <summary>Loads the tokenizer.json of a model folder; throws a <see cref="MinnowException"/> when it has none.</summary>

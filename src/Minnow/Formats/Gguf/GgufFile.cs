@@ -62,9 +62,11 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
         ? t
         : throw new MinnowException($"{FileName}: tensor '{name}' not found.");
 
-    public static GgufFile Open(string path)
+    public static GgufFile Open(string path) => Open(MappedFile.Open(path));
+
+    /// <summary>Parses an opened file (a memory map, or a decrypted file in memory); takes ownership of it.</summary>
+    public static GgufFile Open(MappedFile file)
     {
-        var file = MappedFile.Open(path);
         try
         {
             return Parse(file);

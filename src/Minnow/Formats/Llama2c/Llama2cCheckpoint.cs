@@ -12,12 +12,14 @@ namespace Minnow.Formats.Llama2c;
 /// </summary>
 public static unsafe class Llama2cCheckpoint
 {
-    public static (ModelConfig Config, WeightSet Weights) Open(string path)
+    public static (ModelConfig Config, WeightSet Weights) Open(string path) => Open(MappedFile.Open(path));
+
+    /// <summary>Reads an opened checkpoint (a memory map, or a decrypted file in memory); takes ownership of it.</summary>
+    public static (ModelConfig Config, WeightSet Weights) Open(MappedFile file)
     {
-        var file = MappedFile.Open(path);
         try
         {
-            return Read(file, path);
+            return Read(file, file.Path);
         }
         catch
         {

@@ -22,8 +22,12 @@ public static class Llama2cTokenizerFile
             throw new MinnowException($"{path}: file not found.");
         }
 
-        string name = Path.GetFileName(path);
-        byte[] data = File.ReadAllBytes(path);
+        return Parse(File.ReadAllBytes(path), Path.GetFileName(path), vocabSize);
+    }
+
+    /// <summary>Reads a tokenizer.bin's bytes (<paramref name="name"/>: the file, for messages).</summary>
+    public static TextTokenizer Parse(byte[] data, string name, int? vocabSize = null)
+    {
         if (data.Length < 4)
         {
             throw new MinnowException($"{name}: too short for a llama2.c tokenizer.");

@@ -21,7 +21,7 @@ public sealed class SafetensorsCheckpoint : IDisposable
 
     public IReadOnlyList<string> Files => _files.ConvertAll(f => f.Path);
 
-    public long TotalBytes => _files.Sum(f => new FileInfo(f.Path).Length);
+    public long TotalBytes => _files.Sum(f => f.Length);
 
     /// <summary>Opens the weights of a folder (or one .safetensors file).</summary>
     public static SafetensorsCheckpoint Open(string pathOrFolder)
@@ -46,14 +46,42 @@ public sealed class SafetensorsCheckpoint : IDisposable
         throw new MinnowException($"{pathOrFolder}: no model.safetensors or model.safetensors.index.json found.");
     }
 
+    /// <summary>Opens the weights among a model's files (a folder, or a decrypted sealed package).</summary>
+    public static SafetensorsCheckpoint Open(IModelFiles files)
+    {
+        const string Single = "model.safetensors", Index = "model.safetensors.index.json";
+        if (files.Contains(Single))
+        {
+            return FromOpened([Single], files.DisplayName, name => SafetensorsFile.Open(files.Open(name)));
+        }
+
+        if (files.Contains(Index))
+        {
+            var (shards, expected) = ReadIndex(files.ReadAllBytes(Index), files.DisplayName(Index));
+            var checkpoint = FromOpened(shards, files.DisplayName, name => SafetensorsFile.Open(files.Open(name)));
+            CheckIndex(checkpoint, expected, files.DisplayName(Index));
+            return checkpoint;
+        }
+
+        throw new MinnowException($"{files.Location}: no model.safetensors or model.safetensors.index.json found.");
+    }
+
     private static SafetensorsCheckpoint FromIndex(string indexPath)
     {
         string folder = Path.GetDirectoryName(Path.GetFullPath(indexPath))!;
+        var (shardNames, expected) = ReadIndex(File.ReadAllBytes(indexPath), indexPath);
+        var checkpoint = FromFiles(shardNames.Select(s => Path.Combine(folder, s)).ToList());
+        CheckIndex(checkpoint, expected, indexPath);
+        return checkpoint;
+    }
+
+    private static (List<string> Shards, Dictionary<string, string> Expected) ReadIndex(byte[] json, string indexPath)
+    {
         var shardNames = new SortedSet<string>(StringComparer.Ordinal);
         var expected = new Dictionary<string, string>(StringComparer.Ordinal);
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            using var doc = JsonDocument.Parse(json);
             if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
             {
                 throw new MinnowException($"{indexPath}: no weight_map object in the index.");
@@ -76,7 +104,11 @@ public sealed class SafetensorsCheckpoint : IDisposable
             throw new MinnowException($"{indexPath}: not valid JSON ({e.Message}).");
         }
 
-        var checkpoint = FromFiles(shardNames.Select(s => Path.Combine(folder, s)).ToList());
+        return (shardNames.ToList(), expected);
+    }
+
+    private static void CheckIndex(SafetensorsCheckpoint checkpoint, Dictionary<string, string> expected, string indexPath)
+    {
         foreach (var (tensor, shard) in expected)
         {
             if (!checkpoint.Tensors.ContainsKey(tensor))
@@ -85,11 +117,11 @@ public sealed class SafetensorsCheckpoint : IDisposable
                 throw new MinnowException($"{indexPath}: tensor '{tensor}' is listed in shard {shard} but is not in it.");
             }
         }
-
-        return checkpoint;
     }
 
-    private static SafetensorsCheckpoint FromFiles(List<string> paths)
+    private static SafetensorsCheckpoint FromFiles(List<string> paths) => FromOpened(paths, p => p, SafetensorsFile.Open);
+
+    private static SafetensorsCheckpoint FromOpened(List<string> paths, Func<string, string> displayName, Func<string, SafetensorsFile> open)
     {
         var files = new List<SafetensorsFile>();
         var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -97,13 +129,13 @@ public sealed class SafetensorsCheckpoint : IDisposable
         {
             foreach (string path in paths)
             {
-                var file = SafetensorsFile.Open(path);
+                var file = open(path);
                 files.Add(file);
                 foreach (var (name, tensor) in file.Tensors)
                 {
                     if (!tensors.TryAdd(name, tensor))
                     {
-                        throw new MinnowException($"{path}: tensor '{name}' also appears in another shard.");
+                        throw new MinnowException($"{displayName(path)}: tensor '{name}' also appears in another shard.");
                     }
                 }
             }

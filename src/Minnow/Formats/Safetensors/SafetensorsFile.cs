@@ -29,9 +29,14 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    public static SafetensorsFile Open(string path)
+    /// <summary>The file's size in bytes.</summary>
+    public long Length => _file.Length;
+
+    public static SafetensorsFile Open(string path) => Open(MappedFile.Open(path));
+
+    /// <summary>Parses an opened file (a memory map, or a decrypted file in memory); takes ownership of it.</summary>
+    public static SafetensorsFile Open(MappedFile file)
     {
-        var file = MappedFile.Open(path);
         try
         {
             var (tensors, metadata) = Parse(file);
