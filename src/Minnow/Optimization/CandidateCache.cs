@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using System.Text.Json;
 
 namespace Minnow.Optimization;
@@ -20,7 +21,7 @@ public sealed class CandidateCache
         {
             try
             {
-                using var document = JsonDocument.Parse(File.ReadAllBytes(path));
+                using var document = JsonInput.ParseFile(path);
                 var root = document.RootElement;
                 if (root.TryGetProperty("key", out var k) && k.GetString() == key && root.TryGetProperty("candidates", out var list))
                 {
@@ -31,7 +32,7 @@ public sealed class CandidateCache
                     }
                 }
             }
-            catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException)
+            catch (Exception e) when (e is MinnowException or JsonException or InvalidOperationException or KeyNotFoundException or FormatException)
             {
                 // A damaged cache is only a lost shortcut: start afresh.
                 _entries.Clear();
