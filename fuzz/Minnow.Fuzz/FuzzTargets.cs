@@ -26,24 +26,24 @@ public static unsafe class FuzzTargets
         "llama2c", "llama2c-tokenizer", "optimize-cache",
     ];
 
-    /// <summary>The small Llama the fixtures use; its vocabulary is models/default's tokenizer's (2048).</summary>
+    /// <summary>The small Llama of the fixtures and seeds: a few kilobytes, so AFL mutates structure, not weights.</summary>
     public static readonly ModelShape TinyShape = new()
     {
         Name = "fuzz-tiny",
         Model = "minnow/fuzz-tiny",
         ModelType = "llama",
-        HiddenSize = 32,
-        IntermediateSize = 64,
+        HiddenSize = 16,
+        IntermediateSize = 32,
         Layers = 2,
-        Heads = 4,
-        KvHeads = 2,
-        VocabSize = 2048,
-        MaxPositions = 64,
+        Heads = 2,
+        KvHeads = 1,
+        VocabSize = 64,
+        MaxPositions = 32,
         NormEps = 1e-5,
         RopeTheta = 10000,
         TieEmbeddings = true,
-        BosTokenId = 2047,
-        EosTokenId = 2047,
+        BosTokenId = 1,
+        EosTokenId = 2,
     };
 
     public const string CacheKey = "fuzz-cache-key";

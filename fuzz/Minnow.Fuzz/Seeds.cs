@@ -13,7 +13,7 @@ namespace Minnow.Fuzz;
 /// its GGUF exports (with models/default's tokenizer), a llama2.c conversion, a PEFT adapter, tokenizer files and an
 /// optimize cache. Nothing from ../shared is copied; scripts/fuzz-seeds.sh may add mutation seeds from it locally.
 /// </summary>
-internal static class Seeds
+public static class Seeds
 {
     public static void Write(string output, string root)
     {
@@ -38,23 +38,47 @@ internal static class Seeds
         odd.Add("matrix", [2, 2], [1f, 2f, 3f, 4f], DType.BF16);
         odd.Save(Path.Combine(Dir("safetensors"), "odd.safetensors"));
 
+        // llama2.c: the same weights in run.c's layout, with a 64-piece tokenizer.bin (SentencePiece-style pieces and
+        // byte fallbacks); its GGUF exports carry that vocabulary, so the GGUF seeds exercise the tokenizer metadata too.
         string tiny = Path.Combine(work, "tiny-f32");
-        File.Copy(fixtures.TokenizerJson, Path.Combine(tiny, "tokenizer.json"), true);
-        File.Copy(fixtures.TokenizerConfig, Path.Combine(tiny, "tokenizer_config.json"), true);
-        foreach (string type in new[] { "f32", "f16", "q8_0", "q4_0", "q4_1", "q3_1_g32", "sparse-f16", "sparse-q8", "sparse-i8" })
+        string llama2c = Directory.CreateDirectory(Path.Combine(work, "llama2c")).FullName;
+        WriteLlama2c(Path.Combine(tiny, "model.safetensors"), Path.Combine(llama2c, "tiny.bin"), shape);
+        var pieces = new List<string> { "<unk>", "<s>", "</s>", "<0x0A>", "<0x20>", "<0xC3>", "<0xA9>", "<0xF0>" };
+        pieces.AddRange("abcdefghijklmnopqrstuvwxyz".Select(c => c.ToString()));
+        pieces.AddRange([" ", " t", " th", " the", " a", "on", "ce", " up", "ti", "me", " fish", "é", "🐟", "in", "er", "an", " s", " w", "ou", "ll", " o", " f", " b", " c", "ing", "ed"]);
+        pieces = pieces.Take(shape.VocabSize).ToList();
+        Llama2cTokenizerFile.Write(Path.Combine(llama2c, "tokenizer.bin"), pieces, [.. pieces.Select((_, i) => -(float)i)]);
+        File.Copy(Path.Combine(llama2c, "tiny.bin"), Path.Combine(Dir("llama2c"), "tiny.bin"), true);
+        File.Copy(Path.Combine(llama2c, "tokenizer.bin"), Path.Combine(Dir("llama2c-tokenizer"), "tokenizer.bin"), true);
+
+        foreach (string type in new[] { "f32", "f16", "q8_0", "q4_0", "sparse-f16", "sparse-q8", "sparse-i8" })
         {
             string gguf = Path.Combine(Dir("gguf"), $"tiny-{type}.gguf");
             var stderr = new StringWriter();
-            int code = MinnowCli.Run(["export", tiny, "--type", type, "--out", gguf], TextWriter.Null, stderr);
+            int code = MinnowCli.Run(["export", Path.Combine(llama2c, "tiny.bin"), "--type", type, "--out", gguf], TextWriter.Null, stderr);
             if (code != 0)
             {
                 Console.Error.WriteLine($"seed tiny-{type}.gguf not written: {stderr.ToString().Trim()}");
             }
         }
 
+        // Minnow's own group quantizations (q4_1 groups, int3) come from `quantize`.
+        string ids = Path.Combine(work, "ids.txt");
+        File.WriteAllText(ids, string.Join(' ', Enumerable.Range(0, 400).Select(i => (i * 7 % shape.VocabSize).ToString(System.Globalization.CultureInfo.InvariantCulture))));
+        foreach (string scheme in new[] { "int4", "int3" })
+        {
+            string gguf = Path.Combine(Dir("gguf"), $"tiny-{scheme}.gguf");
+            var stderr = new StringWriter();
+            int code = MinnowCli.Run(["quantize", tiny, "--scheme", scheme, "--group", "32", "--method", "rtn", "--ids", "--eval", ids, "--out", gguf], TextWriter.Null, stderr);
+            if (code != 0)
+            {
+                Console.Error.WriteLine($"seed tiny-{scheme}.gguf not written: {stderr.ToString().Trim()}");
+            }
+        }
+
         File.Copy(Path.Combine(tiny, "config.json"), Path.Combine(Dir("config"), "tiny-config.json"), true);
         File.WriteAllText(Path.Combine(Dir("config"), "tiny-config-scaled.json"), File.ReadAllText(Path.Combine(tiny, "config.json"))
-            .Replace("\"model_type\"", "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 32},\n  \"minnow_layer_heads\": [4, 4],\n  \"model_type\"", StringComparison.Ordinal));
+            .Replace("\"model_type\"", "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 32},\n  \"minnow_layer_heads\": [2, 2],\n  \"model_type\"", StringComparison.Ordinal));
         File.Copy(fixtures.TokenizerJson, Path.Combine(Dir("tokenizer-json"), "default-tokenizer.json"), true);
         File.Copy(fixtures.TokenizerConfig, Path.Combine(Dir("tokenizer-config"), "default-tokenizer_config.json"), true);
         File.WriteAllText(Path.Combine(Dir("tokenizer-config"), "chatml-tokenizer_config.json"),
@@ -62,14 +86,6 @@ internal static class Seeds
             "\"chat_template\": \"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}\"}");
         File.Copy(fixtures.AdapterConfig, Path.Combine(Dir("peft-config"), "adapter_config.json"), true);
         File.Copy(fixtures.AdapterWeights, Path.Combine(Dir("peft-safetensors"), "adapter_model.safetensors"), true);
-
-        WriteLlama2c(Path.Combine(tiny, "model.safetensors"), Path.Combine(Dir("llama2c"), "tiny.bin"), shape);
-
-        var pieces = new List<string> { "<unk>", "<s>", "</s>" };
-        pieces.AddRange(Enumerable.Range(0, 256).Select(b => $"<0x{b:X2}>"));
-        pieces.AddRange("abcdefghijklmnopqrstuvwxyz".Select(c => c.ToString()));
-        pieces.AddRange([" ", " the", " a", "on", "ce", " up", "ti", "me", " fish", "é", "🐟"]);
-        Llama2cTokenizerFile.Write(Path.Combine(Dir("llama2c-tokenizer"), "tokenizer.bin"), pieces, [.. pieces.Select((_, i) => -(float)i)]);
 
         string cachePath = Path.Combine(Dir("optimize-cache"), "cache.json");
         var cache = new CandidateCache(cachePath, FuzzTargets.CacheKey);

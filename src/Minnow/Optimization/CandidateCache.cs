@@ -50,10 +50,9 @@ public sealed class CandidateCache
     public void Put(Measurement measurement)
     {
         _entries[measurement.Name] = measurement;
-        string temporary = _path + $".{Environment.ProcessId}.tmp";
-        using (var stream = File.Create(temporary))
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        Formats.Safetensors.AtomicFile.Write(_path, stream =>
         {
+            using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
             w.WriteStartObject();
             w.WriteString("key", Key);
             w.WriteStartArray("candidates");
@@ -64,9 +63,7 @@ public sealed class CandidateCache
 
             w.WriteEndArray();
             w.WriteEndObject();
-        }
-
-        File.Move(temporary, _path, overwrite: true);
+        });
     }
 
     /// <summary>Writes a measurement as JSON (also the shape of report.json's entries).</summary>
