@@ -65,6 +65,15 @@ public static class FuzzProgram
                     return findings == 0 ? 0 : 1;
                 }
 
+            case "minimize":
+                {
+                    using var fixtures = new FuzzFixtures(root);
+                    byte[] data = Minimize(args[1], File.ReadAllBytes(args[2]), fixtures);
+                    File.WriteAllBytes(args[3], data);
+                    Console.WriteLine($"{args[2]}: {new FileInfo(args[2]).Length} -> {data.Length} bytes");
+                    return 0;
+                }
+
             case "seeds":
                 Seeds.Write(args[1], root);
                 return 0;
@@ -151,6 +160,47 @@ public static class FuzzProgram
         double rate = runs / watch.Elapsed.TotalSeconds;
         Console.WriteLine($"sweep {target}: {runs} executions in {watch.Elapsed.TotalSeconds:0} s ({rate:0.0}/s), {seen.Count} distinct findings");
         return seen.Count == 0 ? 0 : 1;
+    }
+
+    /// <summary>The failure signature of an input (exception type and the first Minnow frame), or null when it is refused cleanly.</summary>
+    private static string? Signature(string target, byte[] data, FuzzFixtures fixtures)
+    {
+        try
+        {
+            FuzzTargets.Run(target, data, fixtures);
+            return null;
+        }
+        catch (Exception e)
+        {
+            var frame = new StackTrace(e, fNeedFileInfo: false).GetFrames().FirstOrDefault(f => f.GetMethod()?.DeclaringType?.Namespace?.StartsWith("Minnow", StringComparison.Ordinal) == true);
+            return $"{e.GetType().Name} {frame?.GetMethod()?.DeclaringType?.Name}.{frame?.GetMethod()?.Name}";
+        }
+    }
+
+    /// <summary>Delta debugging: removes ever smaller chunks while the input still fails the same way.</summary>
+    private static byte[] Minimize(string target, byte[] data, FuzzFixtures fixtures)
+    {
+        string signature = Signature(target, data, fixtures) ?? throw new InvalidOperationException("the input does not fail");
+        int attempts = 0;
+        for (int chunk = Math.Max(1, data.Length / 2); chunk >= 1 && attempts < 4000; chunk /= 2)
+        {
+            for (int start = data.Length - chunk; start >= 0 && attempts < 4000; start -= chunk, attempts++)
+            {
+                byte[] candidate = [.. data.AsSpan(0, start), .. data.AsSpan(start + chunk)];
+                if (Signature(target, candidate, fixtures) == signature)
+                {
+                    data = candidate;
+                    start = Math.Min(start, data.Length - chunk + 1);
+                }
+            }
+
+            if (chunk == 1)
+            {
+                break;
+            }
+        }
+
+        return data;
     }
 
     private static void Save(string output, string target, byte[] data)

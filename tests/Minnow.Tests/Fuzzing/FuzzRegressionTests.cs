@@ -1,5 +1,5 @@
 using Minnow.Fuzz;
-using Minnow.Tests.Cli;
+using CommandLine = Minnow.Tests.Cli.Cli;
 
 namespace Minnow.Tests.Fuzzing;
 
@@ -79,10 +79,10 @@ public class FuzzRegressionTests(FuzzCorpusFixture corpus) : IClassFixture<FuzzC
         string? model = PlaceForCli(target, data);
         if (model != null)
         {
-            var result = Cli.Run("info", model);
+            var result = CommandLine.Run("info", model);
             if (result.ExitCode != 0)
             {
-                Cli.AssertCleanError(result);
+                CommandLine.AssertCleanError(result);
             }
         }
     }
