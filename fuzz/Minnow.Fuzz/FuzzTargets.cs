@@ -48,7 +48,7 @@ public static unsafe class FuzzTargets
 
     public const string CacheKey = "fuzz-cache-key";
 
-    private static readonly string[] s_texts = ["Once upon a time, a little fish swam.", "  héllo\t wörld 🐟 <|im_start|>user\n", ""];
+    private static readonly string[] s_texts = ["Once upon a time, a little fish swam.", "  héllo\t wörld 🐟 <|im_start|>user\n", "", new string('a', 40) + "!"];
 
     /// <summary>Runs one input through a target. Throws only for a finding (never for a clean refusal).</summary>
     public static void Run(string target, ReadOnlySpan<byte> data, FuzzFixtures fixtures)
