@@ -104,5 +104,6 @@ public static class MinnowCli
         }
     }
 
-    private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+    // Messages quote names from the user's files: printed through SafeText so a damaged file cannot put raw bytes on the terminal.
+    private static string OneLine(string message) => Minnow.Formats.SafeText.Of(message.ReplaceLineEndings(" ").Trim(), 2000);
 }

@@ -312,23 +312,7 @@ internal static class OptimizeCommand
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())));
     }
 
-    private static void WriteAtomically(string path, Action<Stream> write)
-    {
-        string temporary = path + $".{Environment.ProcessId}.tmp";
-        try
-        {
-            using (var stream = File.Create(temporary))
-            {
-                write(stream);
-            }
-
-            File.Move(temporary, path, overwrite: true);
-        }
-        finally
-        {
-            File.Delete(temporary);
-        }
-    }
+    private static void WriteAtomically(string path, Action<Stream> write) => Formats.Safetensors.AtomicFile.Write(path, write);
 
     private static string Quote(string path) => path.Contains(' ', StringComparison.Ordinal) ? $"\"{path}\"" : path;
 

@@ -658,18 +658,16 @@ internal static class QuantizeCommand
 
         public static void Quantize(TransformerModel model, Action<Formats.Gguf.GgufWriter>? tokenizer, string target, string type, CancellationToken ct)
         {
-            string folder = Path.GetDirectoryName(target)!;
-            Directory.CreateDirectory(folder);
-            string stem = $".{Path.GetFileName(target)}.{Environment.ProcessId}.{Guid.NewGuid():N}";
-            string source = Path.Combine(folder, stem + ".f32.tmp");
-            string quantized = Path.Combine(folder, stem + ".q.tmp");
+            string full = Path.GetFullPath(target);
+            string source = Formats.Safetensors.AtomicFile.TemporaryFor(full, ".f32");
+            string quantized = Formats.Safetensors.AtomicFile.TemporaryFor(full, ".q");
             try
             {
                 GgufExporter.Export(model, source, DType.F32, tokenizer, null, ct);
                 ct.ThrowIfCancellationRequested();
                 QuantizeFile(source, quantized, type);
                 ct.ThrowIfCancellationRequested();
-                File.Move(quantized, target, overwrite: true);
+                Formats.Safetensors.AtomicFile.Commit(quantized, full);
             }
             finally
             {

@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
@@ -208,17 +209,7 @@ public static class GgufTokenizerMetadata
     public static Vocabulary FromTokenizerJson(string path, int vocabSize)
     {
         string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true, MaxDepth = 256 });
-        }
-        catch (JsonException e)
-        {
-            throw new MinnowException($"{path}: invalid JSON ({e.Message.Split('\n')[0]}).");
-        }
-
-        using (doc)
+        using (var doc = JsonInput.ParseFile(path, new JsonDocumentOptions { AllowTrailingCommas = true, MaxDepth = 256 }))
         {
             var root = doc.RootElement;
             if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
@@ -639,10 +630,10 @@ public static class GgufTokenizerMetadata
 
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true });
+            using var doc = JsonInput.ParseFile(path, new JsonDocumentOptions { AllowTrailingCommas = true });
             return doc.RootElement.Clone();
         }
-        catch (JsonException)
+        catch (MinnowException)
         {
             return null;
         }

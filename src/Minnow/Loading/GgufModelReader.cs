@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using Minnow.Formats.Gguf;
 using Minnow.Kernels;
 using Minnow.Models;
@@ -112,7 +113,7 @@ public static unsafe class GgufModelReader
 
         int Required(string key) => m.TryGetInt($"{arch}.{key}", out int v)
             ? v
-            : throw new MinnowException($"{source}: GGUF metadata '{arch}.{key}' is missing.");
+            : throw new MinnowException($"{source}: GGUF metadata '{arch}.{SafeText.Of(key)}' is missing.");
 
         string embedName = arch == "gpt2" ? "wte.weight" : arch == "gptneox" ? "gpt_neox.embed_in.weight" : "model.embed_tokens.weight";
         int vocab = m.TryGetInt($"{arch}.vocab_size", out int vs) ? vs

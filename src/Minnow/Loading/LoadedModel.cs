@@ -392,9 +392,9 @@ public sealed class LoadedModel : IDisposable
             string index = System.IO.Path.Combine(path, "model.safetensors.index.json");
             if (File.Exists(index))
             {
-                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(index));
+                using var doc = Formats.JsonInput.ParseFile(index);
                 return doc.RootElement.GetProperty("weight_map").EnumerateObject()
-                    .Select(e => System.IO.Path.Combine(path, e.Value.GetString() ?? ""))
+                    .Select(e => System.IO.Path.Combine(path, e.Value.ValueKind == System.Text.Json.JsonValueKind.String ? e.Value.GetString()! : ""))
                     .Distinct(StringComparer.Ordinal)
                     .Where(File.Exists)
                     .ToList();

@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -220,19 +221,14 @@ public sealed record LoraConfig
             throw new MinnowException($"{path}: not found (a PEFT LoRA adapter folder holds {ConfigFile} and {WeightsFile}).");
         }
 
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(File.ReadAllBytes(path));
-        }
-        catch (JsonException e)
-        {
-            throw new MinnowException($"{path}: not valid JSON ({e.Message}).");
-        }
-
-        using (doc)
+        using (var doc = JsonInput.ParseFile(path))
         {
             var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                throw new MinnowException($"{path}: not a PEFT adapter config (the JSON is not an object).");
+            }
+
             string Text(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()! : "";
             bool Flag(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.True;
             bool Present(string name) => root.TryGetProperty(name, out var v) && v.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined) &&
@@ -411,30 +407,30 @@ public sealed unsafe class LoraAdapter : IDisposable
         {
             if (!LoraTargets.TryParsePeftName(name, out int layer, out var target, out bool isA))
             {
-                throw new MinnowException($"{weightsPath}: tensor '{name}' is not a LoRA weight of a Llama block " +
+                throw new MinnowException($"{weightsPath}: tensor '{SafeText.Of(name)}' is not a LoRA weight of a Llama block " +
                     "(expected base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight and the like).");
             }
 
             if (!config.Targets.Contains(target))
             {
-                throw new MinnowException($"{weightsPath}: tensor '{name}' adapts {LoraTargets.Name(target)}, which is not in target_modules of {LoraConfig.ConfigFile}.");
+                throw new MinnowException($"{weightsPath}: tensor '{SafeText.Of(name)}' adapts {LoraTargets.Name(target)}, which is not in target_modules of {LoraConfig.ConfigFile}.");
             }
 
             if (layer >= model.Layers)
             {
-                throw new MinnowException($"{weightsPath}: tensor '{name}' is for layer {layer} but the model has {model.Layers} layers.");
+                throw new MinnowException($"{weightsPath}: tensor '{SafeText.Of(name)}' is for layer {layer} but the model has {model.Layers} layers.");
             }
 
             var (outDim, inDim) = LoraTargets.Shape(model, layer, target);
             long[] expected = isA ? [config.Rank, inDim] : [outDim, config.Rank];
             if (t.Rank != 2 || t.Shape[0] != expected[0] || t.Shape[1] != expected[1])
             {
-                throw new MinnowException($"{weightsPath}: tensor '{name}' has shape {t.ShapeText} but the model expects [{expected[0]}, {expected[1]}] (r = {config.Rank}).");
+                throw new MinnowException($"{weightsPath}: tensor '{SafeText.Of(name)}' has shape {t.ShapeText} but the model expects [{expected[0]}, {expected[1]}] (r = {config.Rank}).");
             }
 
             if (t.Type is not (DType.F32 or DType.F16 or DType.BF16))
             {
-                throw new MinnowException($"{weightsPath}: tensor '{name}' is {t.Type.Name()}; LoRA weights must be F32, F16 or BF16.");
+                throw new MinnowException($"{weightsPath}: tensor '{SafeText.Of(name)}' is {t.Type.Name()}; LoRA weights must be F32, F16 or BF16.");
             }
 
             var entry = found.GetValueOrDefault((layer, target));

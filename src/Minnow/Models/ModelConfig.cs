@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using System.Text.Json;
 using Minnow.Kernels;
 
@@ -134,19 +135,17 @@ public sealed record ModelConfig
             throw new MinnowException($"{configPath}: file not found (a Hugging Face model folder needs config.json).");
         }
 
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath));
-            return FromHuggingFace(doc.RootElement, configPath);
-        }
-        catch (JsonException e)
-        {
-            throw new MinnowException($"{configPath}: not valid JSON ({e.Message}).");
-        }
+        using var doc = JsonInput.ParseFile(configPath);
+        return FromHuggingFace(doc.RootElement, configPath);
     }
 
     public static ModelConfig FromHuggingFace(JsonElement c, string source)
     {
+        if (c.ValueKind != JsonValueKind.Object)
+        {
+            throw new MinnowException($"{source}: not a model config (the JSON is not an object).");
+        }
+
         var config = FromHuggingFaceUniform(c, source);
         int[]? heads = OptIntArray(c, source, "minnow_layer_heads", config.Layers);
         int[]? kvHeads = OptIntArray(c, source, "minnow_layer_kv_heads", config.Layers);
@@ -178,7 +177,7 @@ public sealed record ModelConfig
                 {
                     int hidden = Int(c, source, "hidden_size");
                     int heads = Int(c, source, "num_attention_heads");
-                    int headDim = OptInt(c, "head_dim") ?? (hidden / heads);
+                    int headDim = OptInt(c, "head_dim") ?? (heads > 0 ? hidden / heads : 0);
                     return new ModelConfig
                     {
                         Architecture = Architecture.Llama,
@@ -207,7 +206,7 @@ public sealed record ModelConfig
                 {
                     int hidden = Int(c, source, "hidden_size");
                     int heads = Int(c, source, "num_attention_heads");
-                    int headDim = hidden / heads;
+                    int headDim = heads > 0 ? hidden / heads : 0;
                     double pct = OptDouble(c, "rotary_pct") ?? 1.0;
                     return new ModelConfig
                     {
@@ -219,7 +218,7 @@ public sealed record ModelConfig
                         Heads = heads,
                         KvHeads = heads,
                         HeadDim = headDim,
-                        RotaryDim = (int)(headDim * pct),
+                        RotaryDim = pct is >= 0 and <= 1 ? (int)(headDim * pct) : throw new MinnowException($"{source}: rotary_pct {pct} must be between 0 and 1."),
                         VocabSize = Int(c, source, "vocab_size"),
                         MaxPositions = OptInt(c, "max_position_embeddings") ?? 2048,
                         NormEps = (float)(OptDouble(c, "layer_norm_eps") ?? 1e-5),
@@ -245,7 +244,7 @@ public sealed record ModelConfig
                         Layers = Int(c, source, "n_layer"),
                         Heads = heads,
                         KvHeads = heads,
-                        HeadDim = hidden / heads,
+                        HeadDim = heads > 0 ? hidden / heads : 0,
                         RotaryDim = 0,
                         VocabSize = Int(c, source, "vocab_size"),
                         MaxPositions = OptInt(c, "n_positions") ?? OptInt(c, "n_ctx") ?? 1024,
@@ -262,6 +261,17 @@ public sealed record ModelConfig
         }
     }
 
+    /// <summary>Widest hidden, MLP or attention size a config may give.</summary>
+    public const int MaxWidth = 1 << 20;
+
+    public const int MaxLayers = 4096;
+
+    public const int MaxHeads = 4096;
+
+    public const int MaxVocabulary = 1 << 24;
+
+    public const int MaxContext = 1 << 24;
+
     /// <summary>Checks the numbers fit together (heads divide, sizes positive); throws a clear error otherwise.</summary>
     public void Validate(string source)
     {
@@ -270,12 +280,32 @@ public sealed record ModelConfig
             throw new MinnowException($"{source}: sizes must be positive (hidden {HiddenSize}, ffn {IntermediateSize}, layers {Layers}, heads {Heads}/{KvHeads}, vocab {VocabSize}).");
         }
 
+        // Limits no real model comes near; past them a damaged config would overflow a size or ask for memory
+        // that no file could fill before the weights' shapes are even compared with it.
+        if (HiddenSize > MaxWidth || IntermediateSize > MaxWidth || Layers > MaxLayers || Heads > MaxHeads || KvHeads > MaxHeads ||
+            HeadDim > MaxWidth || (long)Heads * HeadDim > MaxWidth || VocabSize > MaxVocabulary || MaxPositions <= 0 || MaxPositions > MaxContext)
+        {
+            throw new MinnowException($"{source}: impossible sizes (hidden {HiddenSize}, ffn {IntermediateSize}, layers {Layers}, heads {Heads}/{KvHeads} of {HeadDim}, " +
+                $"vocab {VocabSize}, context {MaxPositions}); the limits are {MaxWidth} wide, {MaxLayers} layers, {MaxHeads} heads, {MaxVocabulary} tokens, {MaxContext} positions.");
+        }
+
+        if (!float.IsFinite(NormEps) || NormEps < 0 || !double.IsFinite(RopeTheta) || RopeTheta <= 0)
+        {
+            throw new MinnowException($"{source}: norm epsilon {NormEps} and RoPE theta {RopeTheta} must be finite and positive.");
+        }
+
+        if (RopeScaling is { } scaling && (!(scaling.Factor > 0) || !double.IsFinite(scaling.Factor) || !(scaling.LowFreqFactor > 0) || !(scaling.HighFreqFactor > scaling.LowFreqFactor) ||
+            !double.IsFinite(scaling.HighFreqFactor) || scaling.OriginalMaxPositions <= 0))
+        {
+            throw new MinnowException($"{source}: rope_scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings > 0.");
+        }
+
         if (Heads % KvHeads != 0)
         {
             throw new MinnowException($"{source}: {Heads} attention heads are not a multiple of {KvHeads} key/value heads.");
         }
 
-        if (RotaryDim % 2 != 0 || RotaryDim > HeadDim)
+        if (RotaryDim < 0 || RotaryDim % 2 != 0 || RotaryDim > HeadDim)
         {
             throw new MinnowException($"{source}: rotary dimension {RotaryDim} must be even and at most the head size {HeadDim}.");
         }
@@ -357,7 +387,7 @@ public sealed record ModelConfig
         c.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i : null;
 
     private static double? OptDouble(JsonElement c, string key) =>
-        c.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
+        c.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) && double.IsFinite(d) ? d : null;
 
     private static bool? OptBool(JsonElement c, string key) =>
         c.TryGetProperty(key, out var v) && (v.ValueKind == JsonValueKind.True || v.ValueKind == JsonValueKind.False) ? v.GetBoolean() : null;

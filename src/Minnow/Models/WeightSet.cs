@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using Minnow.Tensors;
 
 namespace Minnow.Models;
@@ -30,7 +31,7 @@ public sealed unsafe class WeightSet : IDisposable
     public bool Has(string name) => _tensors.ContainsKey(name);
 
     public Tensor Get(string name) =>
-        _tensors.TryGetValue(name, out var t) ? t : throw new MinnowException($"{Source}: missing tensor '{name}'.");
+        _tensors.TryGetValue(name, out var t) ? t : throw new MinnowException($"{Source}: missing tensor '{SafeText.Of(name)}'.");
 
     /// <summary>A [rows, cols] matrix, checked against the shape the config implies.</summary>
     public Tensor Matrix(string name, int rows, int cols)
@@ -38,7 +39,7 @@ public sealed unsafe class WeightSet : IDisposable
         var t = Get(name);
         if (t.Rank != 2 || t.Shape[0] != rows || t.Shape[1] != cols)
         {
-            throw new MinnowException($"{Source}: tensor '{name}' has shape {t.ShapeText} but config.json implies [{rows}, {cols}].");
+            throw new MinnowException($"{Source}: tensor '{SafeText.Of(name)}' has shape {t.ShapeText} but config.json implies [{rows}, {cols}].");
         }
 
         return t;
@@ -53,12 +54,12 @@ public sealed unsafe class WeightSet : IDisposable
         var t = Get(name);
         if (t.Rank != 2 || t.Shape[0] != cols || t.Shape[1] != rows)
         {
-            throw new MinnowException($"{Source}: tensor '{name}' has shape {t.ShapeText} but config.json implies [{cols}, {rows}] (Conv1D layout).");
+            throw new MinnowException($"{Source}: tensor '{SafeText.Of(name)}' has shape {t.ShapeText} but config.json implies [{cols}, {rows}] (Conv1D layout).");
         }
 
         if (t.Type is not (DType.F32 or DType.F16 or DType.BF16))
         {
-            throw new MinnowException($"{Source}: tensor '{name}' is {t.Type.Name()}; Conv1D weights must be F32, F16 or BF16.");
+            throw new MinnowException($"{Source}: tensor '{SafeText.Of(name)}' is {t.Type.Name()}; Conv1D weights must be F32, F16 or BF16.");
         }
 
         int size = t.Type.BlockBytes();
@@ -87,7 +88,7 @@ public sealed unsafe class WeightSet : IDisposable
         var t = Get(name);
         if (t.ElementCount != n || t.Rank != 1)
         {
-            throw new MinnowException($"{Source}: tensor '{name}' has shape {t.ShapeText} but config.json implies [{n}].");
+            throw new MinnowException($"{Source}: tensor '{SafeText.Of(name)}' has shape {t.ShapeText} but config.json implies [{n}].");
         }
 
         var buffer = NativeBuffer.Floats(n);

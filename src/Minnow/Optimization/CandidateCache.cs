@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using System.Text.Json;
 
 namespace Minnow.Optimization;
@@ -20,7 +21,7 @@ public sealed class CandidateCache
         {
             try
             {
-                using var document = JsonDocument.Parse(File.ReadAllBytes(path));
+                using var document = JsonInput.ParseFile(path);
                 var root = document.RootElement;
                 if (root.TryGetProperty("key", out var k) && k.GetString() == key && root.TryGetProperty("candidates", out var list))
                 {
@@ -31,7 +32,7 @@ public sealed class CandidateCache
                     }
                 }
             }
-            catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException)
+            catch (Exception e) when (e is MinnowException or JsonException or InvalidOperationException or KeyNotFoundException or FormatException)
             {
                 // A damaged cache is only a lost shortcut: start afresh.
                 _entries.Clear();
@@ -49,10 +50,9 @@ public sealed class CandidateCache
     public void Put(Measurement measurement)
     {
         _entries[measurement.Name] = measurement;
-        string temporary = _path + $".{Environment.ProcessId}.tmp";
-        using (var stream = File.Create(temporary))
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        Formats.Safetensors.AtomicFile.Write(_path, stream =>
         {
+            using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
             w.WriteStartObject();
             w.WriteString("key", Key);
             w.WriteStartArray("candidates");
@@ -63,9 +63,7 @@ public sealed class CandidateCache
 
             w.WriteEndArray();
             w.WriteEndObject();
-        }
-
-        File.Move(temporary, _path, overwrite: true);
+        });
     }
 
     /// <summary>Writes a measurement as JSON (also the shape of report.json's entries).</summary>

@@ -56,7 +56,7 @@ public static class PrunedModelWriter
             string from = Path.Combine(source, file);
             if (File.Exists(from))
             {
-                File.Copy(from, Path.Combine(target, file), overwrite: true);
+                AtomicFile.Copy(from, Path.Combine(target, file));
             }
         }
     }

@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -35,17 +36,7 @@ internal static class HfTokenizerJson
     public static TextTokenizer Parse(byte[] tokenizerJson, string source, string? tokenizerConfig = null, string? modelConfig = null, string? generationConfig = null,
         string? chatTemplateFile = null)
     {
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(tokenizerJson, JsonOptions);
-        }
-        catch (JsonException e)
-        {
-            throw new MinnowException($"{source}: invalid JSON ({FirstLine(e.Message)}).", e);
-        }
-
-        using (doc)
+        using (var doc = JsonInput.Parse(tokenizerJson, source, JsonOptions))
         {
             try
             {
@@ -54,7 +45,7 @@ internal static class HfTokenizerJson
             }
             catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException or ArgumentException)
             {
-                throw new MinnowException($"{source}: unexpected content ({FirstLine(e.Message)}).", e);
+                throw new MinnowException($"{source}: unexpected content ({SafeText.Of(FirstLine(e.Message), 160)}).", e);
             }
         }
     }
@@ -66,14 +57,18 @@ internal static class HfTokenizerJson
             return null;
         }
 
-        try
+        using var doc = JsonInput.Parse(System.Text.Encoding.UTF8.GetBytes(json), name, JsonOptions);
+        return doc.RootElement.Clone();
+    }
+
+    /// <summary>Most ids a vocabulary may leave unused below its largest one.</summary>
+    private const int MaxUnusedIds = 1 << 20;
+
+    private static void CheckId(int id, string source)
+    {
+        if (id < 0)
         {
-            using var doc = JsonDocument.Parse(json, JsonOptions);
-            return doc.RootElement.Clone();
-        }
-        catch (JsonException e)
-        {
-            throw new MinnowException($"{name}: invalid JSON ({FirstLine(e.Message)}).", e);
+            throw new MinnowException($"{source}: token id {id} is negative.");
         }
     }
 
@@ -82,7 +77,7 @@ internal static class HfTokenizerJson
     private static TextTokenizer Build(JsonElement root, string source, JsonElement? tokenizerConfig, JsonElement? modelConfig, JsonElement? generationConfig,
         string? chatTemplateFile)
     {
-        if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
         {
             throw new MinnowException($"{source}: not a Hugging Face tokenizer.json (no \"model\").");
         }
@@ -90,7 +85,7 @@ internal static class HfTokenizerJson
         string type = Str(model, "type") ?? (model.TryGetProperty("merges", out _) ? "BPE" : "?");
         if (type != "BPE")
         {
-            throw new MinnowException($"{source}: tokenizer model \"{type}\" is not supported (Minnow supports BPE tokenizers).");
+            throw new MinnowException($"{source}: tokenizer model \"{SafeText.Of(type, 40)}\" is not supported (Minnow supports BPE tokenizers).");
         }
 
         if (!string.IsNullOrEmpty(Str(model, "continuing_subword_prefix")) || !string.IsNullOrEmpty(Str(model, "end_of_word_suffix")))
@@ -104,6 +99,7 @@ internal static class HfTokenizerJson
         foreach (var entry in model.GetProperty("vocab").EnumerateObject())
         {
             int id = entry.Value.GetInt32();
+            CheckId(id, source);
             vocab.TryAdd(entry.Name, id);
             byId.TryAdd(id, entry.Name);
         }
@@ -115,6 +111,7 @@ internal static class HfTokenizerJson
             foreach (var t in addedTokens.EnumerateArray())
             {
                 int id = t.GetProperty("id").GetInt32();
+                CheckId(id, source);
                 string content = Str(t, "content") ?? throw new MinnowException($"{source}: an added token has no content.");
                 bool special = Bool(t, "special", false);
                 added.Add(new AddedToken(content, id, special, Bool(t, "lstrip", false), Bool(t, "rstrip", false), Bool(t, "single_word", false)));
@@ -123,11 +120,19 @@ internal static class HfTokenizerJson
             }
         }
 
-        int vocabSize = byId.Count == 0 ? 0 : byId.Keys.Max() + 1;
-        if (vocabSize == 0)
+        long largestId = byId.Count == 0 ? -1 : byId.Keys.Max();
+        if (largestId < 0)
         {
             throw new MinnowException($"{source}: the vocabulary is empty.");
         }
+
+        // Ids index arrays of vocabSize entries: a few unused ids are tolerated, a damaged id asking for millions is not.
+        if (largestId >= (long)byId.Count + MaxUnusedIds)
+        {
+            throw new MinnowException($"{source}: token id {largestId} is far beyond the {byId.Count} tokens the file defines; the vocabulary is corrupt.");
+        }
+
+        int vocabSize = (int)largestId + 1;
 
         var tokens = new string[vocabSize];
         var kinds = new TokenKind[vocabSize];
@@ -149,7 +154,7 @@ internal static class HfTokenizerJson
                     int space = line.IndexOf(' ', 1);
                     if (space < 0)
                     {
-                        throw new MinnowException($"{source}: invalid merge \"{line}\".");
+                        throw new MinnowException($"{source}: invalid merge \"{SafeText.Of(line)}\".");
                     }
 
                     merges.Add((line[..space], line[(space + 1)..]));
@@ -160,7 +165,7 @@ internal static class HfTokenizerJson
                 }
                 else
                 {
-                    throw new MinnowException($"{source}: invalid merge {merge.GetRawText()}.");
+                    throw new MinnowException($"{source}: invalid merge {SafeText.Of(merge.GetRawText())}.");
                 }
             }
         }
@@ -331,7 +336,7 @@ internal static class HfTokenizerJson
                 case "Fuse":
                     break;
                 default:
-                    throw new MinnowException($"{source}: decoder \"{Str(e, "type")}\" is not supported.");
+                    throw new MinnowException($"{source}: decoder \"{SafeText.Of(Str(e, "type"), 40)}\" is not supported.");
             }
         }
 
@@ -450,7 +455,7 @@ internal static class HfTokenizerJson
                 // SentencePiece's compiled character map: identity for the Llama-family models that carry it.
                 return null;
             default:
-                throw new MinnowException($"{source}: normalizer \"{type}\" is not supported.");
+                throw new MinnowException($"{source}: normalizer \"{SafeText.Of(type, 40)}\" is not supported.");
         }
     }
 
@@ -510,7 +515,7 @@ internal static class HfTokenizerJson
             case "Punctuation":
                 return new SplitPreTokenizer(c => char.IsPunctuation(c) || (c < 128 && char.IsSymbol(c)), Behavior(Str(e, "behavior") ?? "Isolated", source));
             default:
-                throw new MinnowException($"{source}: pre-tokenizer \"{type}\" is not supported.");
+                throw new MinnowException($"{source}: pre-tokenizer \"{SafeText.Of(type, 40)}\" is not supported.");
         }
     }
 
@@ -521,7 +526,7 @@ internal static class HfTokenizerJson
         "MergedWithPrevious" => SplitBehavior.MergedWithPrevious,
         "MergedWithNext" => SplitBehavior.MergedWithNext,
         "Contiguous" => SplitBehavior.Contiguous,
-        _ => throw new MinnowException($"{source}: split behavior \"{name}\" is not supported."),
+        _ => throw new MinnowException($"{source}: split behavior \"{SafeText.Of(name, 40)}\" is not supported."),
     };
 
     /// <summary>Reads a {"pattern": {"String": ...}} or {"pattern": {"Regex": ...}} field.</summary>
@@ -549,7 +554,7 @@ internal static class HfTokenizerJson
             }
             catch (ArgumentException ex)
             {
-                throw new MinnowException($"tokenizer.json: the regex /{source}/ is not supported by .NET ({FirstLine(ex.Message)}).", ex);
+                throw new MinnowException($"tokenizer.json: the regex /{SafeText.Of(source)}/ is not supported by .NET ({SafeText.Of(FirstLine(ex.Message), 160)}).", ex);
             }
 
             return true;

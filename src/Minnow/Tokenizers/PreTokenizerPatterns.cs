@@ -37,6 +37,11 @@ internal static class PreTokenizerPatterns
 
     private static readonly Dictionary<string, Regex> Cache = [];
 
+    private const int MaxCached = 64;
+
+    /// <summary>Longest one pre-tokenizer match may take (real patterns take microseconds).</summary>
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(2);
+
     /// <summary>Compiles (and caches) a pre-tokenizer pattern; throws <see cref="ArgumentException"/> for syntax .NET does not support.</summary>
     public static Regex Create(string pattern)
     {
@@ -44,7 +49,14 @@ internal static class PreTokenizerPatterns
         {
             if (!Cache.TryGetValue(pattern, out var regex))
             {
-                regex = new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant);
+                // Patterns come from tokenizer files: a match timeout bounds a pathological one, and the cache is
+                // bounded so that many different files do not keep compiled patterns alive forever.
+                regex = new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant, MatchTimeout);
+                if (Cache.Count >= MaxCached)
+                {
+                    Cache.Clear();
+                }
+
                 Cache[pattern] = regex;
             }
 

@@ -85,20 +85,28 @@ internal class SplitPreTokenizer : PreTokenizer
         int previous = 0;
         if (_regex != null)
         {
-            foreach (var m in _regex.EnumerateMatches(piece))
+            try
             {
-                if (m.Length == 0)
+                foreach (var m in _regex.EnumerateMatches(piece))
                 {
-                    continue;
-                }
+                    if (m.Length == 0)
+                    {
+                        continue;
+                    }
 
-                if (m.Index > previous)
-                {
-                    runs.Add((previous, m.Index, _invert));
-                }
+                    if (m.Index > previous)
+                    {
+                        runs.Add((previous, m.Index, _invert));
+                    }
 
-                runs.Add((m.Index, m.Index + m.Length, !_invert));
-                previous = m.Index + m.Length;
+                    runs.Add((m.Index, m.Index + m.Length, !_invert));
+                    previous = m.Index + m.Length;
+                }
+            }
+            catch (RegexMatchTimeoutException)
+            {
+                // A pattern from a tokenizer file can backtrack catastrophically: refuse it instead of hanging.
+                throw new MinnowException($"the tokenizer's pre-tokenizer regex /{Formats.SafeText.Of(_regex.ToString())}/ takes too long on this text (over {_regex.MatchTimeout.TotalSeconds:0} s); the tokenizer file is damaged or hostile.");
             }
         }
         else

@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using System.Diagnostics.CodeAnalysis;
 using System.Text;
 using Minnow.Tensors;
@@ -60,7 +61,7 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
 
     public Tensor GetTensor(string name) => _byName.TryGetValue(name, out var t)
         ? t
-        : throw new MinnowException($"{FileName}: tensor '{name}' not found.");
+        : throw new MinnowException($"{FileName}: tensor '{SafeText.Of(name)}' not found.");
 
     public static GgufFile Open(string path) => Open(MappedFile.Open(path));
 
@@ -162,7 +163,7 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
             uint nDims = reader.ReadUInt32($"dimension count of tensor '{name}'");
             if (nDims > 8)
             {
-                throw new MinnowException($"{source}: tensor '{name}' has {nDims} dimensions (at most 8 are possible).");
+                throw new MinnowException($"{source}: tensor '{SafeText.Of(name)}' has {nDims} dimensions (at most 8 are possible).");
             }
 
             var dims = new long[nDims];
@@ -171,7 +172,7 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
                 ulong dim = reader.ReadUInt64($"shape of tensor '{name}'");
                 if (dim > int.MaxValue)
                 {
-                    throw new MinnowException($"{source}: tensor '{name}' has an impossible dimension {dim}.");
+                    throw new MinnowException($"{source}: tensor '{SafeText.Of(name)}' has an impossible dimension {dim}.");
                 }
 
                 dims[d] = (long)dim;
@@ -181,7 +182,7 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
             ulong offset = reader.ReadUInt64($"offset of tensor '{name}'");
             if (!names.Add(name))
             {
-                throw new MinnowException($"{source}: tensor '{name}' appears twice.");
+                throw new MinnowException($"{source}: tensor '{SafeText.Of(name)}' appears twice.");
             }
 
             infos[i] = (name, dims, type, offset);
@@ -203,18 +204,18 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
             long elements = 1;
             foreach (long d in dims)
             {
-                elements = d == 0 ? 0 : elements <= long.MaxValue / d ? elements * d : throw new MinnowException($"{source}: tensor '{name}' is impossibly large.");
+                elements = d == 0 ? 0 : elements <= long.MaxValue / d ? elements * d : throw new MinnowException($"{source}: tensor '{SafeText.Of(name)}' is impossibly large.");
             }
 
             long rowLength = dims.Length > 0 ? dims[0] : 1;
             if (rowLength % dtype.BlockSize() != 0)
             {
-                throw new MinnowException($"{source}: tensor '{name}' has rows of {rowLength} values, not a multiple of the {dtype.Name()} block size {dtype.BlockSize()}.");
+                throw new MinnowException($"{source}: tensor '{SafeText.Of(name)}' has rows of {rowLength} values, not a multiple of the {dtype.Name()} block size {dtype.BlockSize()}.");
             }
 
             if (offset % (ulong)alignment != 0)
             {
-                throw new MinnowException($"{source}: tensor '{name}' data offset {offset} is not a multiple of the alignment {alignment}.");
+                throw new MinnowException($"{source}: tensor '{SafeText.Of(name)}' data offset {offset} is not a multiple of the alignment {alignment}.");
             }
 
             long bytes;
@@ -222,13 +223,13 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
             {
                 if (dims.Length != 2 || dims[0] == 0 || offset > (ulong)(file.Length - dataOffset))
                 {
-                    throw new MinnowException($"{source}: tensor '{name}' is {dtype.Name()}, which must be a matrix with rows inside the file.");
+                    throw new MinnowException($"{source}: tensor '{SafeText.Of(name)}' is {dtype.Name()}, which must be a matrix with rows inside the file.");
                 }
 
                 bytes = SparseMatrix.Measure(dtype, file.Pointer + dataOffset + (long)offset, file.Length - dataOffset - (long)offset, checked((int)dims[1]), checked((int)dims[0]), out string? fault);
                 if (fault != null)
                 {
-                    throw new MinnowException($"{source}: tensor '{name}' is not a valid {dtype.Name()} matrix: {fault}.");
+                    throw new MinnowException($"{source}: tensor '{SafeText.Of(name)}' is not a valid {dtype.Name()} matrix: {fault}.");
                 }
             }
             else
@@ -239,7 +240,7 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
             if (offset > (ulong)file.Length || dataOffset + (long)offset + bytes > file.Length)
             {
                 decimal end = dataOffset + (decimal)offset + bytes;
-                throw new MinnowException($"{source}: truncated tensor data (tensor '{name}' ends at byte {end}, file has {file.Length}).");
+                throw new MinnowException($"{source}: truncated tensor data (tensor '{SafeText.Of(name)}' ends at byte {end}, file has {file.Length}).");
             }
 
             var shape = new long[dims.Length];
@@ -289,7 +290,7 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
                     {
                         0 => false,
                         1 => true,
-                        _ => throw new MinnowException($"{reader.Source}: metadata '{key}' has an invalid bool value {b}."),
+                        _ => throw new MinnowException($"{reader.Source}: metadata '{SafeText.Of(key)}' has an invalid bool value {b}."),
                     };
                 }
 
@@ -300,7 +301,7 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
             case GgufValueType.Array:
                 return ReadArray(ref reader, key, depth);
             default:
-                throw new MinnowException($"{reader.Source}: metadata '{key}' has an unknown value type {(uint)type}.");
+                throw new MinnowException($"{reader.Source}: metadata '{SafeText.Of(key)}' has an unknown value type {(uint)type}.");
         }
     }
 
@@ -308,7 +309,7 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
     {
         if (depth > 4)
         {
-            throw new MinnowException($"{reader.Source}: metadata '{key}' nests arrays too deeply.");
+            throw new MinnowException($"{reader.Source}: metadata '{SafeText.Of(key)}' nests arrays too deeply.");
         }
 
         var element = (GgufValueType)reader.ReadUInt32(key);
@@ -320,11 +321,11 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
             GgufValueType.UInt32 or GgufValueType.Int32 or GgufValueType.Float32 => 4,
             GgufValueType.UInt64 or GgufValueType.Int64 or GgufValueType.Float64 or GgufValueType.String => 8,
             GgufValueType.Array => 12,
-            _ => throw new MinnowException($"{reader.Source}: metadata '{key}' is an array of unknown type {(uint)element}."),
+            _ => throw new MinnowException($"{reader.Source}: metadata '{SafeText.Of(key)}' is an array of unknown type {(uint)element}."),
         };
         if (count > (ulong)(reader.Remaining / minSize) || count > int.MaxValue)
         {
-            throw new MinnowException($"{reader.Source}: truncated or corrupt file (metadata '{key}' claims {count} array elements, more than the remaining {reader.Remaining} bytes can hold).");
+            throw new MinnowException($"{reader.Source}: truncated or corrupt file (metadata '{SafeText.Of(key)}' claims {count} array elements, more than the remaining {reader.Remaining} bytes can hold).");
         }
 
         int n = (int)count;
@@ -405,7 +406,7 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
         {
             if (bytes > Length - Position)
             {
-                throw new MinnowException($"{Source}: truncated file (reading {what} at byte {Position} needs {bytes} bytes, file has {Length}).");
+                throw new MinnowException($"{Source}: truncated file (reading {SafeText.Of(what)} at byte {Position} needs {bytes} bytes, file has {Length}).");
             }
         }
 
@@ -444,7 +445,7 @@ public sealed unsafe class GgufFile : IDisposable, IMappedFileOwner
             ulong length = ReadUInt64(what);
             if (length > (ulong)Remaining || length > int.MaxValue)
             {
-                throw new MinnowException($"{Source}: corrupt string length {length} at byte {Position - 8} (reading {what}; file has {Length} bytes).");
+                throw new MinnowException($"{Source}: corrupt string length {length} at byte {Position - 8} (reading {SafeText.Of(what)}; file has {Length} bytes).");
             }
 
             string s = Encoding.UTF8.GetString(_data + Position, (int)length);

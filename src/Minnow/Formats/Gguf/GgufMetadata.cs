@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using System.Collections;
 using System.Diagnostics.CodeAnalysis;
 
@@ -93,7 +94,7 @@ public sealed class GgufMetadata : IReadOnlyCollection<KeyValuePair<string, Gguf
     public int GetInt(string key)
     {
         long l = GetLong(key);
-        return l is >= int.MinValue and <= int.MaxValue ? (int)l : throw new MinnowException($"{Source}: metadata '{key}' = {l} is out of range.");
+        return l is >= int.MinValue and <= int.MaxValue ? (int)l : throw new MinnowException($"{Source}: metadata '{SafeText.Of(key)}' = {l} is out of range.");
     }
 
     public int GetInt(string key, int defaultValue) => TryGetInt(key, out int i) ? i : defaultValue;
@@ -227,7 +228,7 @@ public sealed class GgufMetadata : IReadOnlyCollection<KeyValuePair<string, Gguf
     private MinnowException Missing(string key) => new($"{Source}: metadata key '{key}' is missing.");
 
     private MinnowException WrongType(string key, string expected) => _values.TryGetValue(key, out var v)
-        ? new MinnowException($"{Source}: metadata '{key}' has type {Describe(v)}, expected {expected}.")
+        ? new MinnowException($"{Source}: metadata '{SafeText.Of(key)}' has type {Describe(v)}, expected {expected}.")
         : Missing(key);
 
     private static string Describe(GgufValue v) => v.IsArray ? $"array of {v.ElementType}" : v.Type.ToString();

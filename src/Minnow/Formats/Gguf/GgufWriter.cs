@@ -67,35 +67,7 @@ public sealed unsafe class GgufWriter
     }
 
     /// <summary>Writes the file atomically (temporary file + rename).</summary>
-    public void Write(string path)
-    {
-        string full = Path.GetFullPath(path);
-        string directory = Path.GetDirectoryName(full) ?? ".";
-        Directory.CreateDirectory(directory);
-        string temp = Path.Combine(directory, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                WriteTo(stream);
-                stream.Flush(flushToDisk: true);
-            }
-
-            File.Move(temp, full, overwrite: true);
-        }
-        catch
-        {
-            try
-            {
-                File.Delete(temp);
-            }
-            catch (IOException)
-            {
-            }
-
-            throw;
-        }
-    }
+    public void Write(string path) => Safetensors.AtomicFile.Write(path, WriteTo);
 
     /// <summary>Writes the whole file to <paramref name="stream"/> (which must start at position 0 of the file).</summary>
     public void WriteTo(Stream stream)

@@ -78,15 +78,17 @@ public static class Llama2cTokenizerFile
     {
         ArgumentOutOfRangeException.ThrowIfNotEqual(scores.Count, pieces.Count, nameof(scores));
         byte[][] encoded = [.. pieces.Select(p => Encoding.UTF8.GetBytes(p))];
-        using var stream = new FileStream(path, FileMode.Create, FileAccess.Write);
-        using var w = new BinaryWriter(stream);
-        w.Write(encoded.Length == 0 ? 1 : Math.Max(1, encoded.Max(b => b.Length)));
-        for (int i = 0; i < encoded.Length; i++)
+        Safetensors.AtomicFile.Write(path, stream =>
         {
-            w.Write(scores[i]);
-            w.Write(encoded[i].Length);
-            w.Write(encoded[i]);
-        }
+            using var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
+            w.Write(encoded.Length == 0 ? 1 : Math.Max(1, encoded.Max(b => b.Length)));
+            for (int i = 0; i < encoded.Length; i++)
+            {
+                w.Write(scores[i]);
+                w.Write(encoded[i].Length);
+                w.Write(encoded[i]);
+            }
+        });
     }
 
     private static TextTokenizer Build(string[] pieces, float[] scores, byte[][] rawBytes)

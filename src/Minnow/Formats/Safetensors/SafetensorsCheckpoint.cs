@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using System.Text.Json;
 using Minnow.Tensors;
 
@@ -79,29 +80,24 @@ public sealed class SafetensorsCheckpoint : IDisposable
     {
         var shardNames = new SortedSet<string>(StringComparer.Ordinal);
         var expected = new Dictionary<string, string>(StringComparer.Ordinal);
-        try
+        using (var doc = JsonInput.Parse(json, indexPath))
         {
-            using var doc = JsonDocument.Parse(json);
-            if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
             {
                 throw new MinnowException($"{indexPath}: no weight_map object in the index.");
             }
 
             foreach (var entry in map.EnumerateObject())
             {
-                string shard = entry.Value.GetString() ?? "";
-                if (shard.Contains('/') || shard.Contains('\\'))
+                string shard = entry.Value.ValueKind == JsonValueKind.String ? entry.Value.GetString()! : "";
+                if (shard.Length == 0 || shard.Contains('/') || shard.Contains('\\') || shard is "." or "..")
                 {
-                    throw new MinnowException($"{indexPath}: shard name '{shard}' must be a file name in the same folder.");
+                    throw new MinnowException($"{indexPath}: shard name '{SafeText.Of(shard)}' of tensor '{SafeText.Of(entry.Name)}' must be a file name in the same folder.");
                 }
 
                 shardNames.Add(shard);
                 expected[entry.Name] = shard;
             }
-        }
-        catch (JsonException e)
-        {
-            throw new MinnowException($"{indexPath}: not valid JSON ({e.Message}).");
         }
 
         return (shardNames.ToList(), expected);

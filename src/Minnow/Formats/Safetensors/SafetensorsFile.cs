@@ -1,3 +1,4 @@
+using Minnow.Formats;
 using System.Buffers.Binary;
 using System.Text.Json;
 using Minnow.Tensors;
@@ -70,15 +71,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
         long dataStart = 8 + (long)headerLength;
         long dataLength = file.Length - dataStart;
-        JsonDocument header;
-        try
-        {
-            header = JsonDocument.Parse(new ReadOnlyMemory<byte>(file.Span(8, (int)headerLength).ToArray()));
-        }
-        catch (JsonException e)
-        {
-            throw new MinnowException($"{name}: the safetensors header is not valid JSON ({e.Message}).");
-        }
+        var header = JsonInput.Parse(file.Span(8, (int)headerLength).ToArray(), $"{name}: the safetensors header");
 
         var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -113,53 +106,63 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     private static Tensor ReadTensor(MappedFile file, string path, string tensorName, JsonElement info, long dataStart, long dataLength)
     {
+        string shown = SafeText.Of(tensorName);
         if (info.ValueKind != JsonValueKind.Object ||
             !info.TryGetProperty("dtype", out var dtypeElement) ||
             !info.TryGetProperty("shape", out var shapeElement) ||
             !info.TryGetProperty("data_offsets", out var offsetsElement) ||
+            dtypeElement.ValueKind != JsonValueKind.String ||
             shapeElement.ValueKind != JsonValueKind.Array || offsetsElement.ValueKind != JsonValueKind.Array ||
             offsetsElement.GetArrayLength() != 2)
         {
-            throw new MinnowException($"{path}: tensor '{tensorName}' has a malformed header entry (needs dtype, shape and two data_offsets).");
+            throw new MinnowException($"{path}: tensor '{shown}' has a malformed header entry (needs a dtype string, a shape array and two data_offsets).");
         }
 
-        string dtypeName = dtypeElement.GetString() ?? "";
+        string dtypeName = dtypeElement.GetString()!;
         DType type = dtypeName switch
         {
             "F32" => DType.F32,
             "F16" => DType.F16,
             "BF16" => DType.BF16,
-            _ => throw new MinnowException($"{path}: tensor '{tensorName}' has dtype {dtypeName}, which Minnow does not load (supported: F32, F16, BF16)."),
+            _ => throw new MinnowException($"{path}: tensor '{shown}' has dtype {SafeText.Of(dtypeName, 20)}, which Minnow does not load (supported: F32, F16, BF16)."),
         };
+
+        if (shapeElement.GetArrayLength() > 8)
+        {
+            throw new MinnowException($"{path}: tensor '{shown}' has {shapeElement.GetArrayLength()} dimensions (at most 8 are supported).");
+        }
 
         var shape = new long[shapeElement.GetArrayLength()];
         long elements = 1;
         int i = 0;
         foreach (var d in shapeElement.EnumerateArray())
         {
-            if (!d.TryGetInt64(out long dim) || dim < 0 || dim > int.MaxValue)
+            if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out long dim) || dim < 0 || dim > int.MaxValue)
             {
-                throw new MinnowException($"{path}: tensor '{tensorName}' has an invalid shape entry {d}.");
+                throw new MinnowException($"{path}: tensor '{shown}' has an invalid shape entry (dimension {i} must be an integer from 0 to {int.MaxValue}).");
             }
 
             shape[i++] = dim;
-            elements *= dim;
+            // The data must fit in the file, so a product beyond its length is refused before it can overflow.
+            elements = dim == 0 || elements == 0 ? 0 : elements <= dataLength / dim ? elements * dim : long.MaxValue;
         }
 
-        if (!offsetsElement[0].TryGetInt64(out long begin) || !offsetsElement[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+        if (offsetsElement[0].ValueKind != JsonValueKind.Number || offsetsElement[1].ValueKind != JsonValueKind.Number ||
+            !offsetsElement[0].TryGetInt64(out long begin) || !offsetsElement[1].TryGetInt64(out long end) || begin < 0 || end < begin)
         {
-            throw new MinnowException($"{path}: tensor '{tensorName}' has invalid data_offsets.");
+            throw new MinnowException($"{path}: tensor '{shown}' has invalid data_offsets (two integers, begin <= end).");
         }
 
         if (end > dataLength)
         {
-            throw new MinnowException($"{path}: tensor '{tensorName}' data ends at byte {end} but the file holds only {dataLength} bytes of data; the file is truncated or corrupt.");
+            throw new MinnowException($"{path}: tensor '{shown}' data ends at byte {end} but the file holds only {dataLength} bytes of data; the file is truncated or corrupt.");
         }
 
-        long expected = type.ByteCount(elements);
+        long expected = elements == long.MaxValue ? long.MaxValue : type.ByteCount(elements);
         if (end - begin != expected)
         {
-            throw new MinnowException($"{path}: tensor '{tensorName}' occupies {end - begin} bytes but {dtypeName} {string.Join("x", shape)} needs {expected}.");
+            string needs = elements == long.MaxValue ? "more than the whole file" : expected.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            throw new MinnowException($"{path}: tensor '{shown}' occupies {end - begin} bytes but {dtypeName} {string.Join("x", shape)} needs {needs}.");
         }
 
         return new Tensor(tensorName, type, shape, file.Pointer + dataStart + begin, file);

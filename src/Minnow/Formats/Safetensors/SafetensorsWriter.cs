@@ -172,15 +172,18 @@ public sealed class SafetensorsWriter
     }
 }
 
-/// <summary>Writes a file so that readers see either the old or the complete new content.</summary>
-public static class AtomicFile
+/// <summary>
+/// Writes a file so that readers see either the old or the complete new content, whatever happens meanwhile (kill -9,
+/// power loss, a full disk): the bytes go to a temporary file in the same folder (<c>.NAME.PID.ID.tmp</c>), are flushed
+/// to the disk, and the file is renamed over NAME; the folder is then synced so the rename itself is durable. A failed
+/// write deletes its temporary file, and the next write of NAME deletes those a killed process left behind.
+/// </summary>
+public static partial class AtomicFile
 {
     public static void Write(string path, Action<Stream> write)
     {
         string full = Path.GetFullPath(path);
-        string folder = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(folder);
-        string temp = Path.Combine(folder, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        string temp = TemporaryFor(full);
         try
         {
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
@@ -189,16 +192,14 @@ public static class AtomicFile
                 stream.Flush(flushToDisk: true);
             }
 
-            File.Move(temp, full, overwrite: true);
+            Commit(temp, full);
         }
-        catch
+        catch (Exception e)
         {
-            try
+            TryDelete(temp);
+            if (e is IOException io && !(e is FileNotFoundException or DirectoryNotFoundException))
             {
-                File.Delete(temp);
-            }
-            catch (IOException)
-            {
+                throw new MinnowException($"{full}: could not be written ({io.Message.TrimEnd('.')}); nothing was replaced.", io);
             }
 
             throw;
@@ -207,4 +208,134 @@ public static class AtomicFile
 
     public static void WriteAllText(string path, string text) =>
         Write(path, s => s.Write(new UTF8Encoding(false).GetBytes(text)));
+
+    /// <summary>Copies a file atomically (the copy is complete or absent).</summary>
+    public static void Copy(string source, string destination) =>
+        Write(destination, s =>
+        {
+            using var input = File.OpenRead(source);
+            input.CopyTo(s);
+        });
+
+    /// <summary>
+    /// A new temporary path beside <paramref name="full"/> (creating the folder), after deleting the temporary files
+    /// of earlier writes of the same file whose process is gone. <paramref name="suffix"/> tells several apart.
+    /// </summary>
+    public static string TemporaryFor(string full, string suffix = "")
+    {
+        string folder = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(folder);
+        CleanLeftovers(full);
+        return Path.Combine(folder, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}{suffix}.tmp");
+    }
+
+    /// <summary>Flushes <paramref name="temp"/> (written by other code) to the disk and renames it over <paramref name="full"/>.</summary>
+    public static void Commit(string temp, string full)
+    {
+        using (var stream = new FileStream(temp, FileMode.Open, FileAccess.ReadWrite, FileShare.None))
+        {
+            stream.Flush(flushToDisk: true);
+        }
+
+        File.Move(temp, full, overwrite: true);
+        SyncFolder(Path.GetDirectoryName(full)!);
+    }
+
+    /// <summary>Deletes the temporary files that killed writers of <paramref name="full"/> left (those of live processes stay).</summary>
+    public static int CleanLeftovers(string full)
+    {
+        string folder = Path.GetDirectoryName(full)!;
+        int removed = 0;
+        if (!Directory.Exists(folder))
+        {
+            return 0;
+        }
+
+        // ".NAME.PID.ID.tmp", and "..NAME.PID.ID.f32.tmp.PID.ID.tmp" for a temporary file written through this class.
+        string prefix = "." + Path.GetFileName(full) + ".";
+        foreach (string file in Directory.EnumerateFiles(folder, "*" + prefix + "*.tmp"))
+        {
+            string fileName = Path.GetFileName(file);
+            int start = fileName.StartsWith(prefix, StringComparison.Ordinal) ? prefix.Length
+                : fileName.StartsWith("." + prefix, StringComparison.Ordinal) ? prefix.Length + 1 : -1;
+            if (start < 0)
+            {
+                continue;
+            }
+
+            string rest = fileName[start..];
+            int dot = rest.IndexOf('.', StringComparison.Ordinal);
+            if (dot > 0 && int.TryParse(rest.AsSpan(0, dot), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) &&
+                pid != Environment.ProcessId && !ProcessIsAlive(pid) && TryDelete(file))
+            {
+                removed++;
+            }
+        }
+
+        return removed;
+    }
+
+    private static bool ProcessIsAlive(int pid)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            return Directory.Exists($"/proc/{pid}");
+        }
+
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    private static bool TryDelete(string file)
+    {
+        try
+        {
+            File.Delete(file);
+            return true;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>fsync of the folder, so that a rename survives a power loss (Linux; elsewhere the rename is enough).</summary>
+    private static void SyncFolder(string folder)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        int fd = Open(folder, 0 /* O_RDONLY */);
+        if (fd >= 0)
+        {
+            _ = Fsync(fd);
+            _ = Close(fd);
+        }
+    }
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "open", StringMarshalling = System.Runtime.InteropServices.StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "fsync")]
+    private static partial int Fsync(int fd);
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "close")]
+    private static partial int Close(int fd);
 }
