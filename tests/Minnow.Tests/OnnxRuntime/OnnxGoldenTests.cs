@@ -2,6 +2,7 @@ using Minnow.Export.Onnx;
 using Minnow.Loading;
 using Minnow.Models;
 using Minnow.OnnxRuntime;
+using Minnow.Tests.Cli;
 using Minnow.Tests.Models;
 
 namespace Minnow.Tests.OnnxRuntime;
@@ -103,28 +104,5 @@ public unsafe class OnnxGoldenTests
         }
 
         Assert.Equal(minnowTokens, ortTokens);
-    }
-}
-
-/// <summary>A temporary folder deleted with everything in it.</summary>
-internal sealed class TempFolder : IDisposable
-{
-    public TempFolder()
-    {
-        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "minnow-onnx-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(Path);
-    }
-
-    public string Path { get; }
-
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(Path, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
     }
 }

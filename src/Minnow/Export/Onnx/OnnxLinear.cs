@@ -87,8 +87,11 @@ internal sealed class MatMulNBitsWeights
     /// <summary>Packed uint8 zero points, or null for the default.</summary>
     public byte[]? ZeroPoints { get; init; }
 
-    /// <summary>Float zero points (same type as the scales), used when a group's minimum is not an integer multiple of its scale.</summary>
-    public float[]? FloatZeroPoints { get; init; }
+    /// <summary>
+    /// Groups' minimums m [N, k_blocks] when some minimum is not an integer multiple of its scale: then the zero points
+    /// are 0 and the graph adds m times each group's sum of inputs, so the weight is q·d + m exactly as Minnow's.
+    /// </summary>
+    public float[]? Minimums { get; init; }
 
     public int KBlocks => K / BlockSize;
 
@@ -105,12 +108,13 @@ internal sealed class MatMulNBitsWeights
             for (int b = 0; b < KBlocks; b++)
             {
                 float scale = Scales[(n * KBlocks) + b];
-                float zp = FloatZeroPoints?[(n * KBlocks) + b]
-                    ?? (ZeroPoints is null ? 1 << (Bits - 1) : Code(ZeroPoints.AsSpan(n * zpRowBytes, zpRowBytes), b, Bits));
+                float zp = ZeroPoints is null ? 1 << (Bits - 1) : Code(ZeroPoints.AsSpan(n * zpRowBytes, zpRowBytes), b, Bits);
+                float minimum = Minimums?[(n * KBlocks) + b] ?? 0;
                 var codes = B.AsSpan(((n * KBlocks) + b) * blob, blob);
                 for (int j = 0; j < BlockSize; j++)
                 {
-                    w[((long)n * K) + (b * BlockSize) + j] = (Code(codes, j, Bits) - zp) * scale;
+                    float value = (Code(codes, j, Bits) - zp) * scale;
+                    w[((long)n * K) + (b * BlockSize) + j] = Minimums is null ? value : value + minimum;
                 }
             }
         }
@@ -123,8 +127,8 @@ internal sealed class MatMulNBitsWeights
 
     /// <summary>
     /// Carries a block-quantized layer over as it is: Q8_0 → 8 bits (code + 128, default zero point 128); Q4_0 → 4 bits
-    /// (default zero point 8); INT4/INT3 groups → 4 bits with one zero point per group, −m/d when that is an integer
-    /// (then exact in uint8), otherwise as a float zero point.
+    /// (default zero point 8); INT4/INT3 groups → 4 bits with one uint8 zero point per group, −m/d, when every m is an
+    /// integer multiple of its d; otherwise zero points 0 and the minimums beside (<see cref="Minimums"/>).
     /// </summary>
     public static MatMulNBitsWeights FromBlocks(OnnxLinear linear)
     {
@@ -192,28 +196,17 @@ internal sealed class MatMulNBitsWeights
             zeroPoints[i] = integral ? (byte)z : (byte)0;
         }
 
-        if (integral)
+        int zpRowBytes = (kBlocks + 1) / 2;
+        var packed = new byte[n * zpRowBytes];
+        for (int r = 0; r < n && integral; r++)
         {
-            int zpRowBytes = (kBlocks + 1) / 2;
-            var packed = new byte[n * zpRowBytes];
-            for (int r = 0; r < n; r++)
+            for (int g = 0; g < kBlocks; g++)
             {
-                for (int g = 0; g < kBlocks; g++)
-                {
-                    packed[(r * zpRowBytes) + (g / 2)] |= (byte)(zeroPoints[(r * kBlocks) + g] << (4 * (g & 1)));
-                }
+                packed[(r * zpRowBytes) + (g / 2)] |= (byte)(zeroPoints[(r * kBlocks) + g] << (4 * (g & 1)));
             }
-
-            return new MatMulNBitsWeights { Bits = 4, BlockSize = blockSize, N = n, K = k, B = b, Scales = scales, ZeroPoints = packed };
         }
 
-        var floatZeroPoints = new float[minimums.Length];
-        for (int i = 0; i < minimums.Length; i++)
-        {
-            floatZeroPoints[i] = scales[i] == 0 ? 0 : -minimums[i] / scales[i];
-        }
-
-        return new MatMulNBitsWeights { Bits = 4, BlockSize = blockSize, N = n, K = k, B = b, Scales = scales, FloatZeroPoints = floatZeroPoints };
+        return new MatMulNBitsWeights { Bits = 4, BlockSize = blockSize, N = n, K = k, B = b, Scales = scales, ZeroPoints = packed, Minimums = integral ? null : minimums };
     }
 
     /// <summary>32 codes, element 2i in the low nibble of byte i and 2i + 1 in its high nibble (MatMulNBits' packing).</summary>
