@@ -233,8 +233,9 @@ public static class OnnxExporter
 
                 string fused = p + "attention.query_key_value";
                 string h = LayerNorm(x, p + "input_layernorm");
-                string q = Linear(h, Part(fused, QkvRows(0), "q"));
-                string k = Linear(h, Part(fused, QkvRows(1), "k"));
+                int[] rope = RopeRows(heads) ?? Enumerable.Range(0, qDim).ToArray();
+                string q = Linear(h, Part(fused, rope.Select(i => QkvRows(0)[i]).ToArray(), "q"));
+                string k = Linear(h, Part(fused, rope.Select(i => QkvRows(1)[i]).ToArray(), "k"));
                 string v = Linear(h, Part(fused, QkvRows(2), "v"));
                 string attn = Linear(Attention(l, q, k, v), Rows(p + "attention.dense", null, _w.Has(p + "attention.dense.bias")));
                 string mlpIn = c.ParallelResidual ? LayerNorm(x, p + "post_attention_layernorm") : "";
