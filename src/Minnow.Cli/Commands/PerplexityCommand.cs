@@ -64,6 +64,11 @@ internal static class PerplexityCommand
                 throw new MinnowException($"{inputFile}: file not found.");
             }
 
+            if (OnnxModelCommands.IsOnnx(r.GetValue(model)))
+            {
+                return OnnxModelCommands.Perplexity(Out(r), Err(r), r.GetValue(model)!, textFile, idsFile, r.GetValue(ctx), maxChunks, r.GetValue(bos), r.GetValue(json), ct);
+            }
+
             using var loaded = LoadedModel.Open(DefaultModel.Resolve(r.GetValue(model)));
             using var lora = FinetuneCommand.AttachAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);
