@@ -180,12 +180,20 @@ internal static class OnnxModelCommands
                 {
                     w.WriteString("text", tokenizer.Decode(produced, skipSpecialTokens: true));
                 }
+                else
+                {
+                    w.WriteNull("text");
+                }
 
-                w.Ints("prompt_ids", prompt);
-                w.Ints("ids", produced);
-                w.Number("time_to_first_token_seconds", firstToken);
-                w.Number("decode_tokens_per_second", decodeRate);
+                w.Ints("token_ids", produced);
+                w.WriteNumber("prompt_tokens", prompt.Length);
+                w.WriteNumber("generated_tokens", produced.Count);
+                w.Number("tokens_per_second", decodeRate);
+                w.Number("prefill_tokens_per_second", prompt.Length / Math.Max(1e-9, firstToken));
+                w.Number("ttft_ms", firstToken * 1000);
                 w.Number("seconds", seconds);
+                w.WriteString("stop_reason", produced.Count >= maxTokens ? "length" : decoder.Length >= context ? "context" : "eos");
+                w.WriteNumber("peak_memory_bytes", PeakMemoryBytes());
             });
         }
         else
