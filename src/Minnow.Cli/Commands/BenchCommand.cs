@@ -22,11 +22,16 @@ internal static class BenchCommand
 {
     private const string MinnowEngineName = "minnow";
     private const string LlamaCppEngineName = "llama.cpp";
+    private const string OnnxRuntimeEngineName = "onnxruntime";
 
     public static Command Create()
     {
         var model = ModelArgument();
-        var vs = new Option<string?>("--vs") { Description = "Also run this engine on the same GGUF file and compare: llama.cpp." };
+        var vs = new Option<string?>("--vs")
+        {
+            Description = "Also run these engines on the same model and compare: llama.cpp (the same GGUF file), onnxruntime (that model exported to ONNX, " +
+                "quantized weights as they are), or both: llama.cpp,onnxruntime.",
+        };
         var threads = new Option<int>("--threads", "-t") { Description = "Threads for each engine.", DefaultValueFactory = _ => 2 };
         var prompt = new Option<int>("--prompt", "-p") { Description = "Prompt tokens (evaluated in one batch).", DefaultValueFactory = _ => 128 };
         var gen = new Option<int>("--gen", "-n") { Description = "Tokens decoded one at a time after the prompt.", DefaultValueFactory = _ => 64 };
@@ -78,6 +83,11 @@ internal static class BenchCommand
                 KvCache = ParseKvCache(r.GetValue(kvCache) ?? "f16"),
             };
             settings.Validate();
+            if (r.GetValue(singleRun) && string.Equals(r.GetValue(engine), OnnxRuntimeEngineName, StringComparison.OrdinalIgnoreCase))
+            {
+                return SingleRun(r, OnnxRuntimeEngineName, Path.GetFullPath(DefaultModel.Resolve(r.GetValue(model))), r.GetValue(idsFile), settings, ct);
+            }
+
             string modelPath = LoadedModel.ResolveModelPath(Path.GetFullPath(DefaultModel.Resolve(r.GetValue(model))));
             int[]? batches = r.GetValue(batch) is { } batchText ? BenchBatches.ParseList(batchText) : null;
             if (batches is not null && settings.Gen < 2)
@@ -97,11 +107,8 @@ internal static class BenchCommand
                 return SingleRun(r, r.GetValue(engine), modelPath, r.GetValue(idsFile), settings, ct);
             }
 
-            string? peer = r.GetValue(vs);
-            if (peer is not null && !peer.Equals(LlamaCppEngineName, StringComparison.OrdinalIgnoreCase) && !peer.Equals("llamacpp", StringComparison.OrdinalIgnoreCase))
-            {
-                throw new MinnowException($"--vs must be llama.cpp (got '{peer}').");
-            }
+            var peers = ParsePeers(r.GetValue(vs));
+            string? peer = peers.Contains(LlamaCppEngineName) ? LlamaCppEngineName : null;
 
             string? textFile = r.GetValue(agreementText);
             if (textFile is not null && !File.Exists(textFile))
@@ -122,7 +129,8 @@ internal static class BenchCommand
                 throw new MinnowException($"--type {typeText}: llama.cpp cannot read Minnow's sparse types; compare with --vs llama.cpp on f16 or q8_0.");
             }
 
-            return Compare(r, modelPath, peer is not null, exportType, settings, textFile, r.GetValue(noAgreement) ? 0 : checkTokens, r.GetValue(json), batches, ct);
+            return Compare(r, modelPath, peers.Contains(LlamaCppEngineName), peers.Contains(OnnxRuntimeEngineName), exportType, settings, textFile, r.GetValue(noAgreement) ? 0 : checkTokens,
+                r.GetValue(json), batches, ct);
         });
         return command;
     }
@@ -178,7 +186,24 @@ internal static class BenchCommand
     /// <summary>One child's measurement.</summary>
     private sealed record Measurement(string Engine, double PrefillTokS, double DecodeTokS, double TtftMs, double PeakRssMb, double LoadMs);
 
-    private static int Compare(ParseResult r, string modelPath, bool withLlamaCpp, DType? exportType, Settings s, string? textFile, int checkTokens,
+    /// <summary>The engines named by --vs ("llama.cpp", "onnxruntime", or both separated by commas).</summary>
+    internal static HashSet<string> ParsePeers(string? text)
+    {
+        var peers = new HashSet<string>(StringComparer.Ordinal);
+        foreach (string part in (text ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            peers.Add(part.ToLowerInvariant() switch
+            {
+                "llama.cpp" or "llamacpp" => LlamaCppEngineName,
+                "onnxruntime" or "ort" or "onnx" => OnnxRuntimeEngineName,
+                _ => throw new MinnowException($"--vs must be llama.cpp, onnxruntime or llama.cpp,onnxruntime (got '{text}')."),
+            });
+        }
+
+        return peers;
+    }
+
+    private static int Compare(ParseResult r, string modelPath, bool withLlamaCpp, bool withOrt, DType? exportType, Settings s, string? textFile, int checkTokens,
         bool asJson, int[]? batches, CancellationToken ct)
     {
         var err = Err(r);
@@ -188,13 +213,13 @@ internal static class BenchCommand
             // Both engines run on the same GGUF file: export one when MODEL is something else.
             string benchFile = modelPath;
             var format = ModelLoader.DetectFormat(modelPath);
-            if (textFile is not null && withLlamaCpp && checkTokens > 0 && !HasTokenizer(modelPath, format))
+            if (textFile is not null && (withLlamaCpp || withOrt) && checkTokens > 0 && !HasTokenizer(modelPath, format))
             {
                 throw new MinnowException($"{modelPath}: the model has no tokenizer, so --agreement-text cannot be tokenized; leave it out to check on a sequence sampled from the model.");
             }
 
             string? exportedFrom = null;
-            if (format != ModelFormat.Gguf && (withLlamaCpp || exportType is not null))
+            if (format != ModelFormat.Gguf && (withLlamaCpp || withOrt || exportType is not null))
             {
                 var dtype = exportType ?? DType.F32;
                 tempFolder = Path.Combine(Path.GetTempPath(), $"minnow-bench-{Environment.ProcessId}-{Guid.NewGuid():N}");
@@ -230,9 +255,18 @@ internal static class BenchCommand
 
             long weightBytes = MinnowEngine.DecodeWeightBytes(loaded.Model);
             string dtypeText = loaded.Facts.DType;
+            string? onnxFolder = null;
+            if (withOrt)
+            {
+                // The very model Minnow runs, exported to ONNX with its quantized weights as they are (MatMulNBits).
+                onnxFolder = Path.Combine(tempFolder, "onnx");
+                err.WriteLine($"exporting {benchFile} to a temporary ONNX model ...");
+                OnnxBench.Export(loaded, onnxFolder, ct);
+            }
 
             var minnowRuns = new List<Measurement>();
             var llamaRuns = new List<Measurement>();
+            var ortRuns = new List<Measurement>();
             for (int run = 0; run < s.Runs; run++)
             {
                 ct.ThrowIfCancellationRequested();
@@ -243,15 +277,29 @@ internal static class BenchCommand
                     llamaRuns.Add(RunChild(LlamaCppEngineName, benchFile, idsPath, s, ct));
                     err.WriteLine($"run {run + 1}/{s.Runs} llama.cpp: {Describe(llamaRuns[^1])}");
                 }
+
+                if (onnxFolder is not null)
+                {
+                    ortRuns.Add(RunChild(OnnxRuntimeEngineName, onnxFolder, idsPath, s, ct));
+                    err.WriteLine($"run {run + 1}/{s.Runs} onnxruntime: {Describe(ortRuns[^1])}");
+                }
             }
 
             var minnow = Median(MinnowEngineName, minnowRuns);
             var llama = withLlamaCpp ? Median(LlamaCppEngineName, llamaRuns) : null;
+            var ort = onnxFolder is not null ? Median(OnnxRuntimeEngineName, ortRuns) : null;
             LogitAgreement? agreement = null;
             string? agreementSource = null;
             if (withLlamaCpp && checkTokens > 0)
             {
                 (agreement, agreementSource) = Agreement(loaded, benchFile, textFile, checkTokens, special, s, err, ct);
+            }
+
+            LogitAgreement? ortAgreement = null;
+            string? ortAgreementSource = null;
+            if (onnxFolder is not null && checkTokens > 0)
+            {
+                (ortAgreement, ortAgreementSource) = OnnxBench.Agreement(loaded, onnxFolder, textFile, checkTokens, special, s.Seed, s.Threads, err, ct);
             }
 
             double bandwidth(Measurement m) => weightBytes * m.DecodeTokS / 1e9;
@@ -312,6 +360,40 @@ internal static class BenchCommand
                         w.WriteString("agreement_source", agreementSource);
                         w.WriteBoolean("agreement_ok", AgreementOk(agreement));
                     }
+
+                    if (ort is not null)
+                    {
+                        w.WriteStartObject("onnxruntime");
+                        WriteMeasurement(w, ort, bandwidth(ort));
+                        w.WriteStartArray("runs");
+                        foreach (var m in ortRuns)
+                        {
+                            w.WriteStartObject();
+                            WriteMeasurement(w, m, bandwidth(m));
+                            w.WriteEndObject();
+                        }
+
+                        w.WriteEndArray();
+                        w.Number("ratio_decode", minnow.DecodeTokS / ort.DecodeTokS);
+                        w.Number("ratio_prefill", minnow.PrefillTokS / ort.PrefillTokS);
+                        w.Number("ratio_ttft", minnow.TtftMs / ort.TtftMs);
+                        w.Number("ratio_peak_rss", minnow.PeakRssMb / ort.PeakRssMb);
+                        if (ortAgreement is not null)
+                        {
+                            w.Number("argmax_agreement", ortAgreement.ArgmaxAgreement);
+                            w.Number("ppl_minnow", ortAgreement.PerplexityA);
+                            w.Number("ppl_onnxruntime", ortAgreement.PerplexityB);
+                            w.Number("ppl_relative_difference", ortAgreement.PerplexityRelativeDifference);
+                            w.Number("max_abs_logit_difference", ortAgreement.MaxAbsDifference);
+                            w.Number("argmax_agreement_clear", ortAgreement.ClearArgmaxAgreement);
+                            w.WriteNumber("clear_positions", ortAgreement.ClearPositions);
+                            w.WriteNumber("agreement_tokens", ortAgreement.Positions);
+                            w.WriteString("agreement_source", ortAgreementSource);
+                            w.WriteBoolean("agreement_ok", AgreementOk(ortAgreement));
+                        }
+
+                        w.WriteEndObject();
+                    }
                 });
             }
             else
@@ -329,7 +411,22 @@ internal static class BenchCommand
                         $"TTFT {F(minnow.TtftMs / llama.TtftMs, "0.00")}×, peak RSS {F(minnow.PeakRssMb / llama.PeakRssMb, "0.00")}×");
                 }
 
+                if (ort is not null)
+                {
+                    Row(ort);
+                    output.WriteLine($"minnow / onnxruntime: decode {F(minnow.DecodeTokS / ort.DecodeTokS, "0.00")}×, prefill {F(minnow.PrefillTokS / ort.PrefillTokS, "0.00")}×, " +
+                        $"TTFT {F(minnow.TtftMs / ort.TtftMs, "0.00")}×, peak RSS {F(minnow.PeakRssMb / ort.PeakRssMb, "0.00")}×");
+                }
+
                 output.WriteLine($"decode reads {Bytes(weightBytes)} of weights per token");
+                if (ortAgreement is not null)
+                {
+                    output.WriteLine($"onnxruntime agreement on {ortAgreement.Positions} tokens ({ortAgreementSource}): argmax {F(ortAgreement.ArgmaxAgreement * 100, "0.0")}%, " +
+                        $"where minnow's top two are > 0.1 apart {F(ortAgreement.ClearArgmaxAgreement * 100, "0.0")}% of {ortAgreement.ClearPositions}; perplexity minnow " +
+                        $"{F(ortAgreement.PerplexityA, "0.000")} vs onnxruntime {F(ortAgreement.PerplexityB, "0.000")} ({F(ortAgreement.PerplexityRelativeDifference * 100, "0.000")}% apart) — " +
+                        (AgreementOk(ortAgreement) ? "ok" : "NOT within ≥ 99% argmax and ≤ 1% perplexity"));
+                }
+
                 if (agreement is not null)
                 {
                     output.WriteLine($"agreement on {agreement.Positions} tokens ({agreementSource}): argmax {F(agreement.ArgmaxAgreement * 100, "0.0")}% of positions, " +
@@ -478,6 +575,16 @@ internal static class BenchCommand
                     break;
                 }
 
+            case OnnxRuntimeEngineName:
+                {
+                    using var decoder = Minnow.OnnxRuntime.OrtDecoder.Open(modelPath, s.Threads);
+                    loadMs = watch.Elapsed.TotalMilliseconds;
+                    Minnow.OnnxRuntime.OrtBenchmark.Run(decoder, warmPrompt, warmDecode, ct);
+                    Minnow.OnnxRuntime.OrtBenchmark.Run(decoder, warmPrompt, warmDecode, ct);
+                    run = Minnow.OnnxRuntime.OrtBenchmark.Run(decoder, prompt, decode, ct);
+                    break;
+                }
+
             case LlamaCppEngineName:
                 {
                     using var model = LlamaCppModel.Load(modelPath, new LlamaCppOptions { Threads = s.Threads, ContextSize = s.Context, BatchSize = s.Prompt });
@@ -497,7 +604,7 @@ internal static class BenchCommand
                 }
 
             default:
-                throw new MinnowException($"--engine must be {MinnowEngineName} or {LlamaCppEngineName} (got '{engine}').");
+                throw new MinnowException($"--engine must be {MinnowEngineName}, {LlamaCppEngineName} or {OnnxRuntimeEngineName} (got '{engine}').");
         }
 
         double peakMb = ProcessMemory.PeakResidentBytes() / (1024.0 * 1024.0);

@@ -92,6 +92,11 @@ internal static class GenerateCommand
                 throw new MinnowException($"--max-tokens must be ≥ 0 (got {max}).");
             }
 
+            if (OnnxModelCommands.IsOnnx(r.GetValue(model)))
+            {
+                return OnnxModelCommands.Generate(Out(r), Err(r), r.GetValue(model)!, text, ids, r.GetValue(maxTokens), sampling, r.GetValue(ignoreEos), asJson, ct);
+            }
+
             using var loaded = package.Open(r, DefaultModel.Resolve(r.GetValue(model)));
             WriteNotes(Err(r), loaded.Notes);
             using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));

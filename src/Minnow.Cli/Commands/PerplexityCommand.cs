@@ -67,6 +67,11 @@ internal static class PerplexityCommand
                 throw new MinnowException($"{inputFile}: file not found.");
             }
 
+            if (OnnxModelCommands.IsOnnx(r.GetValue(model)))
+            {
+                return OnnxModelCommands.Perplexity(Out(r), Err(r), r.GetValue(model)!, textFile, idsFile, r.GetValue(ctx), maxChunks, r.GetValue(bos), r.GetValue(json), ct);
+            }
+
             using var loaded = package.Open(r, DefaultModel.Resolve(r.GetValue(model)));
             using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);

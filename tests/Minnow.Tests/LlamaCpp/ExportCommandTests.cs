@@ -55,7 +55,7 @@ public sealed class ExportCommandTests
         using var temp = new TempFolder();
         string model = temp.CopyGolden("llama");
         CliRunner.AssertFails(["export", model, "--out", temp.File("x.gguf"), "--type", "q5_k"], "--type must be f32, f16, q8_0, q4_0, sparse-f16, sparse-i8 or sparse-q8", "q5_k");
-        CliRunner.AssertFails(["export", model, "--out", temp.File("x.gguf"), "--format", "onnx"], "--format must be gguf");
+        CliRunner.AssertFails(["export", model, "--out", temp.File("x.gguf"), "--format", "tflite"], "--format must be gguf");
         CliRunner.AssertFails(["export", model, "--out", temp.Path], "is a folder");
         CliRunner.AssertFails(["export", temp.File("missing"), "--out", temp.File("x.gguf")], "missing");
         Assert.False(File.Exists(temp.File("x.gguf")));
