@@ -37,7 +37,7 @@ public static class Program
         var selected = discovery.TestCases
             .Where(c => prefixes.Any(p => $"{c.TestMethod.TestClass.Class.Name}.{c.TestMethod.Method.Name}".StartsWith(p, StringComparison.Ordinal)))
             .ToList();
-        Console.WriteLine($"{selected.Count} of {discovery.TestCases.Count} test cases selected ({System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}, {Minnow.Kernels.KernelIsa.Describe()})");
+        Console.WriteLine($"{selected.Count} of {discovery.TestCases.Count} test cases selected ({System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}, {Instructions()}, kernels {Minnow.Kernels.KernelIsa.Describe()})");
 
         var execution = new ExecutionSink();
         if (selected.Count > 0)
@@ -51,6 +51,15 @@ public static class Program
         Console.WriteLine($"{execution.Passed} passed, {execution.Failed} failed, {execution.Skipped} skipped");
         return execution.Failed > 0 || execution.Passed == 0 ? 1 : 0;
     }
+
+    /// <summary>The instruction sets the kernels choose between, as the runtime reports them.</summary>
+    private static string Instructions() => System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture switch
+    {
+        System.Runtime.InteropServices.Architecture.Arm64 =>
+            $"AdvSimd {System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported}, SDOT {System.Runtime.Intrinsics.Arm.Dp.IsSupported}",
+        _ => $"AVX-512 {System.Runtime.Intrinsics.X86.Avx512F.IsSupported}, AVX-VNNI {System.Runtime.Intrinsics.X86.AvxVnni.IsSupported}, " +
+            $"AVX2 {System.Runtime.Intrinsics.X86.Avx2.IsSupported}, FMA {System.Runtime.Intrinsics.X86.Fma.IsSupported}, SSSE3 {System.Runtime.Intrinsics.X86.Ssse3.IsSupported}",
+    };
 
     private sealed class NullSink : LongLivedMarshalByRefObject, IMessageSink
     {

@@ -5,7 +5,9 @@ using System.Text.Json;
 using Minnow.Benchmarking;
 using Minnow.Formats.Gguf;
 using Minnow.Inference;
+#if MINNOW_LLAMACPP
 using Minnow.LlamaCpp;
+#endif
 using Minnow.Loading;
 using Minnow.Tensors;
 using static Minnow.Cli.Commands.CommandSupport;
@@ -83,6 +85,11 @@ internal static class BenchCommand
             if (peer is not null && !peer.Equals(LlamaCppEngineName, StringComparison.OrdinalIgnoreCase) && !peer.Equals("llamacpp", StringComparison.OrdinalIgnoreCase))
             {
                 throw new MinnowException($"--vs must be llama.cpp (got '{peer}').");
+            }
+
+            if (peer is not null)
+            {
+                LlamaCppSupport.Require("--vs llama.cpp");
             }
 
             string? textFile = r.GetValue(agreementText);
@@ -348,6 +355,7 @@ internal static class BenchCommand
     private static (LogitAgreement, string) Agreement(LoadedModel loaded, string gguf, string? textFile, int tokens, IReadOnlySet<int> special,
         Settings s, TextWriter err, CancellationToken ct)
     {
+#if MINNOW_LLAMACPP
         int[] ids;
         string source;
         int length = Math.Min(tokens, loaded.Config.MaxPositions);
@@ -394,6 +402,9 @@ internal static class BenchCommand
         }
 
         return (LogitAgreement.Compare(minnow, llama, loaded.Config.VocabSize, ids), source);
+#else
+        throw LlamaCppSupport.Unavailable("the agreement check with llama.cpp");
+#endif
     }
 
     private static Measurement Median(string engine, List<Measurement> runs) => new(
@@ -455,6 +466,7 @@ internal static class BenchCommand
                     break;
                 }
 
+#if MINNOW_LLAMACPP
             case LlamaCppEngineName:
                 {
                     using var model = LlamaCppModel.Load(modelPath, new LlamaCppOptions { Threads = s.Threads, ContextSize = s.Context, BatchSize = s.Prompt });
@@ -473,6 +485,10 @@ internal static class BenchCommand
                     break;
                 }
 
+#else
+            case LlamaCppEngineName:
+                throw LlamaCppSupport.Unavailable("--engine llama.cpp");
+#endif
             default:
                 throw new MinnowException($"--engine must be {MinnowEngineName} or {LlamaCppEngineName} (got '{engine}').");
         }
@@ -544,10 +560,15 @@ internal static class BenchCommand
         }
     }
 
-    /// <summary>How to start this CLI again: its apphost beside Minnow.Cli.dll, else dotnet + the dll.</summary>
+    /// <summary>How to start this CLI again: its apphost beside Minnow.Cli.dll, else dotnet + the dll; a native build, itself.</summary>
     private static ProcessStartInfo SelfStartInfo()
     {
-        string dll = typeof(BenchCommand).Assembly.Location;
+        string dll = Path.Combine(AppContext.BaseDirectory, typeof(BenchCommand).Assembly.GetName().Name + ".dll");
+        if (!File.Exists(dll) && Environment.ProcessPath is { } self)
+        {
+            return new ProcessStartInfo(self);
+        }
+
         string apphost = Path.Combine(Path.GetDirectoryName(dll)!, Path.GetFileNameWithoutExtension(dll) + (OperatingSystem.IsWindows() ? ".exe" : ""));
         if (File.Exists(apphost))
         {
