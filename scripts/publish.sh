@@ -5,6 +5,7 @@
 # package (Minnow.Cli.VERSION.nupkg, with llama.cpp) for `dotnet tool install`.
 #
 #   scripts/publish.sh [OUT] [RID...]     (default OUT: out/publish; default RIDs: linux-x64 linux-arm64)
+#   ILC_INSTRUCTION_SET=x86-64-v3 scripts/publish.sh    (an x64 executable for AVX2 machines: 256-bit kernels)
 #
 # Needs clang (NativeAOT links with it); linux-arm64 from an x64 machine also needs lld and Debian's arm64 cross
 # libraries: apt-get install clang lld binutils-aarch64-linux-gnu libc6-dev-arm64-cross libgcc-12-dev-arm64-cross
@@ -22,6 +23,9 @@ for rid in "${rids[@]}"; do
     stage="$out/minnow-$version-$rid"
     rm -rf "$stage"
     args=(-c Release -r "$rid" -p:PublishAot=true -p:Version="$version" -o "$stage")
+    # NativeAOT fixes the vector width at build time (x64 default: x86-64-v2, i.e. 128-bit SSE without FMA);
+    # ILC_INSTRUCTION_SET (e.g. x86-64-v3) raises the baseline the executable then requires.
+    if [ "$rid" = linux-x64 ] && [ -n "${ILC_INSTRUCTION_SET:-}" ]; then args+=(-p:IlcInstructionSet="$ILC_INSTRUCTION_SET"); fi
     if [ "$rid" = linux-arm64 ] && [ "$host" != aarch64 ]; then
         # Cross-compiling: clang targets aarch64 against Debian's cross sysroot, objcopy from binutils-aarch64-linux-gnu.
         args+=(-p:SysRoot=/usr/aarch64-linux-gnu -p:LinkerFlavor=lld -p:ObjCopyName=aarch64-linux-gnu-objcopy)
