@@ -2,7 +2,9 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Minnow.Benchmarking;
+#if MINNOW_LLAMACPP
 using Minnow.LlamaCpp;
+#endif
 using Minnow.Loading;
 using Minnow.Tensors;
 using static Minnow.Cli.Commands.CommandSupport;
@@ -130,6 +132,7 @@ internal static class BenchBatches
 
             case "llama.cpp":
                 {
+#if MINNOW_LLAMACPP
                     using var model = LlamaCppModel.Load(modelPath, new LlamaCppOptions
                     {
                         Threads = threads,
@@ -141,6 +144,9 @@ internal static class BenchBatches
                     var result = model.RunBatched(prompts, gen - 1);
                     m = new Measurement("llama.cpp", sequences, result.AggregateDecodeTokensPerSecond, result.MsPerTokenPerSequence, result.PrefillSeconds, 0);
                     break;
+#else
+                    throw LlamaCppSupport.Unavailable("bench --batch --vs llama.cpp");
+#endif
                 }
 
             default:

@@ -5,7 +5,9 @@ using System.Text.Json;
 using Minnow.Benchmarking;
 using Minnow.Formats.Gguf;
 using Minnow.Inference;
+#if MINNOW_LLAMACPP
 using Minnow.LlamaCpp;
+#endif
 using Minnow.Loading;
 using Minnow.Tensors;
 using static Minnow.Cli.Commands.CommandSupport;
@@ -109,6 +111,11 @@ internal static class BenchCommand
 
             var peers = ParsePeers(r.GetValue(vs));
             string? peer = peers.Contains(LlamaCppEngineName) ? LlamaCppEngineName : null;
+
+            if (peer is not null)
+            {
+                LlamaCppSupport.Require("--vs llama.cpp");
+            }
 
             string? textFile = r.GetValue(agreementText);
             if (textFile is not null && !File.Exists(textFile))
@@ -468,6 +475,7 @@ internal static class BenchCommand
     private static (LogitAgreement, string) Agreement(LoadedModel loaded, string gguf, string? textFile, int tokens, IReadOnlySet<int> special,
         Settings s, TextWriter err, CancellationToken ct)
     {
+#if MINNOW_LLAMACPP
         int[] ids;
         string source;
         int length = Math.Min(tokens, loaded.Config.MaxPositions);
@@ -514,6 +522,9 @@ internal static class BenchCommand
         }
 
         return (LogitAgreement.Compare(minnow, llama, loaded.Config.VocabSize, ids), source);
+#else
+        throw LlamaCppSupport.Unavailable("the agreement check with llama.cpp");
+#endif
     }
 
     private static Measurement Median(string engine, List<Measurement> runs) => new(
@@ -585,6 +596,7 @@ internal static class BenchCommand
                     break;
                 }
 
+#if MINNOW_LLAMACPP
             case LlamaCppEngineName:
                 {
                     using var model = LlamaCppModel.Load(modelPath, new LlamaCppOptions { Threads = s.Threads, ContextSize = s.Context, BatchSize = s.Prompt });
@@ -603,6 +615,10 @@ internal static class BenchCommand
                     break;
                 }
 
+#else
+            case LlamaCppEngineName:
+                throw LlamaCppSupport.Unavailable("--engine llama.cpp");
+#endif
             default:
                 throw new MinnowException($"--engine must be {MinnowEngineName}, {LlamaCppEngineName} or {OnnxRuntimeEngineName} (got '{engine}').");
         }
@@ -681,10 +697,15 @@ internal static class BenchCommand
         return output;
     }
 
-    /// <summary>How to start this CLI again: its apphost beside Minnow.Cli.dll, else dotnet + the dll.</summary>
+    /// <summary>How to start this CLI again: its apphost beside Minnow.Cli.dll, else dotnet + the dll; a native build, itself.</summary>
     private static ProcessStartInfo SelfStartInfo()
     {
-        string dll = typeof(BenchCommand).Assembly.Location;
+        string dll = Path.Combine(AppContext.BaseDirectory, typeof(BenchCommand).Assembly.GetName().Name + ".dll");
+        if (!File.Exists(dll) && Environment.ProcessPath is { } self)
+        {
+            return new ProcessStartInfo(self);
+        }
+
         string apphost = Path.Combine(Path.GetDirectoryName(dll)!, Path.GetFileNameWithoutExtension(dll) + (OperatingSystem.IsWindows() ? ".exe" : ""));
         if (File.Exists(apphost))
         {

@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+#if MINNOW_LLAMACPP
 using LLama.Native;
+#endif
 using Minnow.Export;
 using Minnow.Loading;
 using Minnow.Models;
@@ -94,6 +96,11 @@ internal static class QuantizeCommand
             bool mixed = schemeName == "mixed";
             string methodName = r.GetValue(method)?.Trim().ToLowerInvariant() ?? "gptq";
             bool llamaCpp = methodName is "llamacpp" or "llama.cpp";
+            if (llamaCpp)
+            {
+                LlamaCppSupport.Require("--method llamacpp");
+            }
+
             bool int8 = schemeName == "int8";
             if (r.GetValue(smoothAlpha) is not null && !int8)
             {
@@ -629,6 +636,7 @@ internal static class QuantizeCommand
         }
     }
 
+#if MINNOW_LLAMACPP
     /// <summary>
     /// llama.cpp's quantizer (through LLamaSharp): the F32 model exported to a temporary GGUF, quantized by
     /// <c>llama_model_quantize</c> with the output head and token embedding at Q8_0 (as Minnow keeps them, so the
@@ -716,4 +724,14 @@ internal static class QuantizeCommand
             }
         }
     }
+#else
+    /// <summary>llama.cpp's quantizer is not in this build (see <see cref="LlamaCppSupport"/>).</summary>
+    internal static class LlamaCppQuantizer
+    {
+        public static void ParseType(string name) => throw LlamaCppSupport.Unavailable($"--scheme {name}");
+
+        public static void Quantize(TransformerModel model, Action<Formats.Gguf.GgufWriter>? tokenizer, string target, string type, CancellationToken ct) =>
+            throw LlamaCppSupport.Unavailable("--method llamacpp");
+    }
+#endif
 }
