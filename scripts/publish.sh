@@ -27,8 +27,10 @@ for rid in "${rids[@]}"; do
     # ILC_INSTRUCTION_SET (e.g. x86-64-v3) raises the baseline the executable then requires.
     if [ "$rid" = linux-x64 ] && [ -n "${ILC_INSTRUCTION_SET:-}" ]; then args+=(-p:IlcInstructionSet="$ILC_INSTRUCTION_SET"); fi
     if [ "$rid" = linux-arm64 ] && [ "$host" != aarch64 ]; then
-        # Cross-compiling: clang targets aarch64 against Debian's cross sysroot, objcopy from binutils-aarch64-linux-gnu.
-        args+=(-p:SysRoot=/usr/aarch64-linux-gnu -p:LinkerFlavor=lld -p:ObjCopyName=aarch64-linux-gnu-objcopy)
+        # Cross-compiling: clang (--target=aarch64-linux-gnu, added by the ILCompiler) finds Debian's cross gcc and
+        # libc by itself; no SysRoot, whose libc.so linker script names absolute /usr/aarch64-linux-gnu paths that
+        # lld would look for inside the sysroot. objcopy from binutils-aarch64-linux-gnu.
+        args+=(-p:LinkerFlavor=lld -p:ObjCopyName=aarch64-linux-gnu-objcopy)
     fi
     echo "publishing $rid ..." >&2
     dotnet publish "$root/src/Minnow.Cli" "${args[@]}" >&2
