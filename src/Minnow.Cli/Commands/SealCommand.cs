@@ -93,7 +93,7 @@ internal static class SealCommand
             else
             {
                 // With the key, decrypt every chunk (into memory, then zeroed) and check every file's SHA-256.
-                using var opened = SealedPackage.Open(path, key, policy);
+                using var opened = SealedPackage.Open(path, key, policy, checkFileDigests: true);
                 verified = opened.Verified;
             }
 

@@ -49,14 +49,14 @@ public sealed class DsseEnvelope
         return new DsseEnvelope(payloadType, payload, [new DsseSignature(SigningKey.KeyId(key), signature)]);
     }
 
-    /// <summary>Whether a signature by <paramref name="key"/> verifies (only signatures naming its key id, or none, are tried).</summary>
+    /// <summary>Whether a signature by <paramref name="key"/> verifies (only signatures naming its key id are tried).</summary>
     public bool IsSignedBy(ECDsa key)
     {
         string id = SigningKey.KeyId(key);
         byte[] pae = PreAuthenticationEncoding(PayloadType, Payload);
         foreach (var s in Signatures)
         {
-            if ((s.KeyId.Length == 0 || s.KeyId == id) &&
+            if (s.KeyId == id &&
                 key.VerifyData(pae, s.Signature, HashAlgorithmName.SHA256, DSASignatureFormat.Rfc3279DerSequence))
             {
                 return true;
@@ -100,12 +100,16 @@ public sealed class DsseEnvelope
     {
         try
         {
+            // Strict: exactly the envelope's members, so no byte of it can change unnoticed (DSSE's keyid is a hint
+            // the signature does not cover; here it must also name the verifying key).
+            Json.RequireMembers(e, "payloadType", "payload", "signatures");
             string type = e.GetProperty("payloadType").GetString() ?? "";
             byte[] payload = Base64.Strict(e.GetProperty("payload"));
             var signatures = new List<DsseSignature>();
             foreach (var s in e.GetProperty("signatures").EnumerateArray())
             {
-                string id = s.TryGetProperty("keyid", out var k) ? k.GetString() ?? "" : "";
+                Json.RequireMembers(s, "keyid", "sig");
+                string id = s.GetProperty("keyid").GetString() ?? "";
                 signatures.Add(new DsseSignature(id, Base64.Strict(s.GetProperty("sig"))));
             }
 
@@ -139,5 +143,24 @@ internal static class Base64
         string text = e.GetString() ?? throw new FormatException("expected a base64 string");
         byte[] bytes = Convert.FromBase64String(text);
         return Convert.ToBase64String(bytes) == text ? bytes : throw new FormatException("non-canonical base64");
+    }
+}
+
+/// <summary>Strict JSON reading for signed containers.</summary>
+internal static class Json
+{
+    /// <summary>Throws <see cref="FormatException"/> unless <paramref name="e"/> is an object with exactly these members, once each.</summary>
+    public static void RequireMembers(JsonElement e, params string[] names)
+    {
+        if (e.ValueKind != JsonValueKind.Object)
+        {
+            throw new FormatException("expected an object");
+        }
+
+        var seen = e.EnumerateObject().Select(p => p.Name).ToList();
+        if (seen.Count != names.Length || !names.All(seen.Contains))
+        {
+            throw new FormatException("unexpected members: " + string.Join(", ", seen));
+        }
     }
 }

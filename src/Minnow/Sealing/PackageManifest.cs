@@ -7,10 +7,11 @@ namespace Minnow.Sealing;
 
 /// <summary>
 /// One sealed file: its name and plaintext size and SHA-256, and where its encrypted chunks lie in the package
-/// (offset, encrypted size, chunk count) with the SHA-256 of their authentication tags in order, which binds the
-/// exact ciphertext to the signed manifest before anything is decrypted.
+/// (offset, encrypted size, chunk count) with the SHA-256 of their authentication tags in order (checked before
+/// anything is decrypted) and the SHA-256 of their plaintext chunks' SHA-256 digests in order (checked while
+/// decrypting, chunk by chunk on every core: a holder of the package key who forges chunks still cannot match it).
 /// </summary>
-public sealed record SealedFileEntry(string Name, long Size, string Sha256, long Offset, long EncryptedSize, long Chunks, string TagsSha256);
+public sealed record SealedFileEntry(string Name, long Size, string Sha256, long Offset, long EncryptedSize, long Chunks, string TagsSha256, string ChunksSha256);
 
 /// <summary>
 /// What a sealed package holds, signed: an in-toto statement (https://in-toto.io/Statement/v1) in OpenSSF model
@@ -117,6 +118,7 @@ public sealed class PackageManifest
                 w.WriteNumber("encrypted_size", f.EncryptedSize);
                 w.WriteNumber("chunks", f.Chunks);
                 w.WriteString("tags_sha256", f.TagsSha256);
+                w.WriteString("chunks_sha256", f.ChunksSha256);
                 w.WriteEndObject();
             }
 
@@ -170,7 +172,8 @@ public sealed class PackageManifest
                 }
 
                 files.Add(new SealedFileEntry(name, f.GetProperty("size").GetInt64(), sha, f.GetProperty("offset").GetInt64(),
-                    f.GetProperty("encrypted_size").GetInt64(), f.GetProperty("chunks").GetInt64(), f.GetProperty("tags_sha256").GetString() ?? ""));
+                    f.GetProperty("encrypted_size").GetInt64(), f.GetProperty("chunks").GetInt64(), f.GetProperty("tags_sha256").GetString() ?? "",
+                    f.GetProperty("chunks_sha256").GetString() ?? ""));
             }
 
             var manifest = new PackageManifest
@@ -214,7 +217,7 @@ public sealed class PackageManifest
         var names = new HashSet<string>(StringComparer.Ordinal);
         foreach (var f in Files)
         {
-            if (!Formats.FolderModelFiles.IsPlainName(f.Name) || !names.Add(f.Name) || f.Size < 0 || f.Sha256.Length != 64 || f.TagsSha256.Length != 64 ||
+            if (!Formats.FolderModelFiles.IsPlainName(f.Name) || !names.Add(f.Name) || f.Size < 0 || f.Sha256.Length != 64 || f.TagsSha256.Length != 64 || f.ChunksSha256.Length != 64 ||
                 f.Chunks != ChunkCount(f.Size, ChunkSize) || f.EncryptedSize != f.Size + (f.Chunks * SealedPackage.TagSize))
             {
                 throw Bad(source, $"the manifest's entry for '{f.Name}' is invalid");

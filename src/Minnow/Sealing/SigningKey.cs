@@ -24,7 +24,11 @@ public static class SigningKey
         var key = ECDsa.Create();
         try
         {
-            key.ImportSubjectPublicKeyInfo(der, out _);
+            key.ImportSubjectPublicKeyInfo(der, out int read);
+            if (read != der.Length)
+            {
+                throw new CryptographicException("trailing bytes after the key");
+            }
         }
         catch (Exception e) when (e is CryptographicException or PlatformNotSupportedException or ArgumentException)
         {

@@ -26,7 +26,8 @@ public sealed unsafe partial class AnonymousMemory
         {
             long page = Environment.SystemPageSize;
             _mappedLength = (nuint)((((long)size + page - 1) / page) * page);
-            void* p = Mmap(null, _mappedLength, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
+            // MAP_POPULATE faults every page in at once: the bytes are about to be written anyway.
+            void* p = Mmap(null, _mappedLength, ProtRead | ProtWrite, MapPrivate | MapAnonymous | MapPopulate, -1, 0);
             if (p == (void*)-1)
             {
                 throw new MinnowException($"could not reserve {length} bytes of memory for the decrypted model.");
@@ -99,6 +100,7 @@ public sealed unsafe partial class AnonymousMemory
     private const int ProtWrite = 2;
     private const int MapPrivate = 0x02;
     private const int MapAnonymous = 0x20;
+    private const int MapPopulate = 0x8000;
     private const int DontDump = 16;
 
     [LibraryImport("libc", EntryPoint = "mmap")]

@@ -101,7 +101,9 @@ public sealed class NoPlaintextOnDiskTests
                 continue;
             }
 
-            if (entry is FileInfo f && f.LastWriteTimeUtc >= since)
+            // Empty entries are skipped: they hold nothing, and FIFOs and sockets (the runtime's debug pipes in /tmp)
+            // show as empty and would block a reader.
+            if (entry is FileInfo f && f.LastWriteTimeUtc >= since && f.Length > 0)
             {
                 yield return f;
             }
