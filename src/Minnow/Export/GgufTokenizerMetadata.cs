@@ -1,8 +1,8 @@
-using Minnow.Formats;
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Minnow.Formats;
 using Minnow.Formats.Gguf;
 using Minnow.Loading;
 

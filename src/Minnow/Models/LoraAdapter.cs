@@ -1,7 +1,7 @@
-using Minnow.Formats;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Minnow.Formats;
 using Minnow.Formats.Safetensors;
 using Minnow.Kernels;
 using Minnow.Tensors;

@@ -1,5 +1,5 @@
-using Minnow.Formats;
 using System.Text.Json;
+using Minnow.Formats;
 
 namespace Minnow.Optimization;
 

@@ -1,7 +1,7 @@
-using Minnow.Formats;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Minnow.Formats;
 
 namespace Minnow.Tokenizers;
 

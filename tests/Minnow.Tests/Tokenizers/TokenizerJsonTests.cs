@@ -352,7 +352,7 @@ public sealed class TokenizerJsonTests : IDisposable
     public void ReportsUnsupportedAndInvalidFiles()
     {
         MinnowException Load(string json) => Assert.Throws<MinnowException>(() => TokenizerLoader.FromTokenizerJson(Encoding.UTF8.GetBytes(json)));
-        Assert.Contains("invalid JSON", Load("{ not json").Message);
+        Assert.Contains("not valid JSON", Load("{ not json").Message);
         Assert.Contains("tokenizer model \"Unigram\" is not supported", Load("""{"model": {"type": "Unigram", "vocab": []}}""").Message);
         Assert.Contains("not a Hugging Face tokenizer.json", Load("""{"vocab": {}}""").Message);
         Assert.Contains("pre-tokenizer \"Bogus\" is not supported", Load("""{"pre_tokenizer": {"type": "Bogus"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}""").Message);

@@ -1,6 +1,6 @@
-using Minnow.Formats;
 using System.Diagnostics.CodeAnalysis;
 using System.Text;
+using Minnow.Formats;
 using Minnow.Tensors;
 
 namespace Minnow.Formats.Gguf;

@@ -1,6 +1,6 @@
-using Minnow.Formats;
 using System.Collections;
 using System.Diagnostics.CodeAnalysis;
+using Minnow.Formats;
 
 namespace Minnow.Formats.Gguf;
 

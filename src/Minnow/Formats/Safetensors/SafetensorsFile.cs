@@ -1,6 +1,6 @@
-using Minnow.Formats;
 using System.Buffers.Binary;
 using System.Text.Json;
+using Minnow.Formats;
 using Minnow.Tensors;
 
 namespace Minnow.Formats.Safetensors;
