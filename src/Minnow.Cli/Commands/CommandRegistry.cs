@@ -21,5 +21,7 @@ internal static class CommandRegistry
         yield return SynthCommand.Create();
         yield return BenchCommand.Create();
         yield return ExportCommand.Create();
+        yield return ServeCommand.Create();
+        yield return LoadtestCommand.Create();
     }
 }
