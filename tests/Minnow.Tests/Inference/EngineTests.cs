@@ -1,8 +1,11 @@
+// The engine is driven from plain threads here on purpose (callers that block, as the CLI does).
+#pragma warning disable xUnit1031
 using Minnow.Export;
 using Minnow.Inference;
 using Minnow.Loading;
 using Minnow.Models;
 using Minnow.Tensors;
+using Minnow.Tests.Cli;
 using Minnow.Tests.Models;
 using Minnow.Tests.Training;
 using Minnow.Training;
