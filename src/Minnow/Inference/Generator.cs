@@ -1,6 +1,6 @@
-using Minnow.Models;
 using System.Diagnostics;
 using System.Text;
+using Minnow.Models;
 
 namespace Minnow.Inference;
 

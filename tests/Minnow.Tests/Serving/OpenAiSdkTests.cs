@@ -214,7 +214,11 @@ public sealed class OpenAiSdkTests(ServerFixture fixture) : IClassFixture<Server
 
         var streamed = await ServerHarness.StreamAsync(http, "v1/completions", new
         {
-            model = "default", prompt = "In the beginning God", max_tokens = 12, temperature = 0, stream = true,
+            model = "default",
+            prompt = "In the beginning God",
+            max_tokens = 12,
+            temperature = 0,
+            stream = true,
             stream_options = new { include_usage = true },
         });
         Assert.True(streamed.Done);

@@ -97,7 +97,11 @@ public sealed class ServeReadmeTests
             using var http = new HttpClient { BaseAddress = new Uri(url + "/"), Timeout = TimeSpan.FromSeconds(60) };
             var streaming = ServerHarness.StreamAsync(http, "v1/completions", new
             {
-                prompt = "In the beginning", max_tokens = 100, temperature = 0, ignore_eos = true, stream = true,
+                prompt = "In the beginning",
+                max_tokens = 100,
+                temperature = 0,
+                ignore_eos = true,
+                stream = true,
                 stream_options = new { include_usage = true },
             });
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);

@@ -23,7 +23,12 @@ public sealed class ServerLoadTests
 
     private static object Completion(string prompt, int maxTokens, bool stream = true) => new
     {
-        model = "default", prompt, max_tokens = maxTokens, temperature = 0, ignore_eos = true, stream,
+        model = "default",
+        prompt,
+        max_tokens = maxTokens,
+        temperature = 0,
+        ignore_eos = true,
+        stream,
         stream_options = new { include_usage = true },
     };
 
@@ -93,8 +98,12 @@ public sealed class ServerLoadTests
         // Each client reads the role chunk and one token, then hangs up with up to 90 tokens still to come.
         var results = await Task.WhenAll(Enumerable.Range(0, 100).Select(i => ServerHarness.StreamAsync(http, "v1/chat/completions", new
         {
-            model = "default", messages = new[] { new { role = "user", content = Prompts[i % Prompts.Length] + " " + i } },
-            max_tokens = 90, temperature = 0, ignore_eos = true, stream = true,
+            model = "default",
+            messages = new[] { new { role = "user", content = Prompts[i % Prompts.Length] + " " + i } },
+            max_tokens = 90,
+            temperature = 0,
+            ignore_eos = true,
+            stream = true,
         }, dropAfterEvents: 2)));
         Assert.All(results, r => Assert.Equal(HttpStatusCode.OK, r.Status));
         Assert.All(results, r => Assert.False(r.Done));
