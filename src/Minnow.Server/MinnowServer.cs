@@ -102,8 +102,9 @@ public sealed class MinnowServer : IAsyncDisposable
         {
             await app.StartAsync(cancellation).ConfigureAwait(false);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or InvalidOperationException or System.Net.Sockets.SocketException)
         {
+            // Kestrel's AddressInUseException is an InvalidOperationException: a user's mistake, said in one line.
             await app.DisposeAsync().ConfigureAwait(false);
             throw new MinnowException($"cannot listen on {options.Host}:{options.Port}: {e.Message}");
         }

@@ -92,7 +92,7 @@ internal sealed class ServerMetrics
         _endToEnd.Observe(Stopwatch.GetElapsedTime(s.SubmittedAt, s.FinishedAt != 0 ? s.FinishedAt : Stopwatch.GetTimestamp()).TotalSeconds);
         _promptTokens.Inc(completion.PromptTokens);
         _generatedTokens.Inc(completion.CompletionTokens);
-        string reason = completion.Finish switch
+        string reason = s.FinishReason == FinishReason.Error ? "error" : completion.Finish switch
         {
             CompletionFinish.Stop => "stop",
             CompletionFinish.Length => "length",

@@ -197,6 +197,17 @@ public sealed class ServerLoadTests
     }
 
     [Fact]
+    public async Task ServeCommand_BadFlagsAndABusyPort_OneLineErrors()
+    {
+        await using var server = await ServerHarness.StartAsync();
+        string port = new Uri(server.Url).Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        Minnow.Tests.Cli.Cli.AssertCleanError(Minnow.Tests.Cli.Cli.Run("serve", ServerHarness.ModelPath, "--port", port), port);
+        Minnow.Tests.Cli.Cli.AssertCleanError(Minnow.Tests.Cli.Cli.Run("serve", ServerHarness.ModelPath, "--port", "0", "--max-batch", "0"), "--max-batch");
+        Minnow.Tests.Cli.Cli.AssertCleanError(Minnow.Tests.Cli.Cli.Run("serve", ServerHarness.ModelPath, "--port", "0", "--kv-budget", "lots"), "--kv-budget");
+        Minnow.Tests.Cli.Cli.AssertCleanError(Minnow.Tests.Cli.Cli.Run("loadtest", server.Url, "--concurrency", "4"), "--requests");
+    }
+
+    [Fact]
     public async Task LoadTester_MeasuresAStreamingLoad()
     {
         await using var server = await ServerHarness.StartAsync(maxBatch: 4, maxQueue: 16);
