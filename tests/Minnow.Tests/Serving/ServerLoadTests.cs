@@ -68,7 +68,7 @@ public sealed class ServerLoadTests
         var accepted = results.Where(r => r.Status == HttpStatusCode.OK).ToList();
         var rejected = results.Where(r => r.Status == HttpStatusCode.TooManyRequests).ToList();
         Assert.Equal(64, accepted.Count + rejected.Count);
-        Assert.InRange(accepted.Count, 20, 64); // at least the batch and the queue
+        Assert.InRange(accepted.Count, 16, 64); // at least a full queue (all 64 may arrive before the engine admits any)
         Assert.NotEmpty(rejected);
         foreach (var r in rejected)
         {
