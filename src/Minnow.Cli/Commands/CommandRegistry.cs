@@ -24,5 +24,7 @@ internal static class CommandRegistry
         yield return KeygenCommand.Create();
         yield return SealCommand.Create();
         yield return VerifyOutputCommand.Create();
+        yield return ServeCommand.Create();
+        yield return LoadtestCommand.Create();
     }
 }

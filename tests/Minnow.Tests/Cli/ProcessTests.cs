@@ -9,7 +9,7 @@ namespace Minnow.Tests.Cli;
 public class ProcessTests
 {
     /// <summary>The CLI's dll, built beside the tests (same configuration), or the copy in the tests' folder.</summary>
-    private static string CliDll()
+    internal static string CliDll()
     {
         string baseDir = AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar);
         string framework = Path.GetFileName(baseDir);
@@ -26,7 +26,7 @@ public class ProcessTests
         return Path.Combine(baseDir, "Minnow.Cli.dll");
     }
 
-    private static ProcessStartInfo StartInfo(string[] args)
+    internal static ProcessStartInfo StartInfo(string[] args)
     {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
         var start = new ProcessStartInfo(dotnet)

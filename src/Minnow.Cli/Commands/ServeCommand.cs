@@ -1,0 +1,102 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Minnow.Quantization;
+using Minnow.Server;
+using static Minnow.Cli.Commands.CommandSupport;
+
+namespace Minnow.Cli.Commands;
+
+/// <summary>
+/// <c>minnow serve [MODEL]</c>: an OpenAI-compatible HTTP server. Prints the address it listens on, then "ready"
+/// once the model is loaded; Ctrl+C or SIGTERM stops admitting, lets running requests finish (up to
+/// <c>--drain-timeout</c>), and exits 0.
+/// </summary>
+internal static class ServeCommand
+{
+    public static Command Create()
+    {
+        var model = ModelArgument();
+        var host = new Option<string>("--host") { Description = "Address to listen on (an IP address or localhost).", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "Port to listen on (0: any free port).", DefaultValueFactory = _ => 8080 };
+        var maxBatch = new Option<int>("--max-batch") { Description = "Most requests decoded together.", DefaultValueFactory = _ => 4 };
+        var kvBudget = new Option<string>("--kv-budget") { Description = "Memory for the KV cache, e.g. 256MB.", DefaultValueFactory = _ => "256MB" };
+        var maxQueue = new Option<int>("--max-queue") { Description = "Most requests waiting for the batch; more are answered 429.", DefaultValueFactory = _ => 16 };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on API requests." };
+        var ctx = new Option<int?>("--ctx", "-c") { Description = "Context size in tokens (default: the model's context length)." };
+        var threads = new Option<int?>("--threads", "-t") { Description = "Worker threads (default: one per core)." };
+        var name = new Option<string?>("--model-name") { Description = "The model's name in the API (default: its folder or file name)." };
+        var drain = new Option<double>("--drain-timeout") { Description = "Seconds a shutdown lets running requests finish.", DefaultValueFactory = _ => 30 };
+        var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, streaming, metrics).")
+        {
+            model, host, port, maxBatch, kvBudget, maxQueue, apiKey, ctx, threads, name, drain,
+        };
+
+        command.SetAction(async (r, ct) =>
+        {
+            long budget;
+            try
+            {
+                budget = MixedPrecision.ParseSize(r.GetValue(kvBudget)!);
+            }
+            catch (MinnowException)
+            {
+                throw new MinnowException($"--kv-budget: '{r.GetValue(kvBudget)}' is not a size such as 256MB.");
+            }
+
+            double drainSeconds = r.GetValue(drain);
+            if (drainSeconds is < 0 or > 3600)
+            {
+                throw new MinnowException($"--drain-timeout must be between 0 and 3600 seconds (got {drainSeconds}).");
+            }
+
+            var options = new ServerOptions
+            {
+                ModelPath = DefaultModel.Resolve(r.GetValue(model)),
+                ModelId = r.GetValue(name),
+                Host = r.GetValue(host)!,
+                Port = r.GetValue(port),
+                MaxBatch = r.GetValue(maxBatch),
+                KvBudgetBytes = budget,
+                MaxQueue = r.GetValue(maxQueue),
+                ApiKey = r.GetValue(apiKey),
+                ContextSize = r.GetValue(ctx) ?? 0,
+                Threads = r.GetValue(threads) ?? 0,
+                DrainDeadline = TimeSpan.FromSeconds(drainSeconds),
+            };
+
+            // Ctrl+C reaches us through ct; SIGTERM (a service manager, docker stop) is handled the same way.
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal =>
+            {
+                signal.Cancel = true;
+                stop.Cancel();
+            });
+
+            var output = Out(r);
+            var err = Err(r);
+            await using var server = await MinnowServer.StartAsync(options, ct);
+            output.WriteLine($"listening on {server.Url}");
+            output.Flush();
+            await server.Ready;
+            var engine = server.Engine!;
+            output.WriteLine($"ready: model '{server.ModelId}' ({options.ModelPath}), context {engine.ContextSize}, batch {options.MaxBatch}, " +
+                $"queue {options.MaxQueue}, KV cache {engine.Pages.PageCount} pages of {engine.Pages.PageSize} positions; Ctrl+C to stop.");
+            output.Flush();
+            try
+            {
+                await Task.Delay(Timeout.Infinite, stop.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                // Asked to stop.
+            }
+
+            err.WriteLine($"stopping: finishing {engine.Running + engine.Waiting} running and queued requests (up to {drainSeconds:0.#} s)...");
+            err.Flush();
+            await server.StopAsync();
+            err.WriteLine("stopped.");
+            return MinnowCli.ExitOk;
+        });
+        return command;
+    }
+}
