@@ -86,26 +86,7 @@ public static class ModelLoader
 
             case ModelFormat.Gguf:
                 {
-                    var file = GgufFile.Open(path);
-                    WeightSet? weights = null;
-                    try
-                    {
-                        (var config, weights) = GgufModelReader.Read(file, notes);
-                        return ModelFactory.Create(config, weights, pool);
-                    }
-                    catch
-                    {
-                        if (weights != null)
-                        {
-                            weights.Dispose();
-                        }
-                        else
-                        {
-                            file.Dispose();
-                        }
-
-                        throw;
-                    }
+                    return FromGguf(GgufFile.Open(path), pool, notes);
                 }
 
             case ModelFormat.Llama2c:
@@ -124,6 +105,30 @@ public static class ModelLoader
 
             default:
                 throw new MinnowException($"{path}: this format is not supported yet.");
+        }
+    }
+
+    /// <summary>A model over an opened GGUF file; the file (or the weights that took it over) is disposed on failure.</summary>
+    private static TransformerModel FromGguf(GgufFile file, WorkerPool? pool, ICollection<string>? notes)
+    {
+        WeightSet? weights = null;
+        try
+        {
+            (var config, weights) = GgufModelReader.Read(file, notes);
+            return ModelFactory.Create(config, weights, pool);
+        }
+        catch
+        {
+            if (weights != null)
+            {
+                weights.Dispose();
+            }
+            else
+            {
+                file.Dispose();
+            }
+
+            throw;
         }
     }
 
@@ -165,17 +170,10 @@ public static class ModelLoader
         {
             case ModelFormat.HuggingFace:
                 {
-                    ModelConfig config;
+                    // The same checks as a config.json read from a folder (JsonInput): damage is one clear error.
                     string configName = files.DisplayName("config.json");
-                    try
-                    {
-                        using var doc = System.Text.Json.JsonDocument.Parse(files.ReadAllBytes("config.json"));
-                        config = ModelConfig.FromHuggingFace(doc.RootElement, configName);
-                    }
-                    catch (System.Text.Json.JsonException e)
-                    {
-                        throw new MinnowException($"{configName}: not valid JSON ({e.Message}).");
-                    }
+                    using var doc = Minnow.Formats.JsonInput.Parse(files.ReadAllBytes("config.json"), configName);
+                    var config = ModelConfig.FromHuggingFace(doc.RootElement, configName);
 
                     var checkpoint = SafetensorsCheckpoint.Open(files);
                     var weights = new WeightSet(checkpoint.Tensors, files.Location, checkpoint);
@@ -192,26 +190,7 @@ public static class ModelLoader
 
             case ModelFormat.Gguf:
                 {
-                    var file = GgufFile.Open(files.Open(weightsFile!));
-                    WeightSet? weights = null;
-                    try
-                    {
-                        (var config, weights) = GgufModelReader.Read(file, notes);
-                        return ModelFactory.Create(config, weights, pool);
-                    }
-                    catch
-                    {
-                        if (weights != null)
-                        {
-                            weights.Dispose();
-                        }
-                        else
-                        {
-                            file.Dispose();
-                        }
-
-                        throw;
-                    }
+                    return FromGguf(GgufFile.Open(files.Open(weightsFile!)), pool, notes);
                 }
 
             default:
