@@ -33,7 +33,7 @@ public static unsafe class SpeedMeasurement
         int steps = Math.Max(1, Math.Min(32, max - prompt));
         int vocab = model.Config.VocabSize;
         var ids = Enumerable.Range(0, prompt).Select(i => ((i * 7) + 3) % vocab).ToArray();
-        var sessions = Enumerable.Range(0, 4).Select(_ => new InferenceSession(model, prompt + steps)).ToArray();
+        using var session = new InferenceSession(model, prompt + steps);
         using var pool = new KvPagePool(model.Config, 4 * ((prompt + steps + KvPagePool.DefaultPageSize - 1) / KvPagePool.DefaultPageSize), DType.F32);
         var caches = Enumerable.Range(0, 4).Select(_ => new KvCache(pool, prompt + steps)).ToArray();
         var batch = new ForwardBatch(4, 4);
@@ -46,41 +46,38 @@ public static unsafe class SpeedMeasurement
             for (int run = 0; run < Math.Max(1, repeats) || (run < 30 && total.Elapsed.TotalSeconds < 0.5); run++)
             {
                 cancellation.ThrowIfCancellationRequested();
-                var tokens = new int[sessions.Length];
+                session.Reset();
                 var watch = Stopwatch.StartNew();
-                for (int s = 0; s < sessions.Length; s++)
-                {
-                    sessions[s].Reset();
-                    watch.Restart();
-                    sessions[s].Prefill(ids, cancellation);
-                    if (s == 0)
-                    {
-                        bestPrefill = Math.Max(bestPrefill, prompt / Math.Max(watch.Elapsed.TotalSeconds, 1e-9));
-                    }
-
-                    tokens[s] = Sampler.ArgMax(sessions[s].Logits);
-                    caches[s].Clear();
-                    model.Forward(ids, caches[s], workspace.Logits, allLogits: false);
-                }
+                session.Prefill(ids, cancellation);
+                bestPrefill = Math.Max(bestPrefill, prompt / Math.Max(watch.Elapsed.TotalSeconds, 1e-9));
 
                 // One sequence: half the steps.
+                int next = Sampler.ArgMax(session.Logits);
                 int single = Math.Max(1, steps / 2);
                 watch.Restart();
                 for (int i = 0; i < single; i++)
                 {
-                    sessions[0].Decode(tokens[0]);
-                    tokens[0] = Sampler.ArgMax(sessions[0].Logits);
+                    session.Decode(next);
+                    next = Sampler.ArgMax(session.Logits);
                 }
 
                 bestDecode = Math.Min(bestDecode, watch.Elapsed.TotalMilliseconds / single);
 
-                // Four sequences: the other half, one token each per step, in one batched step.
+                // Four sequences (their prompts read untimed): the other half, one token each per step, in one batched step.
+                var tokens = new int[caches.Length];
+                for (int s = 0; s < caches.Length; s++)
+                {
+                    caches[s].Clear();
+                    model.Forward(ids, caches[s], workspace.Logits, allLogits: false);
+                    tokens[s] = Sampler.ArgMax(new ReadOnlySpan<float>(workspace.Logits, vocab));
+                }
+
                 int batched = Math.Max(1, steps - single);
                 watch.Restart();
                 for (int i = 0; i < batched; i++)
                 {
                     batch.Clear();
-                    for (int s = 0; s < sessions.Length; s++)
+                    for (int s = 0; s < caches.Length; s++)
                     {
                         if (caches[s].Length < prompt + steps)
                         {
@@ -102,11 +99,6 @@ public static unsafe class SpeedMeasurement
         }
         finally
         {
-            foreach (var session in sessions)
-            {
-                session.Dispose();
-            }
-
             foreach (var cache in caches)
             {
                 cache.Dispose();
