@@ -319,14 +319,12 @@ public class EngineTests(ITestOutputHelper output)
         using var workspace = new ForwardWorkspace();
         int[] prompt = [5, 6, 7, 8];
         int[] next = [9];
-        for (int round = 0; round < 3; round++)
+        // Rounds from the third on are measured, and the least counts: the runtime may allocate once while a hot
+        // loop tiers up, but a step that allocates per call never reaches zero.
+        long least = long.MaxValue;
+        for (int round = 0; round < 8 && least != 0; round++)
         {
-            long before = 0;
-            if (round == 2)
-            {
-                before = GC.GetAllocatedBytesForCurrentThread();
-            }
-
+            long before = GC.GetAllocatedBytesForCurrentThread();
             batch.Clear();
             foreach (var cache in caches)
             {
@@ -334,11 +332,13 @@ public class EngineTests(ITestOutputHelper output)
             }
 
             model.Forward(batch, workspace);
-            if (round == 2)
+            if (round >= 2)
             {
-                Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+                least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
             }
         }
+
+        Assert.Equal(0, least);
 
         foreach (var cache in caches)
         {

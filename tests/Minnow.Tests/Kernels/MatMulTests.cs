@@ -220,10 +220,19 @@ public unsafe class MatMulTests : IDisposable
             {
                 MatMul.Compute(decode.Weight, px1, 1, py, pb, _one);
                 MatMul.Compute(prefill.Weight, px5, 5, py, null, _one);
-                long before = GC.GetAllocatedBytesForCurrentThread();
-                MatMul.Compute(decode.Weight, px1, 1, py, pb, _one);
-                MatMul.Compute(prefill.Weight, px5, 5, py, null, _one);
-                Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+                // The runtime itself may allocate once on this thread while a method tiers up (on-stack replacement
+                // of a hot loop), so the check takes the least of a few rounds: a kernel that allocates per call
+                // never reaches zero.
+                long least = long.MaxValue;
+                for (int round = 0; round < 5 && least != 0; round++)
+                {
+                    long before = GC.GetAllocatedBytesForCurrentThread();
+                    MatMul.Compute(decode.Weight, px1, 1, py, pb, _one);
+                    MatMul.Compute(prefill.Weight, px5, 5, py, null, _one);
+                    least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+                }
+
+                Assert.Equal(0, least);
             }
         }
     }
@@ -240,9 +249,15 @@ public unsafe class MatMulTests : IDisposable
         fixed (float* px = p.X, py = y, pr = reference)
         {
             MatMul.Compute(p.Weight, px, 3, py, null, _one, KernelIsa.Current, quantizeActivations);
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            MatMul.Compute(p.Weight, px, 3, py, null, _one, KernelIsa.Current, quantizeActivations);
-            Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+            long least = long.MaxValue; // least of a few rounds, as in DecodeAndPrefillAllocateNothingOnceWarm
+            for (int round = 0; round < 5 && least != 0; round++)
+            {
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                MatMul.Compute(p.Weight, px, 3, py, null, _one, KernelIsa.Current, quantizeActivations);
+                least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+            }
+
+            Assert.Equal(0, least);
             MatMul.Compute(p.Weight, px, 3, pr, null, _one, VectorWidth.Scalar, quantizeActivations);
         }
 
