@@ -28,18 +28,41 @@ public static unsafe class Attention
         public int PageSize;
     }
 
+    /// <summary>One sequence's share of a batched call: its tokens' queries and outputs, and its cache.</summary>
+    public struct Segment
+    {
+        /// <summary>[Tokens, heads·headDim] queries.</summary>
+        public float* Q;
+
+        /// <summary>[Tokens, heads·headDim] outputs.</summary>
+        public float* Output;
+
+        /// <summary>The sequence's cached keys and values, the new tokens' included.</summary>
+        public KvPages Kv;
+
+        /// <summary>How many new tokens; token t sits at position <see cref="StartPos"/> + t.</summary>
+        public int Tokens;
+
+        public int StartPos;
+    }
+
     private struct Job
     {
-        public float* Q;
-        public KvPages Kv;
-        public float* Output;
+        public Segment* Segments;
+        public int* FirstItems; // segment s has items [FirstItems[s], FirstItems[s + 1])
         public int Heads;
         public int KvHeads;
         public int HeadDim;
-        public int StartPos;
+        public int MaxLength;
+        public int SubGroup; // query heads per item
+        public int Splits; // items per token and key/value head: group / SubGroup, rounded up
         public float Scale;
         public VectorWidth Width;
     }
+
+    /// <summary>Cached rows converted to float32 at a time (a multiple of four, so the four-position steps fall
+    /// where they fall in a page).</summary>
+    private const int ChunkRows = 16;
 
     private struct ScratchTag;
 
@@ -77,25 +100,75 @@ public static unsafe class Attention
     internal static void Compute(float* q, in KvPages kv, DType cacheType, float* output, int tokens, int startPos,
         int heads, int kvHeads, int headDim, WorkerPool? pool, VectorWidth width)
     {
+        var segment = new Segment { Q = q, Output = output, Kv = kv, Tokens = tokens, StartPos = startPos };
+        Compute(new ReadOnlySpan<Segment>(in segment), cacheType, heads, kvHeads, headDim, pool, width);
+    }
+
+    /// <summary>
+    /// Attention for several sequences in one pass of the pool (a batched decode step: one wake-up of the workers
+    /// instead of one per sequence). Each segment's outputs are what a call for it alone gives, bit for bit.
+    /// </summary>
+    public static void Compute(ReadOnlySpan<Segment> segments, DType cacheType, int heads, int kvHeads, int headDim, WorkerPool? pool = null) =>
+        Compute(segments, cacheType, heads, kvHeads, headDim, pool, KernelIsa.Current);
+
+    internal static void Compute(ReadOnlySpan<Segment> segments, DType cacheType, int heads, int kvHeads, int headDim, WorkerPool? pool, VectorWidth width)
+    {
         if (cacheType is not (DType.F32 or DType.F16))
         {
             throw new NotSupportedException($"Attention reads an F32 or F16 cache, not {cacheType}.");
         }
 
-        var job = new Job
+        if (kvHeads <= 0 || heads % kvHeads != 0)
         {
-            Q = q,
-            Kv = kv,
-            Output = output,
-            Heads = heads,
-            KvHeads = kvHeads,
-            HeadDim = headDim,
-            StartPos = startPos,
-            Scale = 1f / MathF.Sqrt(headDim),
-            Width = width,
-        };
-        delegate*<void*, int, int, void> body = cacheType == DType.F16 ? Select<F16Format>(width) : Select<F32Format>(width);
-        (pool ?? WorkerPool.Shared).For(tokens * heads, 1, body, &job);
+            throw new ArgumentException($"{heads} query heads do not divide into {kvHeads} key/value heads.", nameof(kvHeads));
+        }
+
+        pool ??= WorkerPool.Shared;
+        int count = segments.Length;
+        int grouped = 0, maxLength = 0;
+        for (int s = 0; s < count; s++)
+        {
+            grouped += segments[s].Tokens * kvHeads;
+            maxLength = Math.Max(maxLength, segments[s].StartPos + segments[s].Tokens);
+        }
+
+        // The query heads that share a key/value head go together when there are enough items to keep every
+        // thread busy (a batch, a prompt); otherwise (one sequence decoding) they are split up for balance. Either
+        // way each head gets the same bits.
+        int group = heads / kvHeads;
+        int subGroup = (int)Math.Clamp((long)group * grouped / (4L * pool.ThreadCount), 1, group);
+        int splits = (group + subGroup - 1) / subGroup;
+        int* firstItems = stackalloc int[count + 1];
+        firstItems[0] = 0;
+        for (int s = 0; s < count; s++)
+        {
+            firstItems[s + 1] = firstItems[s] + (segments[s].Tokens * kvHeads * splits);
+        }
+
+        int items = firstItems[count];
+        if (items == 0)
+        {
+            return;
+        }
+
+        fixed (Segment* pointer = segments)
+        {
+            var job = new Job
+            {
+                Segments = pointer,
+                FirstItems = firstItems,
+                Heads = heads,
+                KvHeads = kvHeads,
+                HeadDim = headDim,
+                MaxLength = maxLength,
+                SubGroup = subGroup,
+                Splits = splits,
+                Scale = 1f / MathF.Sqrt(headDim),
+                Width = width,
+            };
+            delegate*<void*, int, int, void> body = cacheType == DType.F16 ? Select<F16Format>(width) : Select<F32Format>(width);
+            pool.For(items, 1, body, &job);
+        }
     }
 
     private static delegate*<void*, int, int, void> Select<TFormat>(VectorWidth width)
@@ -107,6 +180,23 @@ public static unsafe class Attention
             _ => &RunItemsScalar<TFormat>,
         };
 
+    /// <summary>Which segment item <paramref name="item"/> is in, searching on from <paramref name="segment"/>.</summary>
+    private static int SegmentOf(ref Job job, int item, int segment)
+    {
+        while (item >= job.FirstItems[segment + 1])
+        {
+            segment++;
+        }
+
+        return segment;
+    }
+
+    /// <summary>
+    /// An item is one token and one key/value head: the group of query heads that share that head is computed
+    /// together, so each cached row is converted to float32 once for the group (sixteen rows at a time, into a
+    /// per-thread buffer) rather than once per query head. Conversion is exact, and the products then run in the
+    /// same order as on the stored rows, so the grouping changes no bit.
+    /// </summary>
     private static void RunItems<TFormat, T>(void* context, int start, int end)
         where TFormat : struct, IWeightFormat
         where T : struct
@@ -114,48 +204,140 @@ public static unsafe class Attention
         ref Job job = ref *(Job*)context;
         int hd = job.HeadDim;
         int qDim = job.Heads * hd;
-        int kvDim = job.KvHeads * hd;
         int element = TFormat.BlockBytes;
-        long kvBytes = (long)kvDim * element;
-        int group = job.Heads / job.KvHeads;
-        float* scores = Scratch<ScratchTag>.Get(job.StartPos + ((end - 1) / job.Heads) + 1);
+        long kvBytes = (long)job.KvHeads * hd * element;
+        int maxLength = job.MaxLength;
+        int heads = job.SubGroup;
+
+        // A lone head reads its rows as stored; a group reads them once converted.
+        bool convert = typeof(TFormat) != typeof(F32Format) && heads > 1;
+        long stride = convert ? (long)hd * sizeof(float) : kvBytes;
+        float* scores = Scratch<ScratchTag>.Get(checked((heads * maxLength) + (ChunkRows * hd)));
+        float* rows = scores + ((long)heads * maxLength);
+        int segment = 0;
         for (int item = start; item < end; item++)
         {
-            int t = item / job.Heads, h = item % job.Heads;
-            int length = job.StartPos + t + 1;
-            float* qh = job.Q + ((long)t * qDim) + (h * hd);
-            int kvh = h / group;
+            segment = SegmentOf(ref job, item, segment);
+            ref Segment seg = ref job.Segments[segment];
+            int local = item - job.FirstItems[segment];
+            int split = local % job.Splits;
+            local /= job.Splits;
+            int t = local / job.KvHeads, kvh = local % job.KvHeads;
+            int firstHead = (kvh * (job.Heads / job.KvHeads)) + (split * heads);
+            int group = Math.Min(heads, ((kvh + 1) * (job.Heads / job.KvHeads)) - firstHead);
+            int length = seg.StartPos + t + 1;
+            float* q = seg.Q + ((long)t * qDim) + (firstHead * hd);
+            float* output = seg.Output + ((long)t * qDim) + (firstHead * hd);
             long headOffset = (long)kvh * hd * element;
-            int ps = job.Kv.PageSize;
+            int ps = seg.Kv.PageSize;
+
+            // Scores: q_g · k_p · scale for every head g of the group and position p.
             for (int p0 = 0, page = 0; p0 < length; p0 += ps, page++)
             {
-                byte* keys = job.Kv.Base + (job.Kv.Pages[page] * job.Kv.PageBytes) + job.Kv.KeyOffset + headOffset;
+                byte* keys = seg.Kv.Base + (seg.Kv.Pages[page] * seg.Kv.PageBytes) + seg.Kv.KeyOffset + headOffset;
                 int count = Math.Min(ps, length - p0);
-                float* s = scores + p0;
-                int p = 0;
-                for (; p + 4 <= count; p += 4)
+                for (int c0 = 0; c0 < count; c0 += ChunkRows)
                 {
-                    MatMul.Dot4<TFormat, T>(keys + (p * kvBytes), kvBytes, qh, hd, s + p);
-                    for (int k = 0; k < 4; k++)
+                    int n = Math.Min(ChunkRows, count - c0);
+                    byte* k = keys + (c0 * kvBytes);
+                    if (convert)
                     {
-                        s[p + k] *= job.Scale;
+                        ConvertRows<TFormat, T>(k, kvBytes, n, hd, rows);
+                        k = (byte*)rows;
+                    }
+
+                    for (int g = 0; g < group; g++)
+                    {
+                        if (convert)
+                        {
+                            Scores<F32Format, T>(k, stride, n, q + (g * hd), hd, job.Scale, scores + ((long)g * maxLength) + p0 + c0);
+                        }
+                        else
+                        {
+                            Scores<TFormat, T>(k, stride, n, q + (g * hd), hd, job.Scale, scores + ((long)g * maxLength) + p0 + c0);
+                        }
                     }
                 }
-
-                for (; p < count; p++)
-                {
-                    s[p] = MatMul.Dot1<TFormat, T>(keys + (p * kvBytes), qh, hd) * job.Scale;
-                }
             }
 
-            Softmax.Compute(scores, length, job.Width);
-            float* o = job.Output + ((long)t * qDim) + (h * hd);
-            new Span<float>(o, hd).Clear();
+            for (int g = 0; g < group; g++)
+            {
+                Softmax.Compute(scores + ((long)g * maxLength), length, job.Width);
+                new Span<float>(output + (g * hd), hd).Clear();
+            }
+
+            // Outputs: o_g = Σ_p softmax_g[p] · v_p.
             for (int p0 = 0, page = 0; p0 < length; p0 += ps, page++)
             {
-                byte* values = job.Kv.Base + (job.Kv.Pages[page] * job.Kv.PageBytes) + job.Kv.ValueOffset + headOffset;
-                AccumulateWeighted<TFormat, T>(scores + p0, values, kvBytes, Math.Min(ps, length - p0), o, hd);
+                byte* values = seg.Kv.Base + (seg.Kv.Pages[page] * seg.Kv.PageBytes) + seg.Kv.ValueOffset + headOffset;
+                int count = Math.Min(ps, length - p0);
+                for (int c0 = 0; c0 < count; c0 += ChunkRows)
+                {
+                    int n = Math.Min(ChunkRows, count - c0);
+                    byte* v = values + (c0 * kvBytes);
+                    if (convert)
+                    {
+                        ConvertRows<TFormat, T>(v, kvBytes, n, hd, rows);
+                        v = (byte*)rows;
+                    }
+
+                    for (int g = 0; g < group; g++)
+                    {
+                        if (convert)
+                        {
+                            AccumulateWeighted<F32Format, T>(scores + ((long)g * maxLength) + p0 + c0, v, stride, n, output + (g * hd), hd);
+                        }
+                        else
+                        {
+                            AccumulateWeighted<TFormat, T>(scores + ((long)g * maxLength) + p0 + c0, v, stride, n, output + (g * hd), hd);
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    /// <summary>n cached rows (rowBytes apart) of one head as float32, hd apart.</summary>
+    private static void ConvertRows<TFormat, T>(byte* source, long rowBytes, int n, int hd, float* destination)
+        where TFormat : struct, IWeightFormat
+        where T : struct
+    {
+        int c = Simd.Count<T>();
+        for (int r = 0; r < n; r++)
+        {
+            byte* row = source + (r * rowBytes);
+            float* d = destination + ((long)r * hd);
+            int i = 0;
+            for (; i <= hd - c; i += c)
+            {
+                Simd.Store(TFormat.Load<T>(row, i), d + i);
+            }
+
+            for (; i < hd; i++)
+            {
+                d[i] = TFormat.Value(row, i);
+            }
+        }
+    }
+
+    /// <summary>s[p] = (k_p · q) · scale for n float32 rows, four at a time.</summary>
+    private static void Scores<TFormat, T>(byte* keys, long stride, int n, float* q, int hd, float scale, float* s)
+        where TFormat : struct, IWeightFormat
+        where T : struct
+    {
+        int p = 0;
+        for (; p + 4 <= n; p += 4)
+        {
+            MatMul.Dot4<TFormat, T>(keys + (p * stride), stride, q, hd, s + p);
+            for (int k = 0; k < 4; k++)
+            {
+                s[p + k] *= scale;
+            }
+        }
+
+        for (; p < n; p++)
+        {
+            s[p] = MatMul.Dot1<TFormat, T>(keys + (p * stride), q, hd) * scale;
         }
     }
 
@@ -215,35 +397,44 @@ public static unsafe class Attention
         int qDim = job.Heads * hd;
         int kvDim = job.KvHeads * hd;
         int group = job.Heads / job.KvHeads;
-        float* scores = Scratch<ScratchTag>.Get(job.StartPos + ((end - 1) / job.Heads) + 1);
+        float* scores = Scratch<ScratchTag>.Get(job.MaxLength);
+        int segment = 0;
         for (int item = start; item < end; item++)
         {
-            int t = item / job.Heads, h = item % job.Heads;
-            int length = job.StartPos + t + 1;
-            float* qh = job.Q + ((long)t * qDim) + (h * hd);
-            int kvh = h / group;
-            for (int p = 0; p < length; p++)
+            segment = SegmentOf(ref job, item, segment);
+            ref Segment seg = ref job.Segments[segment];
+            int local = item - job.FirstItems[segment];
+            int split = local % job.Splits;
+            local /= job.Splits;
+            int t = local / job.KvHeads, kvh = local % job.KvHeads;
+            int length = seg.StartPos + t + 1;
+            int firstHead = (kvh * group) + (split * job.SubGroup);
+            for (int h = firstHead; h < Math.Min(firstHead + job.SubGroup, (kvh + 1) * group); h++)
             {
-                byte* k = Row(job.Kv, job.Kv.KeyOffset, p, (long)kvDim * TFormat.BlockBytes) + ((long)kvh * hd * TFormat.BlockBytes);
-                float dot = 0;
-                for (int i = 0; i < hd; i++)
+                float* qh = seg.Q + ((long)t * qDim) + (h * hd);
+                for (int p = 0; p < length; p++)
                 {
-                    dot += qh[i] * TFormat.Value(k, i);
+                    byte* k = Row(seg.Kv, seg.Kv.KeyOffset, p, (long)kvDim * TFormat.BlockBytes) + ((long)kvh * hd * TFormat.BlockBytes);
+                    float dot = 0;
+                    for (int i = 0; i < hd; i++)
+                    {
+                        dot += qh[i] * TFormat.Value(k, i);
+                    }
+
+                    scores[p] = dot * job.Scale;
                 }
 
-                scores[p] = dot * job.Scale;
-            }
-
-            Softmax.Compute(scores, length, VectorWidth.Scalar);
-            float* o = job.Output + ((long)t * qDim) + (h * hd);
-            new Span<float>(o, hd).Clear();
-            for (int p = 0; p < length; p++)
-            {
-                byte* v = Row(job.Kv, job.Kv.ValueOffset, p, (long)kvDim * TFormat.BlockBytes) + ((long)kvh * hd * TFormat.BlockBytes);
-                float w = scores[p];
-                for (int i = 0; i < hd; i++)
+                Softmax.Compute(scores, length, VectorWidth.Scalar);
+                float* o = seg.Output + ((long)t * qDim) + (h * hd);
+                new Span<float>(o, hd).Clear();
+                for (int p = 0; p < length; p++)
                 {
-                    o[i] += w * TFormat.Value(v, i);
+                    byte* v = Row(seg.Kv, seg.Kv.ValueOffset, p, (long)kvDim * TFormat.BlockBytes) + ((long)kvh * hd * TFormat.BlockBytes);
+                    float w = scores[p];
+                    for (int i = 0; i < hd; i++)
+                    {
+                        o[i] += w * TFormat.Value(v, i);
+                    }
                 }
             }
         }

@@ -259,23 +259,52 @@ public abstract unsafe class TransformerModel : IDisposable
     {
         var c = Config;
         int qDim = c.QDimOf(layer), kvDim = c.KvDimOf(layer);
-        foreach (ref readonly var segment in batch.Segments)
+        var segments = batch.Segments;
+
+        // Every sequence's new keys and values go into its cache, then one call attends for all of them.
+        Span<Attention.Segment> attention = segments.Length <= 256 ? stackalloc Attention.Segment[segments.Length] : new Attention.Segment[segments.Length];
+        for (int s = 0; s < segments.Length; s++)
         {
+            ref readonly var segment = ref segments[s];
             var cache = segment.Cache;
             var pool = cache.Pool;
             int start = cache.Length;
             long first = segment.FirstRow;
             cache.Store(layer, start, k + (first * kvDim), v + (first * kvDim), segment.Count);
-            var pages = new Attention.KvPages
+            attention[s] = new Attention.Segment
             {
-                Base = pool.Base,
-                Pages = cache.PageTable,
-                PageBytes = pool.PageBytes,
-                KeyOffset = pool.KeyOffset(layer),
-                ValueOffset = pool.ValueOffset(layer),
-                PageSize = pool.PageSize,
+                Q = q + (first * qDim),
+                Output = output + (first * qDim),
+                Kv = new Attention.KvPages
+                {
+                    Base = pool.Base,
+                    Pages = cache.PageTable,
+                    PageBytes = pool.PageBytes,
+                    KeyOffset = pool.KeyOffset(layer),
+                    ValueOffset = pool.ValueOffset(layer),
+                    PageSize = pool.PageSize,
+                },
+                Tokens = segment.Count,
+                StartPos = start,
             };
-            Attention.Compute(q + (first * qDim), pages, cache.ElementType, output + (first * qDim), segment.Count, start, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
+        }
+
+        // Caches from pools of different element types (not the engine's case) are attended to one at a time.
+        int same = 0;
+        while (same < segments.Length && segments[same].Cache.ElementType == segments[0].Cache.ElementType)
+        {
+            same++;
+        }
+
+        if (same == segments.Length)
+        {
+            Attention.Compute(attention, segments[0].Cache.ElementType, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
+            return;
+        }
+
+        for (int s = 0; s < segments.Length; s++)
+        {
+            Attention.Compute(attention.Slice(s, 1), segments[s].Cache.ElementType, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
         }
     }
 

@@ -82,6 +82,133 @@ public unsafe class AttentionTests : IDisposable
         AssertClose(expected, output, 1e-5, 1e-5, $"{width} f16");
     }
 
+    public static TheoryData<VectorWidth, bool, int> SegmentCases()
+    {
+        var data = new TheoryData<VectorWidth, bool, int>();
+        foreach (var width in AllWidths)
+        {
+            data.Add(width, true, 64);
+            data.Add(width, false, 64);
+            data.Add(width, true, 20);
+        }
+
+        return data;
+    }
+
+    /// <summary>
+    /// Several sequences in one call (a batched decode step, caches in shuffled pages of one pool) give each
+    /// sequence the bits of a call for it alone, and the reference's values.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(SegmentCases))]
+    public void SegmentsInOneCallEqualEachAlone(VectorWidth width, bool half, int headDim)
+    {
+        const int heads = 9, kvHeads = 3, pageSize = 16;
+        (int Tokens, int StartPos)[] shapes = [(1, 37), (5, 0), (1, 70), (3, 16)];
+        int qDim = heads * headDim, kvDim = kvHeads * headDim, element = half ? 2 : 4;
+        long rowBytes = (long)kvDim * element, pageBytes = 2 * pageSize * rowBytes;
+        int pagesInAll = shapes.Sum(x => (x.Tokens + x.StartPos + pageSize - 1) / pageSize);
+        var pool = new byte[pagesInAll * pageBytes];
+        var order = Enumerable.Range(0, pagesInAll).Reverse().ToArray(); // pages out of order
+        var rng = new Random(headDim + (half ? 1 : 0));
+        int nextPage = 0;
+        var tables = new int[shapes.Length][];
+        var qs = new float[shapes.Length][];
+        var keys = new float[shapes.Length][];
+        var values = new float[shapes.Length][];
+        for (int s = 0; s < shapes.Length; s++)
+        {
+            int positions = shapes[s].Tokens + shapes[s].StartPos;
+            tables[s] = new int[(positions + pageSize - 1) / pageSize];
+            for (int i = 0; i < tables[s].Length; i++)
+            {
+                tables[s][i] = order[nextPage++];
+            }
+
+            qs[s] = Random(shapes[s].Tokens * qDim, 10 + s, 1.5f);
+            keys[s] = Random(positions * kvDim, 20 + s, 1.5f);
+            values[s] = Random(positions * kvDim, 30 + s, 1f);
+            for (int p = 0; p < positions; p++)
+            {
+                long page = tables[s][p / pageSize] * pageBytes;
+                for (int i = 0; i < kvDim; i++)
+                {
+                    float k = keys[s][(p * kvDim) + i], v = values[s][(p * kvDim) + i];
+                    if (half)
+                    {
+                        keys[s][(p * kvDim) + i] = k = (float)(Half)k;
+                        values[s][(p * kvDim) + i] = v = (float)(Half)v;
+                        BitConverter.TryWriteBytes(pool.AsSpan((int)(page + ((p % pageSize) * rowBytes) + (i * 2))), (Half)k);
+                        BitConverter.TryWriteBytes(pool.AsSpan((int)(page + (pageSize * rowBytes) + ((p % pageSize) * rowBytes) + (i * 2))), (Half)v);
+                    }
+                    else
+                    {
+                        BitConverter.TryWriteBytes(pool.AsSpan((int)(page + ((p % pageSize) * rowBytes) + (i * 4))), k);
+                        BitConverter.TryWriteBytes(pool.AsSpan((int)(page + (pageSize * rowBytes) + ((p % pageSize) * rowBytes) + (i * 4))), v);
+                    }
+                }
+            }
+        }
+
+        var together = shapes.Select(x => new float[x.Tokens * qDim]).ToArray();
+        var alone = shapes.Select(x => new float[x.Tokens * qDim]).ToArray();
+        var type = half ? DType.F16 : DType.F32;
+        fixed (byte* basePointer = pool)
+        {
+            var handles = new List<System.Runtime.InteropServices.GCHandle>();
+            try
+            {
+                float* Pin(Array a)
+                {
+                    var h = System.Runtime.InteropServices.GCHandle.Alloc(a, System.Runtime.InteropServices.GCHandleType.Pinned);
+                    handles.Add(h);
+                    return (float*)h.AddrOfPinnedObject();
+                }
+
+                var segments = new Attention.Segment[shapes.Length];
+                for (int s = 0; s < shapes.Length; s++)
+                {
+                    segments[s] = new Attention.Segment
+                    {
+                        Q = Pin(qs[s]),
+                        Output = Pin(together[s]),
+                        Kv = new Attention.KvPages
+                        {
+                            Base = basePointer,
+                            Pages = (int*)Pin(tables[s]),
+                            PageBytes = pageBytes,
+                            KeyOffset = 0,
+                            ValueOffset = pageSize * rowBytes,
+                            PageSize = pageSize,
+                        },
+                        Tokens = shapes[s].Tokens,
+                        StartPos = shapes[s].StartPos,
+                    };
+                }
+
+                using (KernelIsa.Force(width))
+                {
+                    Attention.Compute(segments, type, heads, kvHeads, headDim, _two);
+                    for (int s = 0; s < shapes.Length; s++)
+                    {
+                        Attention.Compute(segments[s].Q, segments[s].Kv, type, Pin(alone[s]), shapes[s].Tokens, shapes[s].StartPos, heads, kvHeads, headDim, _one);
+                    }
+                }
+            }
+            finally
+            {
+                handles.ForEach(h => h.Free());
+            }
+        }
+
+        for (int s = 0; s < shapes.Length; s++)
+        {
+            AssertBitwiseEqual(alone[s], together[s], $"{width} segment {s}");
+            var expected = Reference(qs[s], keys[s], values[s], shapes[s].Tokens, shapes[s].StartPos, heads, kvHeads, headDim);
+            AssertClose(expected, together[s], 1e-5, 1e-5, $"{width} segment {s}");
+        }
+    }
+
     /// <summary>Attention in double precision, softmax with the maximum subtracted.</summary>
     private static double[] Reference(float[] q, float[] keys, float[] values, int tokens, int startPos, int heads, int kvHeads, int headDim)
     {
