@@ -6,6 +6,7 @@ using Minnow.Benchmarking;
 using Minnow.LlamaCpp;
 #endif
 using Minnow.Loading;
+using Minnow.Models;
 using Minnow.Tensors;
 using static Minnow.Cli.Commands.CommandSupport;
 
@@ -20,7 +21,11 @@ namespace Minnow.Cli.Commands;
 internal static class BenchBatches
 {
     /// <summary>One child's measurement of N sequences.</summary>
-    private sealed record Measurement(string Engine, int Sequences, double AggregateTokS, double MsPerToken, double PrefillSeconds, double PeakRssMb);
+    private sealed record Measurement(string Engine, int Sequences, double AggregateTokS, double MsPerToken, double PrefillSeconds, double PeakRssMb)
+    {
+        /// <summary>With --profile: milliseconds per decode step in each part (<see cref="StepProfile.Breakdown"/>).</summary>
+        public IReadOnlyList<(string Part, double MsPerStep)> Profile { get; init; } = [];
+    }
 
     public static int[] ParseList(string text)
     {
@@ -39,7 +44,7 @@ internal static class BenchBatches
     }
 
     public static int Compare(ParseResult r, string benchFile, string idsPath, int[] batches, bool withLlamaCpp, int threads, int prompt, int gen, int runs, DType kvType,
-        bool asJson, CancellationToken ct)
+        bool asJson, bool profile, CancellationToken ct)
     {
         var err = Err(r);
         var results = new List<(int N, Measurement Minnow, Measurement? Llama)>();
@@ -50,11 +55,11 @@ internal static class BenchBatches
             for (int run = 0; run < runs; run++)
             {
                 ct.ThrowIfCancellationRequested();
-                minnowRuns.Add(RunChild("minnow", n, benchFile, idsPath, threads, prompt, gen, kvType, ct));
+                minnowRuns.Add(RunChild("minnow", n, benchFile, idsPath, threads, prompt, gen, kvType, profile, ct));
                 err.WriteLine($"batch {n}, run {run + 1}/{runs} minnow: {Describe(minnowRuns[^1])}");
                 if (withLlamaCpp)
                 {
-                    llamaRuns.Add(RunChild("llama.cpp", n, benchFile, idsPath, threads, prompt, gen, kvType, ct));
+                    llamaRuns.Add(RunChild("llama.cpp", n, benchFile, idsPath, threads, prompt, gen, kvType, false, ct));
                     err.WriteLine($"batch {n}, run {run + 1}/{runs} llama.cpp: {Describe(llamaRuns[^1])}");
                 }
             }
@@ -83,6 +88,17 @@ internal static class BenchBatches
                     w.Number("ms_per_token_per_sequence", m.MsPerToken);
                     w.Number("peak_rss_mb", m.PeakRssMb);
                     w.Number("scaling_vs_one", m.AggregateTokS / single);
+                    if (m.Profile.Count > 0)
+                    {
+                        w.WriteStartObject("profile_ms_per_step");
+                        foreach (var (part, ms) in m.Profile)
+                        {
+                            w.Number(part, ms);
+                        }
+
+                        w.WriteEndObject();
+                    }
+
                     if (l is not null)
                     {
                         w.Number("llama_cpp_aggregate_decode_tok_s", l.AggregateTokS);
@@ -109,12 +125,29 @@ internal static class BenchBatches
                 (l is null ? "" : $" {F(l.AggregateTokS, "0.0"),16} {F(l.MsPerToken, "0.00"),9} {F(m.AggregateTokS / l.AggregateTokS, "0.00") + "×",17}"));
         }
 
+        if (profile)
+        {
+            // Where a decode step's time goes, per batch size (medians of the runs, part by part).
+            output.WriteLine();
+            output.WriteLine($"decode step profile, ms per step (and per token), median of {runs} runs");
+            output.WriteLine($"{"part",-30}" + string.Concat(results.Select(x => $" {"batch " + x.N.ToString(CultureInfo.InvariantCulture),18}")));
+            var parts = results[0].Minnow.Profile.Select(p => p.Part).ToList();
+            foreach (string part in parts.Append("total"))
+            {
+                output.WriteLine($"{part,-30}" + string.Concat(results.Select(x =>
+                {
+                    double ms = part == "total" ? x.Minnow.Profile.Sum(p => p.MsPerStep) : x.Minnow.Profile.First(p => p.Part == part).MsPerStep;
+                    return $" {F(ms, "0.000") + " (" + F(ms / x.N, "0.000") + ")",18}";
+                })));
+            }
+        }
+
         return 0;
     }
 
     /// <summary>The child process: one engine, N sequences, one measured run after a short warm-up; one JSON object.</summary>
     public static int SingleRun(ParseResult r, string engine, int sequences, string modelPath, int[] ids, int threads, int prompt, int gen, DType kvType,
-        CancellationToken ct)
+        bool profile, CancellationToken ct)
     {
         var prompts = BatchedDecode.Prompts(ids, sequences, prompt);
         Measurement m;
@@ -125,8 +158,12 @@ internal static class BenchBatches
                     using var pool = new WorkerPool(threads);
                     using var model = ModelLoader.LoadModel(modelPath, pool);
                     BatchedDecode.Run(model, sequences, ids, Math.Min(prompt, 16), Math.Min(gen, 8), kvType, ct);
-                    var result = BatchedDecode.Run(model, sequences, ids, prompt, gen, kvType, ct);
-                    m = new Measurement("minnow", sequences, result.AggregateDecodeTokensPerSecond, result.MsPerTokenPerSequence, result.PrefillSeconds, 0);
+                    var steps = profile ? new StepProfile() : null;
+                    var result = BatchedDecode.Run(model, sequences, ids, prompt, gen, kvType, ct, steps);
+                    m = new Measurement("minnow", sequences, result.AggregateDecodeTokensPerSecond, result.MsPerTokenPerSequence, result.PrefillSeconds, 0)
+                    {
+                        Profile = steps?.Breakdown() ?? [],
+                    };
                     break;
                 }
 
@@ -162,26 +199,47 @@ internal static class BenchBatches
             w.Number("ms_per_token_per_sequence", m.MsPerToken);
             w.Number("prefill_seconds", m.PrefillSeconds);
             w.Number("peak_rss_mb", peakMb);
+            if (m.Profile.Count > 0)
+            {
+                w.WriteStartArray("profile");
+                foreach (var (part, ms) in m.Profile)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("part", part);
+                    w.Number("ms_per_step", ms);
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+            }
         });
         return 0;
     }
 
-    private static Measurement RunChild(string engine, int n, string model, string idsPath, int threads, int prompt, int gen, DType kvType, CancellationToken ct)
+    private static Measurement RunChild(string engine, int n, string model, string idsPath, int threads, int prompt, int gen, DType kvType, bool profile,
+        CancellationToken ct)
     {
-        string output = BenchCommand.RunSelf(
+        string[] arguments =
         [
             "bench", model, "--engine", engine, "--single-run", "--ids-file", idsPath, "--batch", n.ToString(CultureInfo.InvariantCulture),
             "--threads", threads.ToString(CultureInfo.InvariantCulture),
             "--prompt", prompt.ToString(CultureInfo.InvariantCulture),
             "--gen", gen.ToString(CultureInfo.InvariantCulture),
             "--kv-cache", kvType == DType.F16 ? "f16" : "f32",
-        ], engine, ct);
+        ];
+        string output = BenchCommand.RunSelf(profile ? [.. arguments, "--profile"] : arguments, engine, ct);
         try
         {
             using var doc = JsonDocument.Parse(output);
             var e = doc.RootElement;
             double Num(string key) => e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : double.NaN;
-            return new Measurement(engine, n, Num("aggregate_decode_tok_s"), Num("ms_per_token_per_sequence"), Num("prefill_seconds"), Num("peak_rss_mb"));
+            var parts = e.TryGetProperty("profile", out var p) && p.ValueKind == JsonValueKind.Array
+                ? p.EnumerateArray().Select(x => (x.GetProperty("part").GetString() ?? "", x.GetProperty("ms_per_step").GetDouble())).ToList()
+                : [];
+            return new Measurement(engine, n, Num("aggregate_decode_tok_s"), Num("ms_per_token_per_sequence"), Num("prefill_seconds"), Num("peak_rss_mb"))
+            {
+                Profile = parts,
+            };
         }
         catch (JsonException)
         {
@@ -195,7 +253,10 @@ internal static class BenchBatches
         Statistics.Median(runs.Select(m => m.AggregateTokS)),
         Statistics.Median(runs.Select(m => m.MsPerToken)),
         Statistics.Median(runs.Select(m => m.PrefillSeconds)),
-        Statistics.Median(runs.Select(m => m.PeakRssMb)));
+        Statistics.Median(runs.Select(m => m.PeakRssMb)))
+    {
+        Profile = runs[0].Profile.Select((part, k) => (part.Part, Statistics.Median(runs.Select(m => m.Profile.Count > k ? m.Profile[k].MsPerStep : double.NaN)))).ToList(),
+    };
 
     private static string Describe(Measurement m) =>
         $"{F(m.AggregateTokS, "0.0")} tok/s in all, {F(m.MsPerToken, "0.00")} ms/token per sequence, peak RSS {F(m.PeakRssMb, "0")} MiB";

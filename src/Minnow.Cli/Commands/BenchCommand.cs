@@ -62,6 +62,11 @@ internal static class BenchCommand
                 "each sequence's ms/token (with --vs llama.cpp, llama.cpp's own batched decode beside it).",
         };
         var json = JsonOption();
+        var profile = new Option<bool>("--profile")
+        {
+            Description = "With --batch: where a decode step's time goes (linear layers, attention, rope, output head, norms and activations, " +
+                "the engine's batching and sampling), per step and per token.",
+        };
 
         // The child-process mode the parent uses: one engine, one measured run, one JSON object.
         var engine = new Option<string?>("--engine") { Hidden = true };
@@ -70,7 +75,7 @@ internal static class BenchCommand
 
         var command = new Command("bench", "Measure prefill and decode speed, time to first token and peak memory; with --vs llama.cpp, side by side on the same GGUF.")
         {
-            model, vs, threads, prompt, gen, runs, type, kvCache, seed, agreementText, agreementTokens, noAgreement, batch, json, engine, singleRun, idsFile,
+            model, vs, threads, prompt, gen, runs, type, kvCache, seed, agreementText, agreementTokens, noAgreement, batch, json, profile, engine, singleRun, idsFile,
         };
 
         command.SetSyncAction((r, ct) =>
@@ -83,6 +88,7 @@ internal static class BenchCommand
                 Runs = r.GetValue(runs),
                 Seed = r.GetValue(seed),
                 KvCache = ParseKvCache(r.GetValue(kvCache) ?? "f16"),
+                Profile = r.GetValue(profile),
             };
             settings.Validate();
             if (r.GetValue(singleRun) && string.Equals(r.GetValue(engine), OnnxRuntimeEngineName, StringComparison.OrdinalIgnoreCase))
@@ -103,7 +109,7 @@ internal static class BenchCommand
                 {
                     string file = r.GetValue(idsFile) is { } f && File.Exists(f) ? f : throw new MinnowException("--single-run needs --ids-file FILE.");
                     return BenchBatches.SingleRun(r, r.GetValue(engine)?.ToLowerInvariant() ?? "", batches[0], modelPath, ParseIds(File.ReadAllText(file), file),
-                        settings.Threads, settings.Prompt, settings.Gen, settings.KvCache, ct);
+                        settings.Threads, settings.Prompt, settings.Gen, settings.KvCache, r.GetValue(profile), ct);
                 }
 
                 return SingleRun(r, r.GetValue(engine), modelPath, r.GetValue(idsFile), settings, ct);
@@ -155,6 +161,9 @@ internal static class BenchCommand
         public required ulong Seed { get; init; }
 
         public required DType KvCache { get; init; }
+
+        /// <summary>With --batch: time the parts of each decode step.</summary>
+        public bool Profile { get; init; }
 
         public int Context => Prompt + Gen;
 
@@ -257,7 +266,7 @@ internal static class BenchCommand
             File.WriteAllText(idsPath, string.Join(' ', ids.Select(i => i.ToString(CultureInfo.InvariantCulture))));
             if (batches is not null)
             {
-                return BenchBatches.Compare(r, benchFile, idsPath, batches, withLlamaCpp, s.Threads, s.Prompt, s.Gen, s.Runs, s.KvCache, asJson, ct);
+                return BenchBatches.Compare(r, benchFile, idsPath, batches, withLlamaCpp, s.Threads, s.Prompt, s.Gen, s.Runs, s.KvCache, asJson, s.Profile, ct);
             }
 
             long weightBytes = MinnowEngine.DecodeWeightBytes(loaded.Model);

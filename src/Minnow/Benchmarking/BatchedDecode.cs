@@ -35,8 +35,9 @@ public sealed record BatchedDecodeResult
 /// </summary>
 public static class BatchedDecode
 {
+    /// <param name="profile">When given, the decode steps' time per part goes into it (<see cref="StepProfile"/>).</param>
     public static BatchedDecodeResult Run(TransformerModel model, int sequences, IReadOnlyList<int> ids, int prompt, int gen, DType kvType,
-        CancellationToken cancellation = default)
+        CancellationToken cancellation = default, StepProfile? profile = null)
     {
         if (sequences < 1 || prompt < 1 || gen < 2 || ids.Count < prompt)
         {
@@ -53,6 +54,7 @@ public static class BatchedDecode
             KvType = kvType,
             KvBudgetBytes = KvPagePool.BytesPerPage(model.Config, kvType) * sequences * ((context + KvPagePool.DefaultPageSize - 1) / KvPagePool.DefaultPageSize),
             PrefixCaching = false,
+            Profile = profile,
         };
         using var engine = new Engine(model, options);
         var handles = prompts.Select(p => engine.Submit(new GenerationRequest { Prompt = p, MaxTokens = gen }, cancellation)).ToArray();

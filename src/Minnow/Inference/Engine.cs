@@ -33,6 +33,9 @@ public sealed record EngineOptions
     /// <summary>Whether sequences share the pages of a common prompt prefix.</summary>
     public bool PrefixCaching { get; init; } = true;
 
+    /// <summary>When set, the engine times the parts of its decode steps into it (<c>bench --profile</c>).</summary>
+    public StepProfile? Profile { get; init; }
+
     /// <summary>An engine for one sequence of up to <paramref name="context"/> positions (a command-line generation).</summary>
     public static EngineOptions ForOneSequence(ModelConfig config, int context, DType kvType = DType.F32) => new()
     {
@@ -93,7 +96,7 @@ public sealed class Engine : IDisposable
         _vocab = model.Config.VocabSize;
         ContextSize = Options.ContextSize > 0 ? Math.Min(Options.ContextSize, model.Config.MaxPositions) : model.Config.MaxPositions;
         _pool = KvPagePool.WithBudget(model.Config, Options.KvBudgetBytes, Options.KvType, Options.PageSize);
-        _batch = new ForwardBatch(Options.MaxStepTokens, Options.MaxSequences);
+        _batch = new ForwardBatch(Options.MaxStepTokens, Options.MaxSequences) { Profile = Options.Profile };
         _stepSequences = new EngineSequence?[Options.MaxSequences];
         _order = new EngineSequence[Options.MaxSequences];
         _rawLogits = new float[_vocab];
@@ -264,6 +267,7 @@ public sealed class Engine : IDisposable
     /// <summary>One step of the loop: admit, batch, run, sample. Allocates nothing once warm (but for new sequences' state).</summary>
     private void Step()
     {
+        long started = Options.Profile is null ? 0 : Stopwatch.GetTimestamp();
         while (_incoming.TryDequeue(out var incoming))
         {
             _waiting.Add(incoming);
@@ -286,6 +290,12 @@ public sealed class Engine : IDisposable
         Interlocked.Increment(ref _steps);
         Interlocked.Add(ref _stepRows, _batch.RowCount);
         SampleAndEmit();
+        if (Options.Profile is { } profile)
+        {
+            profile.Add(StepPart.Step, _batch, started);
+            profile.EndStep(_batch);
+        }
+
         _batch.Clear();
         Volatile.Write(ref _runningCount, _running.Count);
     }

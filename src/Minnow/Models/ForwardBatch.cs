@@ -55,6 +55,9 @@ public sealed class ForwardBatch
     /// <summary>When set, sees the input of every linear layer (calibration for quantization and pruning).</summary>
     public ILinearInputObserver? Observer { get; set; }
 
+    /// <summary>When set, times the parts of the steps run with this batch (<c>bench --profile</c>).</summary>
+    public StepProfile? Profile { get; set; }
+
     public ReadOnlySpan<int> Tokens => _tokens.AsSpan(0, RowCount);
 
     public ReadOnlySpan<int> Positions => _positions.AsSpan(0, RowCount);

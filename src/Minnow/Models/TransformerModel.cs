@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Minnow.Kernels;
 using Minnow.Tensors;
 
@@ -135,7 +136,9 @@ public abstract unsafe class TransformerModel : IDisposable
 
         Prepare();
         workspace.EnsureCapacity(Config, batch.RowCount, batch.LogitRowCount);
+        long started = Start(batch);
         ForwardLayers(batch, workspace);
+        batch.Profile?.Add(StepPart.Forward, batch, started);
         foreach (ref readonly var segment in batch.Segments)
         {
             segment.Cache.Length += segment.Count;
@@ -192,9 +195,14 @@ public abstract unsafe class TransformerModel : IDisposable
     {
         int count = batch.RowCount;
         batch.Observer?.OnLinearInput(weight, new ReadOnlySpan<float>(x, count * weight.Columns), count);
+        long started = Start(batch);
         MatMul.Compute(weight, x, count, y, bias, Pool);
         ApplyAdapters(batch, weight, x, y);
+        batch.Profile?.Add(StepPart.Linear, batch, started);
     }
+
+    /// <summary>A timestamp when the batch is being profiled (<see cref="StepProfile"/>), else 0 without reading the clock.</summary>
+    private static long Start(ForwardBatch batch) => batch.Profile is null ? 0 : Stopwatch.GetTimestamp();
 
     /// <summary>Linear layers that read the same input, multiplied in one pass where the kernels allow (<see cref="MatMul.ComputeFused"/>).</summary>
     protected void LinearFused(ForwardBatch batch, ReadOnlySpan<Tensor> weights, float* x, ReadOnlySpan<nint> ys, ReadOnlySpan<nint> biases)
@@ -208,6 +216,7 @@ public abstract unsafe class TransformerModel : IDisposable
             }
         }
 
+        long started = Start(batch);
         MatMul.ComputeFused(weights, x, count, ys, biases, Pool);
         if (batch.HasAdapters)
         {
@@ -216,6 +225,8 @@ public abstract unsafe class TransformerModel : IDisposable
                 ApplyAdapters(batch, weights[k], x, (float*)ys[k]);
             }
         }
+
+        batch.Profile?.Add(StepPart.Linear, batch, started);
     }
 
     private void ApplyAdapters(ForwardBatch batch, Tensor weight, float* x, float* y)
@@ -243,12 +254,15 @@ public abstract unsafe class TransformerModel : IDisposable
         int heads = c.HeadsOf(layer), kvHeads = c.KvHeadsOf(layer);
         int qDim = heads * c.HeadDim, kvDim = kvHeads * c.HeadDim;
         var positions = batch.Positions;
+        long started = Start(batch);
         for (int t = 0; t < positions.Length; t++)
         {
             _rope!.Fill(positions[t], w.Cos, w.Sin);
             Rope.Apply(q + ((long)t * qDim), heads, c.HeadDim, c.RotaryDim, w.Cos, w.Sin, c.RopeStyle);
             Rope.Apply(k + ((long)t * kvDim), kvHeads, c.HeadDim, c.RotaryDim, w.Cos, w.Sin, c.RopeStyle);
         }
+
+        batch.Profile?.Add(StepPart.Rope, batch, started);
     }
 
     /// <summary>
@@ -260,6 +274,7 @@ public abstract unsafe class TransformerModel : IDisposable
         var c = Config;
         int qDim = c.QDimOf(layer), kvDim = c.KvDimOf(layer);
         var segments = batch.Segments;
+        long started = Start(batch);
 
         // Every sequence's new keys and values go into its cache, then one call attends for all of them.
         Span<Attention.Segment> attention = segments.Length <= 256 ? stackalloc Attention.Segment[segments.Length] : new Attention.Segment[segments.Length];
@@ -299,13 +314,16 @@ public abstract unsafe class TransformerModel : IDisposable
         if (same == segments.Length)
         {
             Attention.Compute(attention, segments[0].Cache.ElementType, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
-            return;
+        }
+        else
+        {
+            for (int s = 0; s < segments.Length; s++)
+            {
+                Attention.Compute(attention.Slice(s, 1), segments[s].Cache.ElementType, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
+            }
         }
 
-        for (int s = 0; s < segments.Length; s++)
-        {
-            Attention.Compute(attention.Slice(s, 1), segments[s].Cache.ElementType, c.HeadsOf(layer), c.KvHeadsOf(layer), c.HeadDim, Pool);
-        }
+        batch.Profile?.Add(StepPart.Attention, batch, started);
     }
 
     /// <summary>Splits a layer's fused projection laid out per token as [q | k | v] (GPT-2's c_attn).</summary>
@@ -387,7 +405,9 @@ public abstract unsafe class TransformerModel : IDisposable
         }
 
         batch.Observer?.OnLinearInput(head, new ReadOnlySpan<float>(rows, batch.LogitRowCount * d), batch.LogitRowCount);
+        long started = Start(batch);
         MatMul.Compute(head, rows, batch.LogitRowCount, w.Logits, null, Pool);
+        batch.Profile?.Add(StepPart.Head, batch, started);
     }
 
     private static void Copy(float* source, float* destination, int n) =>

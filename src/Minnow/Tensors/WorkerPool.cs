@@ -168,9 +168,13 @@ public sealed unsafe class WorkerPool : IDisposable
         }
     }
 
-    /// <summary>How long an idle worker watches for the next call before it sleeps: 50 µs, or <c>MINNOW_SPIN_US</c>.</summary>
+    /// <summary>
+    /// How long an idle worker watches for the next call before it sleeps: <c>MINNOW_SPIN_US</c> microseconds. The
+    /// default is 0: on a shared or oversubscribed machine a watching worker takes time from the caller, and on the
+    /// machines measured no gain showed through the run-to-run noise.
+    /// </summary>
     private static readonly long SpinTicks =
-        (int.TryParse(Environment.GetEnvironmentVariable("MINNOW_SPIN_US"), out int us) && us >= 0 ? us : 50) * Stopwatch.Frequency / 1_000_000;
+        (int.TryParse(Environment.GetEnvironmentVariable("MINNOW_SPIN_US"), out int us) && us >= 0 ? us : 0) * Stopwatch.Frequency / 1_000_000;
 
     public void Dispose()
     {

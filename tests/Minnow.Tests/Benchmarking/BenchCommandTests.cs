@@ -107,6 +107,35 @@ public sealed class BenchCommandTests
         Assert.Contains("minnow", text.Stdout);
     }
 
+    /// <summary><c>bench --batch 1,2 --profile</c>: a scaling figure per count and where each decode step's time went.</summary>
+    [Fact]
+    public void BenchBatchProfileReportsEveryPart()
+    {
+        if (SharedData.Root is null)
+        {
+            return;
+        }
+
+        using var temp = new TempFolder();
+        string model = temp.CopyGolden("llama");
+        var result = CliRunner.Run("bench", model, "--batch", "1,2", "--profile", "--runs", "1", "--prompt", "8", "--gen", "6", "--threads", "1", "--json");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var batches = result.Json().GetProperty("batches").EnumerateArray().ToList();
+        Assert.Equal([1, 2], batches.Select(b => b.GetProperty("sequences").GetInt32()));
+        foreach (var b in batches)
+        {
+            Assert.True(b.GetProperty("aggregate_decode_tok_s").GetDouble() > 0);
+            var parts = b.GetProperty("profile_ms_per_step").EnumerateObject().ToList();
+            Assert.Equal(["linear layers", "attention", "rope", "output head", "norms, residuals, activations", "engine: batching, sampling"], parts.Select(p => p.Name));
+            Assert.True(parts.Take(4).All(p => p.Value.GetDouble() > 0), b.ToString());
+        }
+
+        var text = CliRunner.Run("bench", model, "--batch", "2", "--profile", "--runs", "1", "--prompt", "8", "--gen", "4", "--threads", "1");
+        Assert.True(text.ExitCode == 0, text.ToString());
+        Assert.Contains("decode step profile", text.Stdout);
+        Assert.Contains("attention", text.Stdout);
+    }
+
     [Fact]
     public void BenchBadInputIsOneClearLine()
     {

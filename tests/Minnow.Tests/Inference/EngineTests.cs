@@ -308,6 +308,29 @@ public class EngineTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A profile attached to an engine counts exactly its decode steps (one row per sequence), and its parts add up
+    /// within the forward step, which lies within the engine step.
+    /// </summary>
+    [Fact]
+    public async Task Profile_CountsDecodeStepsAndItsPartsNest()
+    {
+        using var model = ModelLoader.LoadModel(LoraAdapterTests.DefaultFolder);
+        var profile = new StepProfile();
+        using var engine = new Engine(model, new EngineOptions { MaxSequences = 3, MaxStepTokens = 64, ContextSize = 64, Profile = profile });
+        var handles = Enumerable.Range(0, 3).Select(i => engine.Submit(new GenerationRequest { Prompt = Prompt(5 + i, model.Config.VocabSize, 40 + i), MaxTokens = 12 })).ToArray();
+        await Task.WhenAll(handles.Select(h => h.Completion));
+
+        // All three prompts are read in one step (which also samples each first token), then 11 decode steps of three.
+        Assert.Equal(11, profile.Steps);
+        Assert.Equal(33, profile.Rows);
+        double parts = new[] { StepPart.Linear, StepPart.Attention, StepPart.Rope, StepPart.Head }.Sum(profile.MsPerStep);
+        Assert.All(Enum.GetValues<StepPart>(), part => Assert.True(profile.MsPerStep(part) > 0, $"{part} took no time"));
+        Assert.True(parts <= profile.MsPerStep(StepPart.Forward), $"parts {parts} ms > forward {profile.MsPerStep(StepPart.Forward)} ms");
+        Assert.True(profile.MsPerStep(StepPart.Forward) <= profile.MsPerStep(StepPart.Step));
+        Assert.Equal(6, profile.Breakdown().Count);
+    }
+
     /// <summary>Once warm, a step of the engine's forward pass allocates nothing.</summary>
     [Fact]
     public void BatchedStep_AllocatesNothingOnceWarm()
