@@ -70,6 +70,9 @@ public sealed class MinnowServer : IAsyncDisposable
 
     public Engine? Engine => _engine;
 
+    /// <summary>Lines saying which adapters and rollout variants are being served, for the command line to print once ready.</summary>
+    public IReadOnlyList<string> OperationsSummary() => _served?.Summary() ?? [];
+
     /// <summary>Starts listening, then loads the model in the background (see <see cref="Ready"/>).</summary>
     public static async Task<MinnowServer> StartAsync(ServerOptions options, CancellationToken cancellation = default)
     {

@@ -194,6 +194,19 @@ internal sealed class ServedModels : IDisposable
         }
     }
 
+    public IReadOnlyList<string> Summary()
+    {
+        var lines = Adapters.List().Select(a => $"adapter '{BaseId}:{a.Name}' ({a.Source}, {a.Bytes:N0} bytes, r = {a.Rank})").ToList();
+        lines.AddRange(_variants.Values.Select(v => $"variant '{v.Name}': {v.Slot.Path}{(v.Adapter is { } a ? " + adapter " + a.Source : "")}"));
+        if (Rollout is { } r)
+        {
+            lines.Add($"rollout: {r.Phase.ToString().ToLowerInvariant()}, step {r.Step + 1} of {r.Plan.Steps.Count}, {r.CanaryPercent:0.##} % to '{r.Plan.Canary}'" +
+                (r.StatePath is { } state ? $"; state {state}, audit log {r.AuditLogPath}" : "") + "; GET /admin/rollout, /dashboard");
+        }
+
+        return lines;
+    }
+
     public void RefreshGauges()
     {
         if (Rollout is not { } r)

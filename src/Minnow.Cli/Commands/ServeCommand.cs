@@ -100,6 +100,11 @@ internal static class ServeCommand
             var engine = server.Engine!;
             output.WriteLine($"ready: model '{server.ModelId}' ({options.ModelPath}), context {engine.ContextSize}, batch {options.MaxBatch}, " +
                 $"queue {options.MaxQueue}, KV cache {engine.Pages.PageCount} pages of {engine.Pages.PageSize} positions; Ctrl+C to stop.");
+            foreach (string line in server.OperationsSummary())
+            {
+                output.WriteLine(line);
+            }
+
             output.Flush();
             try
             {

@@ -120,3 +120,17 @@ public sealed class RolloutDashboardTests
         Assert.All(Enumerable.Range(0, 100), i => Assert.Equal("stable", rollout.Choose($"user-{i}")));
     }
 }
+
+/// <summary>The serve command's adapter and rollout options: bad input is one line and a non-zero exit.</summary>
+public sealed class ServeOperationsOptionsTests
+{
+    [Fact]
+    public void BadAdapterAndRolloutOptions_AreOneLineErrors()
+    {
+        Minnow.Tests.Cli.Cli.AssertFails(["serve", "--port", "0", "--adapter", "no-equals-sign"], "--adapter", "NAME=PATH");
+        Minnow.Tests.Cli.Cli.AssertFails(["serve", "--port", "0", "--canary", "150%"], "--canary", "150%");
+        Minnow.Tests.Cli.Cli.AssertFails(["serve", "--port", "0", "--canary", "5%"], "two variants");
+        Minnow.Tests.Cli.Cli.AssertFails(["serve", "--port", "0", "--adapter-budget", "lots"], "--adapter-budget", "lots");
+        Minnow.Tests.Cli.Cli.AssertFails(["serve", "--port", "0", "--variant", "a=x", "--variant", "a=y"], "--variant", "twice");
+    }
+}
