@@ -46,6 +46,7 @@ public sealed class MinnowServer : IAsyncDisposable
     private WorkerPool? _pool;
     private Engine? _engine;
     private TextCompleter? _completer;
+    private ServedModels? _served;
     private int _active;
 
     private MinnowServer(ServerOptions options, WebApplication app)
@@ -68,6 +69,9 @@ public sealed class MinnowServer : IAsyncDisposable
     public Task Ready => _ready.Task;
 
     public Engine? Engine => _engine;
+
+    /// <summary>Lines saying which adapters and rollout variants are being served, for the command line to print once ready.</summary>
+    public IReadOnlyList<string> OperationsSummary() => _served?.Summary() ?? [];
 
     /// <summary>Starts listening, then loads the model in the background (see <see cref="Ready"/>).</summary>
     public static async Task<MinnowServer> StartAsync(ServerOptions options, CancellationToken cancellation = default)
@@ -134,6 +138,7 @@ public sealed class MinnowServer : IAsyncDisposable
             _engine = new Engine(_model.Model, _options.EngineOptions());
             _completer = new TextCompleter(_engine, _model.Tokenizer);
             _metrics.Attach(_engine);
+            _served = new ServedModels(_options, ModelId, new ModelSlot(_options.ModelPath, _model, _engine, _completer, owned: false), _metrics.Registry);
             _state = ServerState.Ready;
             _ready.TrySetResult();
         }
@@ -156,6 +161,13 @@ public sealed class MinnowServer : IAsyncDisposable
         }
 
         _state = ServerState.Draining;
+        if (_served is not null)
+        {
+            await _served.StopAsync().ConfigureAwait(false);
+            await Task.WhenAll(_served.Variants.Values.Select(v => v.Slot.Engine).Where(e => e != _engine).Distinct()
+                .Select(e => e.DrainAsync(deadline ?? _options.DrainDeadline))).ConfigureAwait(false);
+        }
+
         if (_engine is not null)
         {
             await _engine.DrainAsync(deadline ?? _options.DrainDeadline).ConfigureAwait(false);
@@ -190,6 +202,7 @@ public sealed class MinnowServer : IAsyncDisposable
             // Loading failed: there is nothing more to release than what was made.
         }
 
+        _served?.Dispose();
         _engine?.Dispose();
         _model?.Dispose();
         _pool?.Dispose();
@@ -228,6 +241,7 @@ public sealed class MinnowServer : IAsyncDisposable
         _app.MapPost("/v1/completions", context => Guard(context, c => Complete(c, chat: false)));
         _app.MapPost("/tokenize", context => Guard(context, Tokenize));
         _app.MapPost("/detokenize", context => Guard(context, Detokenize));
+        OperationsEndpoints.Map(_app, Guard, () => _served!);
         _app.MapFallback(context => OpenAiWriter.WriteError(context,
             new ApiError(404, $"no route {context.Request.Method} {context.Request.Path}.", "invalid_request_error", null, "not_found")));
     }
@@ -314,6 +328,7 @@ public sealed class MinnowServer : IAsyncDisposable
         w.WriteStartObject();
         ModelFields(w);
         w.WriteEndObject();
+        OperationsEndpoints.WriteAdapterModels(w, _served!, _created, _engine!.ContextSize);
         w.WriteEndArray();
     });
 
@@ -342,20 +357,45 @@ public sealed class MinnowServer : IAsyncDisposable
 
     private async Task Complete(HttpContext context, bool chat)
     {
+        long arrived = System.Diagnostics.Stopwatch.GetTimestamp();
         var body = await ReadBody(context);
-        var prompts = _completer!.Prompts;
-        var parsed = OpenAiRequests.Parse(body, chat, prompts, ModelId);
-        var completion = _completer.Start(parsed.Completion, context.RequestAborted);
+        var route = _served!.Resolve(context, body);
+        context.Response.Headers[ServedModels.VariantHeader] = route.Served;
+        var completer = route.Slot.Completer;
+        var prompts = completer.Prompts;
+        var parsed = OpenAiRequests.Parse(body, chat, prompts, route.ModelName);
+        if (route.Delay > TimeSpan.Zero)
+        {
+            await Task.Delay(route.Delay, context.RequestAborted); // test-only injected latency (ServerOptions.TestOnlyInjectedLatency)
+        }
+
+        TextCompletion completion;
+        try
+        {
+            completion = completer.Start(parsed.Completion with { Adapter = route.Adapter }, context.RequestAborted);
+        }
+        catch (Exception e) when (e is not (EngineBusyException or EngineStoppingException or OperationCanceledException or MinnowException or ApiError))
+        {
+            _served.Record(route, failed: true, arrived, null);
+            throw;
+        }
+
+        bool failed = false;
         try
         {
             if (parsed.Stream)
             {
-                await CompletionStreams.Stream(context, completion, parsed, ModelId, prompts, _metrics);
+                await CompletionStreams.Stream(context, completion, parsed, route.ModelName, prompts, _metrics);
             }
             else
             {
-                await CompletionStreams.Whole(context, completion, parsed, ModelId, prompts, _metrics);
+                await CompletionStreams.Whole(context, completion, parsed, route.ModelName, prompts, _metrics);
             }
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !context.RequestAborted.IsCancellationRequested)
+        {
+            failed = true;
+            throw;
         }
         finally
         {
@@ -366,6 +406,10 @@ public sealed class MinnowServer : IAsyncDisposable
             }
 
             _metrics.Finished(completion);
+            if (!context.RequestAborted.IsCancellationRequested)
+            {
+                _served.Record(route, failed || completion.Finish is CompletionFinish.Error or CompletionFinish.Cancelled || completion.Sequence.FinishReason == FinishReason.Error, arrived, completion);
+            }
         }
     }
 

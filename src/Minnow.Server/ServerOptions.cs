@@ -36,6 +36,33 @@ public sealed record ServerOptions
     /// <summary>How long a shutdown lets running requests finish before it cancels them.</summary>
     public TimeSpan DrainDeadline { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>Adapters loaded at start (<c>--adapter NAME=PATH</c>): name → PEFT folder; requests pick one with <c>model: "BASE:NAME"</c>.</summary>
+    public IReadOnlyDictionary<string, string> Adapters { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Memory the run-time adapters may take together; loading past it unloads the least recently used.</summary>
+    public long AdapterBudgetBytes { get; init; } = 64L << 20;
+
+    /// <summary>
+    /// Rollout variants (<c>--variant NAME=SPEC</c>): SPEC is a model (a folder or file, served by its own engine) or
+    /// <c>adapter:FOLDER</c> (a PEFT adapter on the base model).
+    /// </summary>
+    public IReadOnlyDictionary<string, string> Variants { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>A canary rollout plan (<c>--rollout PLAN.json</c>) between the variants it names.</summary>
+    public string? RolloutPlanPath { get; init; }
+
+    /// <summary>A fixed canary share in percent with no schedule (<c>--canary 5%</c>), between variants 'stable' and 'canary'.</summary>
+    public double? CanaryPercent { get; init; }
+
+    /// <summary>Where the rollout's state is saved (default: PLAN.json.state.json); its audit log is this path + ".log".</summary>
+    public string? RolloutStatePath { get; init; }
+
+    /// <summary>
+    /// TEST ONLY: a delay added before each request a variant serves, to simulate a slow build in rollout tests. It
+    /// exists on this API only (there is no command-line option) and must never be set in production.
+    /// </summary>
+    public IReadOnlyDictionary<string, TimeSpan> TestOnlyInjectedLatency { get; init; } = new Dictionary<string, TimeSpan>();
+
     internal EngineOptions EngineOptions() => new()
     {
         MaxSequences = MaxBatch,
@@ -71,6 +98,26 @@ public sealed record ServerOptions
         if (ContextSize < 0 || Threads < 0)
         {
             throw new MinnowException("--ctx and --threads must be ≥ 0.");
+        }
+
+        if (RolloutPlanPath is not null && CanaryPercent is not null)
+        {
+            throw new MinnowException("--rollout and --canary are two ways to split traffic: give one.");
+        }
+
+        if ((RolloutPlanPath is not null || CanaryPercent is not null) && Variants.Count < 2)
+        {
+            throw new MinnowException("a rollout needs two variants: --variant stable=MODEL --variant canary=MODEL.");
+        }
+
+        if (AdapterBudgetBytes <= 0)
+        {
+            throw new MinnowException($"--adapter-budget must be positive (got {AdapterBudgetBytes} bytes).");
+        }
+
+        foreach (string name in Adapters.Keys)
+        {
+            Serving.AdapterRegistry.ValidateName(name);
         }
 
         if (ApiKey is { Length: 0 })

@@ -26,9 +26,15 @@ internal static class ServeCommand
         var threads = new Option<int?>("--threads", "-t") { Description = "Worker threads (default: one per core)." };
         var name = new Option<string?>("--model-name") { Description = "The model's name in the API (default: its folder or file name)." };
         var drain = new Option<double>("--drain-timeout") { Description = "Seconds a shutdown lets running requests finish.", DefaultValueFactory = _ => 30 };
-        var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, streaming, metrics).")
+        var adapters = new Option<string[]>("--adapter") { Description = "A LoRA adapter to serve as BASE:NAME, as NAME=PEFT_FOLDER (repeatable; more at run time with POST /v1/adapters).", AllowMultipleArgumentsPerToken = false };
+        var adapterBudget = new Option<string>("--adapter-budget") { Description = "Memory the adapters may take together; past it the least recently used is unloaded.", DefaultValueFactory = _ => "64MB" };
+        var variants = new Option<string[]>("--variant") { Description = "A rollout variant, NAME=MODEL or NAME=adapter:FOLDER (repeatable; name them stable and canary)." };
+        var rollout = new Option<string?>("--rollout") { Description = "A canary rollout plan (JSON: steps, intervals, thresholds) between the variants." };
+        var canary = new Option<string?>("--canary") { Description = "A fixed canary share with no schedule, e.g. 5%." };
+        var rolloutState = new Option<string?>("--rollout-state") { Description = "Where the rollout's state is kept (default: PLAN.json.state.json; the audit log is beside it)." };
+        var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API (chat, completions, streaming, metrics, adapters, canary rollouts).")
         {
-            model, host, port, maxBatch, kvBudget, maxQueue, apiKey, ctx, threads, name, drain,
+            model, host, port, maxBatch, kvBudget, maxQueue, apiKey, ctx, threads, name, drain, adapters, adapterBudget, variants, rollout, canary, rolloutState,
         };
 
         command.SetAction(async (r, ct) =>
@@ -49,9 +55,22 @@ internal static class ServeCommand
                 throw new MinnowException($"--drain-timeout must be between 0 and 3600 seconds (got {drainSeconds}).");
             }
 
+            var variantSpecs = Pairs(r.GetValue(variants), "--variant", "NAME=MODEL");
+            string? modelArgument = r.GetValue(model);
+            if (modelArgument is null && variantSpecs.TryGetValue("stable", out string? stableSpec) && !stableSpec.StartsWith("adapter:", StringComparison.Ordinal))
+            {
+                modelArgument = stableSpec; // the stable variant is the base model
+            }
+
             var options = new ServerOptions
             {
-                ModelPath = DefaultModel.Resolve(r.GetValue(model)),
+                ModelPath = DefaultModel.Resolve(modelArgument),
+                Adapters = Pairs(r.GetValue(adapters), "--adapter", "NAME=PATH"),
+                AdapterBudgetBytes = Size(r.GetValue(adapterBudget)!, "--adapter-budget"),
+                Variants = variantSpecs,
+                RolloutPlanPath = r.GetValue(rollout),
+                CanaryPercent = r.GetValue(canary) is { } c ? Percent(c) : null,
+                RolloutStatePath = r.GetValue(rolloutState),
                 ModelId = r.GetValue(name),
                 Host = r.GetValue(host)!,
                 Port = r.GetValue(port),
@@ -81,6 +100,11 @@ internal static class ServeCommand
             var engine = server.Engine!;
             output.WriteLine($"ready: model '{server.ModelId}' ({options.ModelPath}), context {engine.ContextSize}, batch {options.MaxBatch}, " +
                 $"queue {options.MaxQueue}, KV cache {engine.Pages.PageCount} pages of {engine.Pages.PageSize} positions; Ctrl+C to stop.");
+            foreach (string line in server.OperationsSummary())
+            {
+                output.WriteLine(line);
+            }
+
             output.Flush();
             try
             {
@@ -98,5 +122,45 @@ internal static class ServeCommand
             return MinnowCli.ExitOk;
         });
         return command;
+    }
+
+    private static Dictionary<string, string> Pairs(string[]? values, string option, string shape)
+    {
+        var pairs = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string value in values ?? [])
+        {
+            int eq = value.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0 || eq == value.Length - 1)
+            {
+                throw new MinnowException($"{option} '{value}' must be {shape}.");
+            }
+
+            if (!pairs.TryAdd(value[..eq], value[(eq + 1)..]))
+            {
+                throw new MinnowException($"{option}: the name '{value[..eq]}' is given twice.");
+            }
+        }
+
+        return pairs;
+    }
+
+    private static long Size(string text, string option)
+    {
+        try
+        {
+            return MixedPrecision.ParseSize(text);
+        }
+        catch (MinnowException)
+        {
+            throw new MinnowException($"{option}: '{text}' is not a size such as 64MB.");
+        }
+    }
+
+    private static double Percent(string text)
+    {
+        string number = text.TrimEnd('%').Trim();
+        return double.TryParse(number, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double p) && p is >= 0 and <= 100
+            ? p
+            : throw new MinnowException($"--canary '{text}' must be a percentage from 0% to 100%, e.g. 5%.");
     }
 }

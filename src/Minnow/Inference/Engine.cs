@@ -336,7 +336,7 @@ public sealed class Engine : IDisposable
             // start — but for a prefix other sequences have computed — and its next token follows the last one.
             // Pages for all of it, and one more, must be free now.
             int history = s.Tokens.Count;
-            s.Cache ??= new KvCache(_pool, ContextSize, s.Request.Adapter?.Source);
+            s.Cache ??= new KvCache(_pool, ContextSize, s.Request.Adapter?.CacheKey);
             if (Options.PrefixCaching && s.Cache.Length == 0)
             {
                 s.CachedPromptTokens = Math.Max(s.CachedPromptTokens, s.Cache.AttachSharedPrefix(CollectionsMarshal.AsSpan(s.Tokens), history - 1));

@@ -357,6 +357,7 @@ public sealed unsafe class LoraAdapter : IDisposable
         internal float[] ScaledBt { get; }
     }
 
+    private static long s_loads;
     private readonly Dictionary<string, Module> _byWeight;
 
     private LoraAdapter(string source, LoraConfig config, Dictionary<string, Module> modules)
@@ -364,10 +365,20 @@ public sealed unsafe class LoraAdapter : IDisposable
         Source = source;
         Config = config;
         _byWeight = modules;
+        CacheKey = $"{source}#{Interlocked.Increment(ref s_loads)}";
     }
 
     /// <summary>The adapter folder.</summary>
     public string Source { get; }
+
+    /// <summary>
+    /// Names this load of the adapter for the engine's prefix cache: KV computed with it is reused only by sequences
+    /// with the same loaded weights (a folder retrained and loaded again under the same path gets a new key).
+    /// </summary>
+    public string CacheKey { get; }
+
+    /// <summary>Bytes the adapter's matrices hold in memory (A, scale·B and its transpose).</summary>
+    public long MemoryBytes => _byWeight.Values.Sum(m => ((long)m.A.Length + m.ScaledB.Length + m.ScaledBt.Length) * sizeof(float));
 
     public LoraConfig Config { get; }
 

@@ -25,6 +25,9 @@ public sealed record TextCompletionRequest
     public bool Logprobs { get; init; }
 
     public int TopLogprobs { get; init; }
+
+    /// <summary>A LoRA adapter applied to this completion alone; null for the base model.</summary>
+    public Models.LoraAdapter? Adapter { get; init; }
 }
 
 /// <summary>How a completion ended, as OpenAI's API names it.</summary>
@@ -95,6 +98,7 @@ public sealed class TextCompleter(Engine engine, ITextTokenizer tokenizer)
             StopTokens = request.IgnoreEos ? [] : Tokenizer.EosIds,
             Logprobs = request.Logprobs,
             TopLogprobs = request.TopLogprobs,
+            Adapter = request.Adapter,
         };
         var sequence = Engine.Submit(generation, cancellation);
         return new TextCompletion(sequence, new TokenStreamDecoder(Tokenizer, skipSpecialTokens: true, atStartOfText: false), request.StopStrings);
