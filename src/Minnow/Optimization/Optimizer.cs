@@ -64,6 +64,9 @@ public sealed record Measurement
     /// <summary>Why the recipe could not be built (null when it was).</summary>
     public string? Error { get; init; }
 
+    /// <summary>The conditions of the speed figures (batch 4: the same with four sequences).</summary>
+    public string? SpeedConditions { get; init; }
+
     public bool Full => Perplexity is not null && DecodeMsPerToken is not null;
 }
 
@@ -271,11 +274,13 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
         return a.WeightBytes <= b.WeightBytes && la <= lb && pa <= pb && (a.WeightBytes < b.WeightBytes || la < lb || pa < pb);
     }
 
+    private int Threads => pool?.ThreadCount ?? WorkerPool.Shared.ThreadCount;
+
     private Measurement MeasureBaseline(CancellationToken cancellation)
     {
         var quick = Evaluate(source, texts.QuickChunks, cancellation);
         var full = Evaluate(source, texts.MaxChunks, cancellation);
-        var speed = SpeedMeasurement.Measure(source, cancellation: cancellation);
+        var speed = EngineSpeed.Quick(source, Threads, cancellation);
         return new Measurement
         {
             Name = "original",
@@ -287,6 +292,7 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
             PrefillTokensPerSecond = speed.PrefillTokensPerSecond,
             DecodeMsPerToken = speed.DecodeMsPerToken,
             Batch4MsPerStep = speed.Batch4MsPerStep,
+            SpeedConditions = speed.Batch1.Conditions.Describe(),
             PeakRssBytes = ProcessMemory.PeakResidentBytes(),
             EstimatedRamBytes = ProcessMemory.PeakResidentBytes(),
         };
@@ -323,7 +329,7 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
     {
         using var model = Build(recipe, cancellation);
         var full = Evaluate(model, texts.MaxChunks, cancellation);
-        var speed = SpeedMeasurement.Measure(model, cancellation: cancellation);
+        var speed = EngineSpeed.Quick(model, Threads, cancellation);
         return quick with
         {
             Perplexity = full.Perplexity,
