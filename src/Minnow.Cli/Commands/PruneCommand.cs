@@ -23,12 +23,12 @@ internal static class PruneCommand
     {
         var model = ModelArgument();
         var output = new Option<string>("--out", "-o") { Description = "Output folder (Hugging Face layout).", Required = true };
-        var method = new Option<string>("--method", "-m")
+        var method = new Option<string>("--method")
         {
             Description = "magnitude | wanda (unstructured, --sparsity), 2:4 | 4:8 (semi-structured), heads | neurons (structured: --keep-heads, --keep-ffn).",
             Required = true,
         };
-        var sparsity = new Option<double?>("--sparsity", "-s")
+        var sparsity = new Option<double?>("--sparsity")
         {
             Description = "Fraction removed, 0.1-0.9: of each linear layer's weights (magnitude, wanda; default 0.5), or of the heads / neurons (heads, neurons).",
         };
@@ -457,7 +457,7 @@ internal static class PruneCommand
         }
         else
         {
-            o.WriteLine("note: this folder stores the zeros densely; `minnow export OUT -t sparse-f16|sparse-i8 -o FILE.gguf` stores only the kept weights.");
+            o.WriteLine("note: this folder stores the zeros densely; `minnow export OUT --type sparse-f16|sparse-i8 -o FILE.gguf` stores only the kept weights.");
         }
     }
 

@@ -37,7 +37,7 @@ internal static class QuantizeCommand
     {
         var model = ModelArgument();
         var output = new Option<string>("--out", "-o") { Description = "The GGUF file to write.", Required = true };
-        var scheme = new Option<string>("--scheme", "-s")
+        var scheme = new Option<string>("--scheme")
         {
             Description = "Weight format: q8_0, q4_0, int4 (a scale and zero point per --group of values; 32 is llama.cpp's q4_1), " +
                 "int3 (3-bit codes, a scale and zero point per --group; Minnow's own GGUF types), " +
@@ -55,7 +55,7 @@ internal static class QuantizeCommand
         {
             Description = "With --scheme mixed: the most the weights may take, e.g. 90MB or 1.2GiB (default: 10% over the all-q4_0 size).",
         };
-        var method = new Option<string>("--method", "-m")
+        var method = new Option<string>("--method")
         {
             Description = "rtn (llama.cpp's round to nearest), gptq (Hessian error feedback), awq (activation-aware scaling, then rtn), " +
                 "or llamacpp (llama.cpp's own quantizer, for comparison).",

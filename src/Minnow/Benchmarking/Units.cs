@@ -10,5 +10,5 @@ public static class Units
 {
     public const double BytesPerMiB = 1024.0 * 1024.0;
 
-    public static string MiB(long bytes) => (bytes / BytesPerMiB).ToString("0.0", CultureInfo.InvariantCulture) + " MiB";
+    public static string MiB(long bytes) => (bytes / BytesPerMiB).ToString("0.00", CultureInfo.InvariantCulture) + " MiB";
 }
