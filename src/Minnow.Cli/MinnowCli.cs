@@ -66,7 +66,7 @@ public static class MinnowCli
             {
                 // One line, no usage dump: which tokens were wrong, and where to find the usage.
                 string command = parse.CommandResult.Command == parse.RootCommandResult.Command ? "" : parse.CommandResult.Command.Name + " ";
-                var messages = parse.Errors.Select(e => OneLine(e.Message).TrimEnd('.')).ToList();
+                var messages = parse.Errors.Select(e => Plain(OneLine(e.Message).TrimEnd('.'))).Distinct().ToList();
                 if (messages.Count > 1)
                 {
                     messages.Remove("Required command was not provided");
@@ -102,6 +102,33 @@ public static class MinnowCli
             stdout.Flush();
             stderr.Flush();
         }
+    }
+
+    /// <summary>
+    /// System.CommandLine's parse errors in the user's terms: an unrecognized token that looks like an option is an
+    /// unknown option; a value that does not parse names the option and the form it takes, not a .NET type.
+    /// </summary>
+    internal static string Plain(string message)
+    {
+        var unrecognized = System.Text.RegularExpressions.Regex.Match(message, "^Unrecognized command or argument '(.*)'$");
+        if (unrecognized.Success)
+        {
+            string token = unrecognized.Groups[1].Value;
+            return token.StartsWith('-') && token.Length > 1 ? $"unknown option '{token}'" : $"unexpected argument '{token}'";
+        }
+
+        var badValue = System.Text.RegularExpressions.Regex.Match(message, "^Cannot parse argument '(.*)' for option '(.*)' as expected type '(.*)'$");
+        if (badValue.Success)
+        {
+            string type = badValue.Groups[3].Value;
+            string form = type.Contains("Int", StringComparison.Ordinal) ? "a whole number"
+                : type.Contains("Single", StringComparison.Ordinal) || type.Contains("Double", StringComparison.Ordinal) ? "a number"
+                : type.Contains("Boolean", StringComparison.Ordinal) ? "true or false"
+                : "a value of another form";
+            return $"{badValue.Groups[2].Value} takes {form} (got '{badValue.Groups[1].Value}')";
+        }
+
+        return message;
     }
 
     // Messages quote names from the user's files: printed through SafeText so a damaged file cannot put raw bytes on the terminal.

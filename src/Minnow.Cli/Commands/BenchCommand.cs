@@ -415,7 +415,7 @@ internal static class BenchCommand
             else
             {
                 output.WriteLine($"{exportedFrom ?? benchFile}{(exportedFrom is null ? "" : $" (as {benchFile})")}");
-                output.WriteLine($"{dtypeText}, {s.Threads} threads, prompt {s.Prompt} tokens, then {s.Gen} decoded, {(s.KvCache == DType.F16 ? "f16" : "f32")} KV cache; median of {s.Runs} runs, each in its own process");
+                output.WriteLine($"{dtypeText}; minnow: {MinnowConditions(s).Describe()}; each run in its own process, medians of {s.Runs} runs");
                 output.WriteLine($"{"engine",-10} {"prefill tok/s",14} {"decode tok/s",13} {"TTFT ms",9} {"peak RSS MiB",13} {"decode GB/s",12}");
                 void Row(Measurement m) => output.WriteLine(
                     $"{m.Engine,-10} {F(m.PrefillTokS, "0.0"),14} {F(m.DecodeTokS, "0.00"),13} {F(m.TtftMs, "0"),9} {F(m.PeakRssMb, "0"),13} {F(bandwidth(m), "0.00"),12}");
@@ -585,13 +585,18 @@ internal static class BenchCommand
                 {
                     using var pool = new WorkerPool(s.Threads);
                     using var model = ModelLoader.LoadModel(modelPath, pool);
-                    using var session = new InferenceSession(model, s.Context, batchSize: s.Prompt, kvCacheType: s.KvCache);
                     loadMs = watch.Elapsed.TotalMilliseconds;
 
-                    // Warm-up (JIT, page faults of the mapped weights), then the measured run.
-                    MinnowEngine.Run(session, warmPrompt, warmDecode, ct);
-                    MinnowEngine.Run(session, warmPrompt, warmDecode, ct);
-                    run = MinnowEngine.Run(session, prompt, decode, ct);
+                    // Through the engine, as generate and check measure: the prompt in one step, then --gen decode steps.
+                    var figures = EngineSpeed.Measure(model, MinnowConditions(s), ids, ct);
+                    run = new EngineRun
+                    {
+                        PromptTokens = s.Prompt,
+                        DecodedTokens = figures.Conditions.GeneratedTokens - 1,
+                        PrefillSeconds = s.Prompt / figures.PrefillTokensPerSecond,
+                        DecodeSeconds = (figures.Conditions.GeneratedTokens - 1) * figures.DecodeMsPerStep / 1000,
+                        TimeToFirstTokenMs = figures.TimeToFirstTokenMs,
+                    };
                     break;
                 }
 
@@ -646,6 +651,21 @@ internal static class BenchCommand
         });
         return 0;
     }
+
+    /// <summary>
+    /// Minnow's measurement in a child: the prompt read in one step (as llama.cpp is given it), then --gen tokens generated
+    /// (the first from the prompt's step, the rest decode steps), after two short warm-up sequences.
+    /// </summary>
+    private static MeasureConditions MinnowConditions(Settings s) => new()
+    {
+        PromptTokens = s.Prompt,
+        GeneratedTokens = Math.Max(2, s.Gen),
+        Threads = s.Threads,
+        KvType = s.KvCache,
+        StepTokens = s.Prompt,
+        WarmUpRuns = 2,
+        Runs = 1,
+    };
 
     private static Measurement RunChild(string engine, string model, string idsPath, Settings s, CancellationToken ct)
     {

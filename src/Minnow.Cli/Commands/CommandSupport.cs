@@ -16,6 +16,20 @@ internal static class CommandSupport
             $"(default: ${DefaultModel.EnvironmentVariable}, else {DefaultModel.RelativePath} in the repository).",
     };
 
+    /// <summary>-t/--threads, as every command that computes takes it (default: MINNOW_THREADS, else one per core).</summary>
+    public static Option<int?> ThreadsOption() => new("--threads", "-t")
+    {
+        Description = "Worker threads (default: $MINNOW_THREADS, else one per core).",
+    };
+
+    /// <summary>The thread count an --threads value asks for: the value, else MINNOW_THREADS, else one per core.</summary>
+    public static int ResolveThreads(int? value) => value switch
+    {
+        null => Tensors.WorkerPool.DefaultThreadCount,
+        < 1 => throw new MinnowException($"--threads must be at least 1 (got {value})."),
+        int n => n,
+    };
+
     public static Option<bool> JsonOption() => new("--json")
     {
         Description = "Print exactly one JSON object on stdout (progress and logs go to stderr).",

@@ -20,16 +20,16 @@ internal static class ExportCommand
     public static Command Create()
     {
         var model = ModelArgument();
-        var format = new Option<string>("--format", "-f") { Description = "Output format: gguf, or onnx (a folder for ONNX Runtime and onnxruntime-genai).", DefaultValueFactory = _ => "gguf" };
+        var format = new Option<string>("--format") { Description = "Output format: gguf, or onnx (a folder for ONNX Runtime and onnxruntime-genai).", DefaultValueFactory = _ => "gguf" };
         var output = new Option<string>("--out", "-o") { Description = "The file to write, e.g. model.gguf (for onnx: the folder).", Required = true };
-        var type = new Option<string?>("--type", "-t")
+        var type = new Option<string?>("--type")
         {
             Description = "Weight type (GGUF, default f16): f32, f16, q8_0 or q4_0 (vectors stay F32; rows whose length is not a multiple of 32 fall back to F16); " +
                 "or sparse-f16 / sparse-i8 / sparse-q8 for a pruned model: matrices with at least 30% zeros store only the kept weights " +
                 "(a bitmap plus F16, or int8 with one scale per row (i8) or per 64 columns (q8)), the rest as f16 / q8_0. Sparse files run in Minnow only. " +
                 "ONNX (default auto: quantized weights as they are, the rest F32): f32, f16, int8 or int4 (float weights rounded to nearest; quantized ones kept).",
         };
-        var group = new Option<int>("--group") { Description = "ONNX -t int4: values per INT4 group (32, 64 or 128).", DefaultValueFactory = _ => 32 };
+        var group = new Option<int>("--group") { Description = "ONNX --type int4: values per INT4 group (32, 64 or 128).", DefaultValueFactory = _ => 32 };
         var accuracy = new Option<int>("--accuracy-level")
         {
             Description = "ONNX: MatMulNBits accuracy_level, 0 (float32 activations: exactly Minnow's weights) or 4 (int8 activations: faster).",

@@ -19,7 +19,7 @@ internal static class FinetuneCommand
         var model = ModelArgument();
         var data = new Option<FileInfo>("--data") { Description = "UTF-8 text file to fine-tune on.", Required = true };
         var output = new Option<DirectoryInfo>("--out") { Description = "Adapter folder to write (adapter_config.json + adapter_model.safetensors).", Required = true };
-        var rank = new Option<int>("--lora-rank", "-r") { Description = "LoRA rank r.", DefaultValueFactory = _ => 8 };
+        var rank = new Option<int>("--lora-rank") { Description = "LoRA rank r.", DefaultValueFactory = _ => 8 };
         var alpha = new Option<float>("--lora-alpha") { Description = "LoRA alpha (the update is scaled by alpha/r).", DefaultValueFactory = _ => 32 };
         var targets = new Option<string>("--targets")
         {

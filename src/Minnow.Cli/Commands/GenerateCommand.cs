@@ -43,12 +43,13 @@ internal static class GenerateCommand
         var system = new Option<string?>("--system") { Description = "A system message for --chat." };
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at the end-of-generation token." };
         var adapter = FinetuneCommand.AdapterOption();
+        var threads = ThreadsOption();
         var json = JsonOption();
 
         var command = new Command("generate", "Generate text from a prompt, streaming it to stdout; speed and time to first token go to stderr.")
         {
             model, prompt, promptIds, maxTokens, temperature, topK, topP, minP, repeatPenalty, repeatLastN, seed, stop, ctx,
-            chat, system, ignoreEos, adapter, json,
+            chat, system, ignoreEos, adapter, threads, json,
         };
         var package = new PackageOptions();
         package.AddTo(command);
@@ -97,7 +98,9 @@ internal static class GenerateCommand
                 return OnnxModelCommands.Generate(Out(r), Err(r), r.GetValue(model)!, text, ids, r.GetValue(maxTokens), sampling, r.GetValue(ignoreEos), asJson, ct);
             }
 
-            using var loaded = package.Open(r, DefaultModel.Resolve(r.GetValue(model)));
+            int threadCount = ResolveThreads(r.GetValue(threads));
+            using var pool = new Tensors.WorkerPool(threadCount);
+            using var loaded = package.Open(r, DefaultModel.Resolve(r.GetValue(model)), pool);
             WriteNotes(Err(r), loaded.Notes);
             using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);
@@ -204,6 +207,13 @@ internal static class GenerateCommand
 
             ct.ThrowIfCancellationRequested();
             long peak = PeakMemoryBytes();
+            var conditions = new Benchmarking.MeasureConditions
+            {
+                PromptTokens = result.PromptTokens,
+                GeneratedTokens = result.TokenIds.Length,
+                Threads = threadCount,
+                WarmUpRuns = 0,
+            };
             if (asJson)
             {
                 WriteJson(output, w =>
@@ -229,6 +239,9 @@ internal static class GenerateCommand
                     w.WriteString("stop_reason", result.StopReason);
                     w.WriteNumber("ctx", sessionSize);
                     w.WriteNumber("peak_memory_bytes", peak);
+                    w.WriteStartObject("conditions");
+                    conditions.WriteProperties(w);
+                    w.WriteEndObject();
                 });
             }
             else
@@ -236,7 +249,7 @@ internal static class GenerateCommand
                 Err(r).WriteLine(
                     $"[{result.TokenIds.Length} tokens: decode {F(result.TokensPerSecond, "0.0")} tok/s, prefill {result.PromptTokens} tokens at " +
                     $"{F(result.PrefillTokensPerSecond, "0.0")} tok/s, first token after {F(result.TimeToFirstTokenMs, "0")} ms, " +
-                    $"stopped: {result.StopReason}, peak memory {Bytes(peak)}]");
+                    $"stopped: {result.StopReason}, peak RSS {Benchmarking.Units.MiB(peak)}; {conditions.Describe()}]");
             }
 
             return 0;

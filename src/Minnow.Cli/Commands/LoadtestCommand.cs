@@ -11,9 +11,9 @@ internal static class LoadtestCommand
     public static Command Create()
     {
         var url = new Argument<string>("url") { Description = "The server's address, e.g. http://127.0.0.1:8080." };
-        var concurrency = new Option<int>("--concurrency", "-c") { Description = "Clients streaming at once.", DefaultValueFactory = _ => 1 };
+        var concurrency = new Option<int>("--concurrency") { Description = "Clients streaming at once.", DefaultValueFactory = _ => 1 };
         var duration = new Option<double?>("--duration", "-d") { Description = "Seconds to keep starting requests." };
-        var requests = new Option<int?>("--requests", "-r") { Description = "Requests to send in all." };
+        var requests = new Option<int?>("--requests") { Description = "Requests to send in all." };
         var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "Tokens each request generates.", DefaultValueFactory = _ => 32 };
         var prompt = new Option<string>("--prompt", "-p") { Description = "The prompt every request sends.", DefaultValueFactory = _ => "In the beginning" };
         var modelName = new Option<string?>("--model") { Description = "The model to ask for (default: the first the server lists)." };

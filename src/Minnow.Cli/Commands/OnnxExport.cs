@@ -6,7 +6,7 @@ using Spectre.Console;
 namespace Minnow.Cli.Commands;
 
 /// <summary>
-/// <c>minnow export MODEL --format onnx -o DIR [-t auto|f32|f16|int8|int4] [--group 32|64|128] [--accuracy-level 0|4]</c>:
+/// <c>minnow export MODEL --format onnx -o DIR [--type auto|f32|f16|int8|int4] [--group 32|64|128] [--accuracy-level 0|4]</c>:
 /// a folder with model.onnx (model.onnx.data beside it when the weights pass 1 GB), genai_config.json and the tokenizer
 /// files, which ONNX Runtime, onnxruntime-genai and <c>minnow perplexity|generate</c> open.
 /// </summary>

@@ -122,10 +122,9 @@ internal static class OptimizeCommand
 
             if (result!.Chosen is not null)
             {
-                // The checklist on the file as written, in a fresh process as a deployment would run it (in this one when
-                // the executable cannot be started: its memory then includes what the search left behind).
+                // The checklist on the file as written, measured in fresh processes as a deployment would run it.
                 err.WriteLine("deployment check...");
-                check = CheckInFreshProcess(target, budget, context, err, ct) ?? DeploymentCheck.Run(target, budget, context, ct);
+                check = DeploymentCheck.Run(p => CheckCommand.RunPart(Path.GetFullPath(target), p, Tensors.WorkerPool.DefaultThreadCount, context, [], ct), budget, ct);
             }
             else
             {
@@ -182,67 +181,6 @@ internal static class OptimizeCommand
         return command;
     }
 
-    /// <summary>Runs <c>minnow check --json</c> on the model in a child process; null when that is not possible.</summary>
-    private static CheckResult? CheckInFreshProcess(string model, Budget budget, int context, TextWriter err, CancellationToken ct)
-    {
-        string executable = Path.Combine(AppContext.BaseDirectory, OperatingSystem.IsWindows() ? "Minnow.Cli.exe" : "Minnow.Cli");
-        if (!File.Exists(executable))
-        {
-            return null;
-        }
-
-        var start = new ProcessStartInfo(executable) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string a in new[] { "check", model, "--ctx", context.ToString(CultureInfo.InvariantCulture), "--json" })
-        {
-            start.ArgumentList.Add(a);
-        }
-
-        if (budget.RamBytes is long ram)
-        {
-            start.ArgumentList.Add("--ram");
-            start.ArgumentList.Add(ram.ToString(CultureInfo.InvariantCulture));
-        }
-
-        if (budget.LatencyMs is double ms)
-        {
-            start.ArgumentList.Add("--latency");
-            start.ArgumentList.Add(ms.ToString("R", CultureInfo.InvariantCulture) + "ms");
-        }
-
-        try
-        {
-            using var process = Process.Start(start);
-            if (process is null)
-            {
-                return null;
-            }
-
-            using var registration = ct.Register(() => process.Kill(entireProcessTree: true));
-            var stdout = process.StandardOutput.ReadToEndAsync(CancellationToken.None);
-            var stderr = process.StandardError.ReadToEndAsync(CancellationToken.None);
-            process.WaitForExit();
-            ct.ThrowIfCancellationRequested();
-            if (process.ExitCode is not (0 or 1))
-            {
-                err.WriteLine($"note: the check could not run in its own process ({stderr.Result.Trim()}); checking in this one.");
-                return null;
-            }
-
-            using var json = JsonDocument.Parse(stdout.Result);
-            var root = json.RootElement;
-            var items = root.GetProperty("items").EnumerateArray()
-                .Select(i => new CheckItem(i.GetProperty("name").GetString()!, i.GetProperty("status").GetString()!, i.GetProperty("figure").GetString()!)).ToList();
-            var latency = new Latency(root.GetProperty("prefill_tok_s").GetDouble(), root.GetProperty("decode_ms_per_token").GetDouble(),
-                root.GetProperty("batch4_ms_per_step").GetDouble());
-            return new CheckResult(items, root.GetProperty("peak_rss_bytes").GetInt64(), root.GetProperty("threads").GetInt32(), latency);
-        }
-        catch (Exception e) when (e is System.ComponentModel.Win32Exception or JsonException or InvalidOperationException or KeyNotFoundException)
-        {
-            err.WriteLine($"note: the check could not run in its own process ({e.Message}); checking in this one.");
-            return null;
-        }
-    }
-
     private static IReadOnlyList<Recipe> SelectRecipes(string[]? names)
     {
         if (names is null || names.Length == 0)
@@ -275,6 +213,11 @@ internal static class OptimizeCommand
             string delta = m.Perplexity is double p1 && b.Perplexity is double p0 ? F(((p1 / p0) - 1) * 100, "+0.00;-0.00;+0.00") + "%" : "";
             o.WriteLine($"{c.Recipe.Name,-28} {Bytes(m.WeightBytes),10} {(m.EstimatedRamBytes is long ram ? Bytes(ram) : ""),10} {ppl,9} {delta,8} " +
                 $"{(m.DecodeMsPerToken is double ms ? F(ms, "0.00") : ""),9}  {mark}");
+        }
+
+        if (b.SpeedConditions is not null)
+        {
+            o.WriteLine($"(speed: {b.SpeedConditions})");
         }
 
         o.WriteLine(s.Verdict);

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Minnow.Benchmarking;
 using Minnow.Inference;
 using Minnow.Loading;
 using Minnow.Models;
@@ -22,12 +23,12 @@ internal static class PruneCommand
     {
         var model = ModelArgument();
         var output = new Option<string>("--out", "-o") { Description = "Output folder (Hugging Face layout).", Required = true };
-        var method = new Option<string>("--method", "-m")
+        var method = new Option<string>("--method")
         {
             Description = "magnitude | wanda (unstructured, --sparsity), 2:4 | 4:8 (semi-structured), heads | neurons (structured: --keep-heads, --keep-ffn).",
             Required = true,
         };
-        var sparsity = new Option<double?>("--sparsity", "-s")
+        var sparsity = new Option<double?>("--sparsity")
         {
             Description = "Fraction removed, 0.1-0.9: of each linear layer's weights (magnitude, wanda; default 0.5), or of the heads / neurons (heads, neurons).",
         };
@@ -236,12 +237,12 @@ internal static class PruneCommand
         return windows;
     }
 
-    private sealed record Measurement(long Parameters, long NonZero, long FileBytes, PerplexityResult? Perplexity, Latency? Speed);
+    private sealed record Measurement(long Parameters, long NonZero, long FileBytes, PerplexityResult? Perplexity, QuickSpeed? Speed);
 
     private static Measurement Measure(LoadedModel model, int[]? evalTokens, int context, int? maxChunks, int? bos, bool speed, long? zeros, CancellationToken ct)
     {
         var perplexity = evalTokens is null ? null : PerplexityEvaluator.Evaluate(model.Model, evalTokens, context, maxChunks, bos, null, ct);
-        var rate = speed ? SpeedMeasurement.Measure(model.Model, cancellation: ct) : null;
+        var rate = speed ? EngineSpeed.Quick(model.Model, WorkerPool.Shared.ThreadCount, ct) : null;
         long parameters = model.Model.Weights.ParameterCount;
         return new Measurement(parameters, parameters - (zeros ?? CountZeros(model.Model.Weights)), model.Facts.WeightFileBytes, perplexity, rate);
     }
@@ -425,6 +426,7 @@ internal static class PruneCommand
         {
             o.WriteLine($"{"prefill tok/s",-18}{F(s0.PrefillTokensPerSecond, "0"),14}{F(s1.PrefillTokensPerSecond, "0"),14}{Percent(s1.PrefillTokensPerSecond / s0.PrefillTokensPerSecond),10}");
             o.WriteLine($"{"decode tok/s",-18}{F(s0.DecodeTokensPerSecond, "0"),14}{F(s1.DecodeTokensPerSecond, "0"),14}{Percent(s1.DecodeTokensPerSecond / s0.DecodeTokensPerSecond),10}");
+            o.WriteLine($"(speed: {s0.Batch1.Conditions.Describe()})");
         }
 
         if (after.Perplexity is { } p && evalFile != null)
@@ -455,7 +457,7 @@ internal static class PruneCommand
         }
         else
         {
-            o.WriteLine("note: this folder stores the zeros densely; `minnow export OUT -t sparse-f16|sparse-i8 -o FILE.gguf` stores only the kept weights.");
+            o.WriteLine("note: this folder stores the zeros densely; `minnow export OUT --type sparse-f16|sparse-i8 -o FILE.gguf` stores only the kept weights.");
         }
     }
 

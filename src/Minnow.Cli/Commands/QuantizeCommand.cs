@@ -37,7 +37,7 @@ internal static class QuantizeCommand
     {
         var model = ModelArgument();
         var output = new Option<string>("--out", "-o") { Description = "The GGUF file to write.", Required = true };
-        var scheme = new Option<string>("--scheme", "-s")
+        var scheme = new Option<string>("--scheme")
         {
             Description = "Weight format: q8_0, q4_0, int4 (a scale and zero point per --group of values; 32 is llama.cpp's q4_1), " +
                 "int3 (3-bit codes, a scale and zero point per --group; Minnow's own GGUF types), " +
@@ -55,7 +55,7 @@ internal static class QuantizeCommand
         {
             Description = "With --scheme mixed: the most the weights may take, e.g. 90MB or 1.2GiB (default: 10% over the all-q4_0 size).",
         };
-        var method = new Option<string>("--method", "-m")
+        var method = new Option<string>("--method")
         {
             Description = "rtn (llama.cpp's round to nearest), gptq (Hessian error feedback), awq (activation-aware scaling, then rtn), " +
                 "or llamacpp (llama.cpp's own quantizer, for comparison).",
@@ -232,8 +232,10 @@ internal static class QuantizeCommand
 
                 report.Comparison = ModelComparison.Compare(loaded.Model, written, texts.Evaluation, context, r.GetValue(chunks), texts.Bos,
                     phase("evaluating"), ct);
-                report.OriginalDecode = ModelComparison.DecodeTokensPerSecond(loaded.Model);
-                report.Decode = ModelComparison.DecodeTokensPerSecond(written);
+                var before = ModelComparison.DecodeSpeed(loaded.Model, WorkerPool.Shared.ThreadCount);
+                report.OriginalDecode = before.DecodeTokensPerSecond;
+                report.Decode = ModelComparison.DecodeSpeed(written, WorkerPool.Shared.ThreadCount).DecodeTokensPerSecond;
+                report.SpeedConditions = before.Conditions.Describe();
             });
 
             WriteNotes(err, writtenNotes);
@@ -482,6 +484,9 @@ internal static class QuantizeCommand
 
         public double Decode { get; set; }
 
+        /// <summary>The conditions both decode figures were measured under.</summary>
+        public string SpeedConditions { get; set; } = "";
+
         public double Seconds { get; set; }
 
         public double BitsPerWeight => TensorBytes * 8.0 / Math.Max(1, Parameters);
@@ -501,7 +506,7 @@ internal static class QuantizeCommand
             o.WriteLine($"perplexity: {F(c.ReferencePerplexity, "0.0000")} ± {F(c.ReferenceStandardError, "0.0000")} → {F(c.Perplexity, "0.0000")} ± {F(c.StandardError, "0.0000")} " +
                 $"({F(((c.Perplexity / c.ReferencePerplexity) - 1) * 100, "+0.00;-0.00;+0.00")} %)");
             o.WriteLine($"KL divergence: {F(c.MeanKl, "0.000000")} ± {F(c.KlStandardError, "0.000000")}; same top-1: {F(c.Top1Agreement * 100, "0.00")} ± {F(c.Top1StandardError * 100, "0.00")} %");
-            o.WriteLine($"decode: {F(OriginalDecode, "0.0")} → {F(Decode, "0.0")} tokens/s");
+            o.WriteLine($"decode: {F(OriginalDecode, "0.0")} → {F(Decode, "0.0")} tokens/s ({SpeedConditions})");
             if (MixedPlan is { } mix)
             {
                 var kept = mix.Promoted.ToList();
@@ -546,6 +551,7 @@ internal static class QuantizeCommand
             w.Number("top1_agreement_stderr", c.Top1StandardError);
             w.Number("decode_tokens_per_second_before", OriginalDecode);
             w.Number("decode_tokens_per_second", Decode);
+            w.WriteString("speed_conditions", SpeedConditions);
             w.WriteStartObject("eval");
             w.WriteString("file", Texts.EvaluationSource);
             w.WriteNumber("tokens", Texts.Evaluation.Length);

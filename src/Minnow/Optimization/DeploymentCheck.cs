@@ -1,9 +1,8 @@
+using System.Text.Json;
 using Minnow.Benchmarking;
 using Minnow.Formats;
-using Minnow.Inference;
 using Minnow.Loading;
 using Minnow.Models;
-using Minnow.Quantization;
 using Minnow.Tensors;
 
 namespace Minnow.Optimization;
@@ -11,20 +10,85 @@ namespace Minnow.Optimization;
 /// <summary>One line of the checklist: PASS, FAIL or INFO, with its figure.</summary>
 public sealed record CheckItem(string Name, string Status, string Figure);
 
+/// <summary>
+/// Where a process's peak memory went: the weights as loaded, the KV cache at the context, and the rest — the
+/// runtime, activations and scratch (everything the process needs besides the first two).
+/// </summary>
+public sealed record MemoryFigures(long PeakRssBytes, long WeightBytes, long KvCacheBytes, int Context)
+{
+    public long OverheadBytes => PeakRssBytes - WeightBytes - KvCacheBytes;
+
+    public string Describe() =>
+        $"peak RSS {Units.MiB(PeakRssBytes)} = weights {Units.MiB(WeightBytes)} + KV cache {Units.MiB(KvCacheBytes)} at {Context} tokens + runtime and activations {Units.MiB(OverheadBytes)} " +
+        "(one process: model loaded once, cache filled to the context, prefill and decode)";
+
+    public void WriteProperties(Utf8JsonWriter w)
+    {
+        w.WriteNumber("peak_rss_bytes", PeakRssBytes);
+        w.WriteNumber("weight_bytes", WeightBytes);
+        w.WriteNumber("kv_cache_bytes", KvCacheBytes);
+        w.WriteNumber("overhead_bytes", OverheadBytes);
+        w.WriteNumber("context", Context);
+    }
+
+    public static MemoryFigures Read(JsonElement e) => new(
+        e.GetProperty("peak_rss_bytes").GetInt64(), e.GetProperty("weight_bytes").GetInt64(), e.GetProperty("kv_cache_bytes").GetInt64(), e.GetProperty("context").GetInt32());
+}
+
+/// <summary>Whether the F32 fallback kernels predict what the quantized ones do.</summary>
+public sealed record FallbackFigures(bool Agrees, string Figure)
+{
+    public void WriteProperties(Utf8JsonWriter w)
+    {
+        w.WriteBoolean("agrees", Agrees);
+        w.WriteString("figure", Figure);
+    }
+
+    public static FallbackFigures Read(JsonElement e) => new(e.GetProperty("agrees").GetBoolean(), e.GetProperty("figure").GetString() ?? "");
+}
+
+/// <summary>What the measuring child process of <c>check</c> reports.</summary>
+public sealed record DeploymentMeasurement(MemoryFigures Memory, SpeedFigures Batch1, SpeedFigures Batch4)
+{
+    public void WriteProperties(Utf8JsonWriter w)
+    {
+        w.WriteStartObject("memory");
+        Memory.WriteProperties(w);
+        w.WriteEndObject();
+        w.WriteStartObject("batch1");
+        Batch1.WriteProperties(w);
+        w.WriteEndObject();
+        w.WriteStartObject("batch4");
+        Batch4.WriteProperties(w);
+        w.WriteEndObject();
+    }
+
+    public static DeploymentMeasurement Read(JsonElement e) =>
+        new(MemoryFigures.Read(e.GetProperty("memory")), SpeedFigures.Read(e.GetProperty("batch1")), SpeedFigures.Read(e.GetProperty("batch4")));
+}
+
 /// <summary>The deployment checklist of one model file.</summary>
-public sealed record CheckResult(IReadOnlyList<CheckItem> Items, long PeakRssBytes, int Threads, Latency Latency)
+public sealed record CheckResult(IReadOnlyList<CheckItem> Items, DeploymentMeasurement Measurement, FallbackFigures Fallback)
 {
     public bool Passed => Items.All(i => i.Status != "FAIL");
 
+    public long PeakRssBytes => Measurement.Memory.PeakRssBytes;
+
+    public int Threads => Measurement.Batch1.Conditions.Threads;
+
     /// <summary>The result's fields inside an object the caller opened (what <c>minnow check --json</c> prints and report.json holds).</summary>
-    public void WriteProperties(System.Text.Json.Utf8JsonWriter w)
+    public void WriteProperties(Utf8JsonWriter w)
     {
         w.WriteBoolean("passed", Passed);
         w.WriteNumber("peak_rss_bytes", PeakRssBytes);
         w.WriteNumber("threads", Threads);
-        w.WriteNumber("decode_ms_per_token", Latency.DecodeMsPerToken);
-        w.WriteNumber("batch4_ms_per_step", Latency.Batch4MsPerStep);
-        w.WriteNumber("prefill_tok_s", Latency.PrefillTokensPerSecond);
+        w.WriteNumber("decode_ms_per_token", Measurement.Batch1.DecodeMsPerStep);
+        w.WriteNumber("batch4_ms_per_step", Measurement.Batch4.DecodeMsPerStep);
+        w.WriteNumber("prefill_tok_s", Measurement.Batch1.PrefillTokensPerSecond);
+        Measurement.WriteProperties(w);
+        w.WriteStartObject("fallback");
+        Fallback.WriteProperties(w);
+        w.WriteEndObject();
         w.WriteStartArray("items");
         foreach (var item in Items)
         {
@@ -37,125 +101,180 @@ public sealed record CheckResult(IReadOnlyList<CheckItem> Items, long PeakRssByt
 
         w.WriteEndArray();
     }
+
+    public static CheckResult Read(JsonElement e) => new(
+        e.GetProperty("items").EnumerateArray()
+            .Select(i => new CheckItem(i.GetProperty("name").GetString()!, i.GetProperty("status").GetString()!, i.GetProperty("figure").GetString()!)).ToList(),
+        DeploymentMeasurement.Read(e),
+        FallbackFigures.Read(e.GetProperty("fallback")));
+}
+
+/// <summary>The two parts of the check that each run in a process of their own.</summary>
+public enum CheckPart
+{
+    /// <summary>Memory and speed: the model loaded once, the cache filled to the context.</summary>
+    Measure,
+
+    /// <summary>The F32 fallback kernels against the quantized ones (its F32 copies never count in the memory figure).</summary>
+    Fallback,
 }
 
 /// <summary>
-/// <c>minnow check</c>: loads a model file as a deployment would and measures, in this process, what it needs —
-/// peak resident memory with the KV cache at the context filled (weights + cache + runtime, measured from
-/// /proc, the peak reset first where Linux allows it), decode latency at batch 1 and 4 for 1 thread and for every
-/// core to choose the thread count, and the fallback path: the quantized tensors converted to F32 kernels give
-/// the same next tokens.
+/// <c>minnow check</c>: what a deployment of a model needs, measured on the process the user will run. The
+/// measuring part runs in a clean child process that loads the model once, fills the KV cache to the context with
+/// a prompt and generated tokens through the engine (the path <c>generate</c> and <c>serve</c> take) — its peak
+/// RSS is the memory figure, split into weights, KV cache and the rest — then times four sequences decoding
+/// together. The fallback comparison runs in another process, so its F32 copies never count.
 /// </summary>
 public static class DeploymentCheck
 {
-    public static CheckResult Run(string modelPath, Budget budget, int? context = null, CancellationToken cancellation = default) =>
-        Run(pool => ModelLoader.LoadModel(modelPath, pool), ModelFileBytes(modelPath), budget, context, cancellation);
+    /// <summary>Tokens generated at the end of the context: the decode steps whose latency is the batch-1 figure.</summary>
+    public const int GeneratedTokens = 64;
 
-    /// <summary>As <see cref="Run(string, Budget, int?, CancellationToken)"/> for a model's files (a decrypted sealed package, for one).</summary>
-    public static CheckResult Run(IModelFiles files, Budget budget, int? context = null, CancellationToken cancellation = default) =>
-        Run(pool => ModelLoader.LoadModel(files, pool, null), files.Names.Sum(files.SizeOf), budget, context, cancellation);
+    /// <summary>Positions compared by the fallback check (or the context, when shorter).</summary>
+    public const int FallbackPositions = 256;
 
-    private static CheckResult Run(Func<WorkerPool, TransformerModel> load, long weights, Budget budget, int? context, CancellationToken cancellation)
+    /// <summary>
+    /// The checklist. <paramref name="runPart"/> runs a part in a fresh process and returns the JSON object it printed
+    /// (<see cref="RunPart"/> in that process); <see cref="InThisProcess"/> runs it here instead.
+    /// </summary>
+    public static CheckResult Run(Func<CheckPart, string> runPart, Budget budget, CancellationToken cancellation = default)
     {
-        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        ResetPeak();
-        long before = ProcessMemory.CurrentResidentBytes();
-
-        int cores = Math.Max(1, Environment.ProcessorCount);
-        var threadCounts = cores > 1 ? new[] { 1, cores } : [1];
-        Latency? best = null;
-        int bestThreads = 1;
-        int ctx = 0;
-        long kv = 0;
-        bool fallbackAgrees = false;
-        string fallbackFigure = "";
-        foreach (int threads in threadCounts)
+        DeploymentMeasurement measured;
+        FallbackFigures fallback;
+        try
         {
+            using (var doc = JsonDocument.Parse(runPart(CheckPart.Measure)))
+            {
+                measured = DeploymentMeasurement.Read(doc.RootElement);
+            }
+
             cancellation.ThrowIfCancellationRequested();
-            using var pool = new WorkerPool(threads);
-            using var model = load(pool);
-            ctx = Math.Clamp(context ?? model.Config.MaxPositions, 2, model.Config.MaxPositions);
-            kv = Optimizer.KvCacheBytes(model.Config, ctx);
-
-            // The cache at the full context, filled: the memory a long conversation needs.
-            using (var session = new InferenceSession(model, ctx))
+            using (var doc = JsonDocument.Parse(runPart(CheckPart.Fallback)))
             {
-                var ids = Enumerable.Range(0, ctx).Select(i => ((i * 7) + 3) % model.Config.VocabSize).ToArray();
-                session.Prefill(ids, cancellation);
-            }
-
-            var latency = SpeedMeasurement.Measure(model, cancellation: cancellation);
-            if (best is null || latency.DecodeMsPerToken < best.DecodeMsPerToken)
-            {
-                best = latency;
-                bestThreads = threads;
-            }
-
-            if (threads == threadCounts[^1])
-            {
-                (fallbackAgrees, fallbackFigure) = CheckFallback(model, pool, cancellation);
+                fallback = FallbackFigures.Read(doc.RootElement);
             }
         }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            throw new MinnowException($"the check's measuring process printed no result ({e.Message}).");
+        }
 
-        long peak = ProcessMemory.PeakResidentBytes();
+        return Assess(measured, fallback, budget);
+    }
+
+    /// <summary>The checklist items from the measurements and the budget.</summary>
+    public static CheckResult Assess(DeploymentMeasurement measured, FallbackFigures fallback, Budget budget)
+    {
         var items = new List<CheckItem>();
-        string memory = $"peak RSS {Mb(peak)} (model files {Mb(weights)}, KV cache {Mb(kv)} at {ctx} tokens, process before loading {Mb(before)})";
+        var memory = measured.Memory;
         if (budget.RamBytes is long ram)
         {
             long limit = (long)(ram * (1 - Budget.SafetyMargin));
-            items.Add(new CheckItem("fits in RAM with a 10% margin", peak <= limit ? "PASS" : "FAIL", $"{memory}; limit {Mb(limit)} of {Mb(ram)}"));
+            items.Add(new CheckItem("fits in RAM with a 10% margin", memory.PeakRssBytes <= limit ? "PASS" : "FAIL",
+                $"{memory.Describe()}; limit {Units.MiB(limit)} of {Units.MiB(ram)}"));
         }
         else
         {
-            items.Add(new CheckItem("memory", "INFO", memory));
+            items.Add(new CheckItem("memory", "INFO", memory.Describe()));
         }
 
-        string b1 = $"{best!.DecodeMsPerToken:0.00} ms a token ({1000 / best.DecodeMsPerToken:0.0} tokens/s), prefill {best.PrefillTokensPerSecond:0} tokens/s";
+        var b1 = measured.Batch1;
         items.Add(budget.LatencyMs is double ms
-            ? new CheckItem("latency at batch 1", best.DecodeMsPerToken <= ms ? "PASS" : "FAIL", $"{b1}; limit {ms:0.0} ms")
-            : new CheckItem("latency at batch 1", "INFO", b1));
-        items.Add(new CheckItem("latency at batch 4", "INFO", $"{best.Batch4MsPerStep:0.00} ms a step for 4 sequences ({best.Batch4TokensPerSecond:0.0} tokens/s in all)"));
-        items.Add(new CheckItem("thread count", "INFO", $"{bestThreads} (fastest decode of {string.Join(", ", threadCounts)} on {cores} cores)"));
-        items.Add(new CheckItem("fallback to F32 kernels", fallbackAgrees ? "PASS" : "FAIL", fallbackFigure));
-        return new CheckResult(items, peak, bestThreads, best);
+            ? new CheckItem("latency at batch 1", b1.DecodeMsPerStep <= ms ? "PASS" : "FAIL", $"{b1.Describe()}; limit {ms:0.0} ms")
+            : new CheckItem("latency at batch 1", "INFO", b1.Describe()));
+        items.Add(new CheckItem("latency at batch 4", "INFO", measured.Batch4.Describe()));
+        items.Add(new CheckItem("thread count", "INFO", $"{b1.Conditions.Threads} (--threads; default every core, {Environment.ProcessorCount} here)"));
+        items.Add(new CheckItem("fallback to F32 kernels", fallback.Agrees ? "PASS" : "FAIL", fallback.Figure));
+        return new CheckResult(items, measured, fallback);
+    }
+
+    /// <summary>Runs every part in this process (its memory then includes what ran before); for when no child can start.</summary>
+    public static Func<CheckPart, string> InThisProcess(Func<WorkerPool, TransformerModel> load, int threads, int? context, CancellationToken cancellation) =>
+        part =>
+        {
+            using var buffer = new MemoryStream();
+            using (var w = new Utf8JsonWriter(buffer))
+            {
+                w.WriteStartObject();
+                RunPart(part, load, threads, context, w, cancellation);
+                w.WriteEndObject();
+            }
+
+            return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
+        };
+
+    /// <summary>One part, in the calling process: writes its result's properties into an object the caller opened.</summary>
+    public static void RunPart(CheckPart part, Func<WorkerPool, TransformerModel> load, int threads, int? context, Utf8JsonWriter w, CancellationToken cancellation)
+    {
+        if (threads < 1)
+        {
+            throw new MinnowException($"--threads must be at least 1 (got {threads}).");
+        }
+
+        if (part == CheckPart.Measure)
+        {
+            Measure(load, threads, context, cancellation).WriteProperties(w);
+        }
+        else
+        {
+            using var pool = new WorkerPool(threads);
+            using var model = load(pool);
+            CheckFallback(model, pool, cancellation).WriteProperties(w);
+        }
+    }
+
+    /// <summary>
+    /// Loads the model once and generates, greedily through the engine, the last <see cref="GeneratedTokens"/> tokens
+    /// of the context after a prompt that fills the rest (the memory a long conversation needs, and decode latency at
+    /// that fill); reads the peak; then times four sequences of a 64-token prompt decoding 32 tokens together.
+    /// </summary>
+    public static DeploymentMeasurement Measure(Func<WorkerPool, TransformerModel> load, int threads, int? context, CancellationToken cancellation)
+    {
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        ResetPeak();
+        using var pool = new WorkerPool(threads);
+        using var model = load(pool);
+        int ctx = Math.Clamp(context ?? model.Config.MaxPositions, 2, model.Config.MaxPositions);
+        int generated = Math.Clamp(ctx / 4, 2, GeneratedTokens);
+        var ids = EngineSpeed.Ids(model.Config, ctx);
+        var single = new MeasureConditions { PromptTokens = ctx - generated, GeneratedTokens = generated, Threads = threads, KvType = DType.F32 };
+        var batch1 = EngineSpeed.Measure(model, single, ids, cancellation);
+        long peak = ProcessMemory.PeakResidentBytes();
+        long weights = model.Weights.All.Values.Sum(t => t.ByteSize);
+        long kv = KvPagePool.BytesPerPage(model.Config, DType.F32) * ((ctx + KvPagePool.DefaultPageSize - 1) / KvPagePool.DefaultPageSize);
+
+        int prompt4 = Math.Max(1, Math.Min(64, ctx / 2));
+        var four = new MeasureConditions { Batch = 4, PromptTokens = prompt4, GeneratedTokens = Math.Clamp(ctx - prompt4, 2, 32), Threads = threads, KvType = DType.F32 };
+        var batch4 = EngineSpeed.Measure(model, four, ids, cancellation);
+        return new DeploymentMeasurement(new MemoryFigures(peak, weights, kv, ctx), batch1, batch4);
     }
 
     /// <summary>
     /// The model with its quantized tensors converted to F32 (what a device without the quantized kernels runs) must
-    /// predict the same next token as the model itself wherever the choice is clear.
+    /// predict the same next token as the model itself wherever the choice is clear (top two logits more than 0.25
+    /// apart), over <see cref="FallbackPositions"/> positions.
     /// </summary>
-    private static (bool Agrees, string Figure) CheckFallback(TransformerModel model, WorkerPool pool, CancellationToken cancellation)
+    public static FallbackFigures CheckFallback(TransformerModel model, WorkerPool pool, CancellationToken cancellation)
     {
         var quantized = model.Weights.All.Values.Count(t => t.Type is DType.Q8_0 or DType.Q4_0);
         if (quantized == 0)
         {
-            return (true, "no quantized tensors: the model runs on the F32/F16 kernels already");
+            return new FallbackFigures(true, "no quantized tensors: the model runs on the F32/F16 kernels already");
         }
 
         using var fallback = ModelConversion.Convert(model, t => t.Type is DType.Q8_0 or DType.Q4_0 ? DType.F32 : t.Type, shareUnchanged: true, pool);
-        int n = Math.Min(32, model.Config.MaxPositions);
-        var ids = Enumerable.Range(0, n).Select(i => ((i * 11) + 5) % model.Config.VocabSize).ToArray();
+        int n = Math.Min(FallbackPositions, model.Config.MaxPositions);
+        var ids = EngineSpeed.Ids(model.Config, n);
         var a = MinnowEngine.AllLogits(model, ids, cancellation: cancellation);
         var b = MinnowEngine.AllLogits(fallback, ids, cancellation: cancellation);
-        int vocab = model.Config.VocabSize, clear = 0, same = 0;
-        for (int p = 0; p < n; p++)
-        {
-            var row = a.AsSpan(p * vocab, vocab);
-            int top = MinnowEngine.ArgMax(row);
-            float second = float.MinValue;
-            for (int v = 0; v < vocab; v++)
-            {
-                second = v != top ? Math.Max(second, row[v]) : second;
-            }
-
-            if (row[top] - second > 0.25f)
-            {
-                clear++;
-                same += MinnowEngine.ArgMax(b.AsSpan(p * vocab, vocab)) == top ? 1 : 0;
-            }
-        }
-
-        return (same == clear, $"{quantized} quantized tensors run as F32: same next token at {same} of {clear} positions with a clear choice");
+        var agreement = LogitAgreement.Compare(a, b, model.Config.VocabSize, ids, clearGap: 0.25f);
+        int clearSame = (int)Math.Round(agreement.ClearArgmaxAgreement * agreement.ClearPositions);
+        bool agrees = agreement.ClearArgmaxAgreement >= 0.99 && agreement.PerplexityRelativeDifference <= 0.01;
+        return new FallbackFigures(agrees,
+            $"{quantized} quantized tensors run as F32 over {n} positions: same next token at {clearSame} of {agreement.ClearPositions} positions with a clear choice " +
+            $"(top two > 0.25 apart), {agreement.ArgmaxAgreement:P1} of all; perplexity {agreement.PerplexityA:0.000} vs {agreement.PerplexityB:0.000} " +
+            $"({agreement.PerplexityRelativeDifference:P2} apart; pass: ≥ 99% and ≤ 1%)");
     }
 
     /// <summary>Resets the kernel's peak-RSS counter of this process (Linux: "5" into /proc/self/clear_refs).</summary>
@@ -171,10 +290,8 @@ public static class DeploymentCheck
         }
     }
 
-    private static long ModelFileBytes(string modelPath) => new FileInfo(modelPath).Exists ? new FileInfo(modelPath).Length : DirectorySize(modelPath);
+    /// <summary>A loader for a model path or files (a decrypted sealed package, for one).</summary>
+    public static Func<WorkerPool, TransformerModel> Loader(string modelPath) => pool => ModelLoader.LoadModel(modelPath, pool);
 
-    private static long DirectorySize(string path) =>
-        Directory.Exists(path) ? new DirectoryInfo(path).EnumerateFiles("*.safetensors").Sum(f => f.Length) : 0;
-
-    private static string Mb(long bytes) => $"{bytes / 1e6:0.0} MB";
+    public static Func<WorkerPool, TransformerModel> Loader(IModelFiles files) => pool => ModelLoader.LoadModel(files, pool, null);
 }

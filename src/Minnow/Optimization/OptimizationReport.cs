@@ -155,8 +155,14 @@ public sealed record OptimizationReport
                 .Append(Td(c.OnParetoFront ? "yes" : "")).Append(Td(c.MeetsBudget ? "yes" : "no")).Append("</tr>\n");
         }
 
-        h.Append("</table>\n<h2>Pareto charts</h2>\n");
-        h.Append(Chart("size-vs-perplexity", "weights (MB)", m => m.WeightBytes / 1e6, Budget.MaxWeightBytes / 1e6));
+        h.Append("</table>\n");
+        if (b.SpeedConditions is not null)
+        {
+            h.Append("<p>Speed columns: measured through the engine, ").Append(E(b.SpeedConditions)).Append("; batch 4 the same with four sequences.</p>\n");
+        }
+
+        h.Append("<h2>Pareto charts</h2>\n");
+        h.Append(Chart("size-vs-perplexity", "weights (MiB)", m => m.WeightBytes / Benchmarking.Units.BytesPerMiB, Budget.MaxWeightBytes / Benchmarking.Units.BytesPerMiB));
         h.Append(Chart("latency-vs-perplexity", "decode latency (ms/token)", m => m.DecodeMsPerToken, Budget.LatencyMs));
         if (Check is { } check)
         {
@@ -275,5 +281,5 @@ public sealed record OptimizationReport
 
     private static string F(double? value, string format) => value is double v && double.IsFinite(v) ? v.ToString(format, CultureInfo.InvariantCulture) : "";
 
-    private static string Mb(long bytes) => (bytes / 1e6).ToString("0.00", CultureInfo.InvariantCulture) + " MB";
+    private static string Mb(long bytes) => Benchmarking.Units.MiB(bytes);
 }

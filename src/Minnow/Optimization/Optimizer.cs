@@ -64,6 +64,9 @@ public sealed record Measurement
     /// <summary>Why the recipe could not be built (null when it was).</summary>
     public string? Error { get; init; }
 
+    /// <summary>The conditions of the speed figures (batch 4: the same with four sequences).</summary>
+    public string? SpeedConditions { get; init; }
+
     public bool Full => Perplexity is not null && DecodeMsPerToken is not null;
 }
 
@@ -145,9 +148,11 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
         // 4. The Pareto front (size, latency, perplexity) and the choice.
         var all = quick.Select(q => measured.TryGetValue(q.Recipe.Name, out var full) ? (q.Recipe, M: full, q.Cached) : (q.Recipe, q.M, q.Cached)).ToList();
         var evaluated = all.Where(a => a.M.Full).ToList();
-        var candidates = all.Select(a => new Candidate(a.Recipe, a.M, a.M.Full && Meets(a.M, baseline),
+        // Meeting the budget is a fact about the candidate's figures, whether or not it was evaluated in full; the choice
+        // is made among those that were.
+        var candidates = all.Select(a => new Candidate(a.Recipe, a.M, a.M.Error is null && Meets(a.M, baseline),
             a.M.Full && !evaluated.Any(b => Dominates(b.M, a.M)), a.Cached)).ToList();
-        var meeting = candidates.Where(c => c.MeetsBudget).ToList();
+        var meeting = candidates.Where(c => c.MeetsBudget && c.Measurement.Full).ToList();
         Candidate? chosen = budget.HasLimits
             ? meeting.MinBy(c => c.Measurement.Perplexity)
             : meeting.MinBy(c => (c.Measurement.WeightBytes, c.Measurement.Perplexity));
@@ -179,14 +184,19 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
 
     private static long RamLimit(long ram) => (long)(ram * (1 - Budget.SafetyMargin));
 
-    private bool Meets(Measurement m, Measurement baseline)
+    /// <summary>
+    /// Whether a candidate's figures are within the budget: every limit set holds. A latency limit needs a measured
+    /// latency (unknown is not within it); without limits, its perplexity (the quick look's when it was not evaluated in
+    /// full) is within the allowed increase.
+    /// </summary>
+    public static bool MeetsBudget(Measurement m, Measurement baseline, Budget budget)
     {
-        if (budget.RamBytes is long ram && m.EstimatedRamBytes > RamLimit(ram))
+        if (budget.RamBytes is long ram && (m.EstimatedRamBytes is not long estimated || estimated > RamLimit(ram)))
         {
             return false;
         }
 
-        if (budget.LatencyMs is double latency && m.DecodeMsPerToken > latency)
+        if (budget.LatencyMs is double latency && (m.DecodeMsPerToken is not double ms || ms > latency))
         {
             return false;
         }
@@ -196,8 +206,10 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
             return false;
         }
 
-        return budget.HasLimits || m.Perplexity <= baseline.Perplexity * (1 + budget.MaxPerplexityIncrease);
+        return budget.HasLimits || (m.Perplexity ?? m.QuickPerplexity) <= baseline.Perplexity * (1 + budget.MaxPerplexityIncrease);
     }
+
+    private bool Meets(Measurement m, Measurement baseline) => MeetsBudget(m, baseline, budget);
 
     /// <summary>How far a candidate is from the budget: the worst ratio of figure to limit (1 or less meets it).</summary>
     private double Violation(Measurement m, Measurement baseline)
@@ -259,7 +271,7 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
             $"perplexity {m.Perplexity:0.00} (original {baseline.Perplexity:0.00}), {m.DecodeMsPerToken:0.00} ms a token";
     }
 
-    private static string Mb(long bytes) => $"{bytes / 1e6:0.00} MB";
+    private static string Mb(long bytes) => Units.MiB(bytes);
 
     private static bool Dominates(long sizeA, double pplA, long sizeB, double pplB) =>
         sizeA <= sizeB && pplA <= pplB && (sizeA < sizeB || pplA < pplB);
@@ -271,11 +283,13 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
         return a.WeightBytes <= b.WeightBytes && la <= lb && pa <= pb && (a.WeightBytes < b.WeightBytes || la < lb || pa < pb);
     }
 
+    private int Threads => pool?.ThreadCount ?? WorkerPool.Shared.ThreadCount;
+
     private Measurement MeasureBaseline(CancellationToken cancellation)
     {
         var quick = Evaluate(source, texts.QuickChunks, cancellation);
         var full = Evaluate(source, texts.MaxChunks, cancellation);
-        var speed = SpeedMeasurement.Measure(source, cancellation: cancellation);
+        var speed = EngineSpeed.Quick(source, Threads, cancellation);
         return new Measurement
         {
             Name = "original",
@@ -287,6 +301,7 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
             PrefillTokensPerSecond = speed.PrefillTokensPerSecond,
             DecodeMsPerToken = speed.DecodeMsPerToken,
             Batch4MsPerStep = speed.Batch4MsPerStep,
+            SpeedConditions = speed.Batch1.Conditions.Describe(),
             PeakRssBytes = ProcessMemory.PeakResidentBytes(),
             EstimatedRamBytes = ProcessMemory.PeakResidentBytes(),
         };
@@ -323,7 +338,7 @@ public sealed class Optimizer(TransformerModel source, SearchTexts texts, Budget
     {
         using var model = Build(recipe, cancellation);
         var full = Evaluate(model, texts.MaxChunks, cancellation);
-        var speed = SpeedMeasurement.Measure(model, cancellation: cancellation);
+        var speed = EngineSpeed.Quick(model, Threads, cancellation);
         return quick with
         {
             Perplexity = full.Perplexity,

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Minnow.Benchmarking;
 using Minnow.Inference;
 using Minnow.Models;
 using Minnow.Tensors;
@@ -157,10 +158,10 @@ public static unsafe class ModelComparison
     }
 
     /// <summary>
-    /// Decode speed at batch 1 in tokens per second: the best of repeated timed runs (<see cref="SpeedMeasurement"/>),
-    /// so the figure is not that of code the JIT has not optimized yet.
+    /// Decode speed at batch 1: the quick look every command takes (<see cref="EngineSpeed.Quick"/>), after a warm-up
+    /// so the figure is not that of code the JIT has not optimized yet; its conditions come with it.
     /// </summary>
-    public static double DecodeTokensPerSecond(TransformerModel model) => SpeedMeasurement.Measure(model).DecodeTokensPerSecond;
+    public static SpeedFigures DecodeSpeed(TransformerModel model, int threads) => EngineSpeed.Quick(model, threads).Batch1;
 
     private static (double Ppl, double StdErr) Perplexity(double sum, double sumSquares, int n)
     {

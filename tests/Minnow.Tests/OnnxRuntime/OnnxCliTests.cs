@@ -17,7 +17,7 @@ public class OnnxCliTests
     {
         using var folder = new TempFolder();
         string onnx = folder.File("default-onnx");
-        var export = CliRunner.Run("export", DefaultFolder, "--format", "onnx", "-o", onnx, "-t", "f32", "--json");
+        var export = CliRunner.Run("export", DefaultFolder, "--format", "onnx", "-o", onnx, "--type", "f32", "--json");
         Assert.True(export.ExitCode == 0, export.Stderr);
         using (var doc = JsonDocument.Parse(export.Stdout))
         {
@@ -59,8 +59,8 @@ public class OnnxCliTests
     public void ExportOnnx_BadOptions_FailWithOneClearLine()
     {
         using var folder = new TempFolder();
-        CliRunner.AssertFails(["export", DefaultFolder, "--format", "onnx", "-o", folder.File("x"), "-t", "int5"], "--type for ONNX must be");
-        CliRunner.AssertFails(["export", DefaultFolder, "--format", "onnx", "-o", folder.File("x"), "-t", "int4", "--group", "48"], "--group must be 32, 64 or 128");
+        CliRunner.AssertFails(["export", DefaultFolder, "--format", "onnx", "-o", folder.File("x"), "--type", "int5"], "--type for ONNX must be");
+        CliRunner.AssertFails(["export", DefaultFolder, "--format", "onnx", "-o", folder.File("x"), "--type", "int4", "--group", "48"], "--group must be 32, 64 or 128");
         CliRunner.AssertFails(["export", DefaultFolder, "--format", "onnx", "-o", folder.File("x"), "--accuracy-level", "7"], "--accuracy-level must be");
         File.WriteAllText(folder.File("file"), "x");
         CliRunner.AssertFails(["export", DefaultFolder, "--format", "onnx", "-o", folder.File("file")], "is a file");
