@@ -97,7 +97,9 @@ internal static class GenerateCommand
                 return OnnxModelCommands.Generate(Out(r), Err(r), r.GetValue(model)!, text, ids, r.GetValue(maxTokens), sampling, r.GetValue(ignoreEos), asJson, ct);
             }
 
+            long opening = System.Diagnostics.Stopwatch.GetTimestamp();
             using var loaded = package.Open(r, DefaultModel.Resolve(r.GetValue(model)));
+            double openMs = System.Diagnostics.Stopwatch.GetElapsedTime(opening).TotalMilliseconds;
             WriteNotes(Err(r), loaded.Notes);
             using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));
             var tokenizer = TextCodec.For(loaded);
@@ -224,6 +226,7 @@ internal static class GenerateCommand
                     w.Number("tokens_per_second", result.TokensPerSecond);
                     w.Number("prefill_tokens_per_second", result.PrefillTokensPerSecond);
                     w.Number("ttft_ms", result.TimeToFirstTokenMs);
+                    w.Number("open_ms", openMs);
                     w.Number("prefill_seconds", result.PrefillSeconds);
                     w.Number("decode_seconds", result.DecodeSeconds);
                     w.WriteString("stop_reason", result.StopReason);
