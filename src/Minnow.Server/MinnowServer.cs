@@ -10,7 +10,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Minnow.Inference;
-using Minnow.Loading;
+using Minnow.Sealing;
 using Minnow.Serving;
 using Minnow.Tensors;
 using Prometheus;
@@ -42,10 +42,9 @@ public sealed class MinnowServer : IAsyncDisposable
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     private volatile ServerState _state = ServerState.Loading;
-    private LoadedModel? _model;
     private WorkerPool? _pool;
-    private Engine? _engine;
-    private TextCompleter? _completer;
+    private ActiveSlot<ServedModel>? _slot;
+    private ServerUpdates? _updates;
     private int _active;
 
     private MinnowServer(ServerOptions options, WebApplication app)
@@ -67,13 +66,21 @@ public sealed class MinnowServer : IAsyncDisposable
     /// <summary>Completes when the model is loaded and requests are served; faults when loading failed.</summary>
     public Task Ready => _ready.Task;
 
-    public Engine? Engine => _engine;
+    /// <summary>The engine of the model in service (for reporting; null until loaded).</summary>
+    public Engine? Engine => _slot?.Current.Engine;
+
+    /// <summary>The version of the model in service: a sealed package's version, 0 for a plain model.</summary>
+    public long ModelVersion => _slot?.Version ?? 0;
+
+    /// <summary>The signed updates, when <see cref="ServerSealing.UpdateSource"/> is set (null until loaded).</summary>
+    public ServerUpdates? Updates => _updates;
 
     /// <summary>Starts listening, then loads the model in the background (see <see cref="Ready"/>).</summary>
     public static async Task<MinnowServer> StartAsync(ServerOptions options, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        options.Sealing.Validate();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         // The command line owns Ctrl+C and SIGTERM (it drains first); the host must not stop on them by itself.
@@ -120,20 +127,14 @@ public sealed class MinnowServer : IAsyncDisposable
         try
         {
             _pool = _options.Threads > 0 ? new WorkerPool(_options.Threads) : null;
-            _model = LoadedModel.Open(_options.ModelPath, _pool);
-            if (_model.Tokenizer is null)
+            var served = ServedModel.Load(_options.ModelPath, _options, _pool);
+            _slot = new ActiveSlot<ServedModel>(served, served.Version);
+            _metrics.Attach(served.Engine);
+            if (_options.Sealing.UpdateSource is not null)
             {
-                throw new MinnowException($"{_model.Path}: the model has no tokenizer, so it cannot serve text.");
+                _updates = ServerUpdates.Start(this, _options, _slot, _pool, _metrics);
             }
 
-            if (_options.ContextSize > _model.Config.MaxPositions)
-            {
-                throw new MinnowException($"--ctx {_options.ContextSize} is larger than the context length of {_model.Path} ({_model.Config.MaxPositions} tokens).");
-            }
-
-            _engine = new Engine(_model.Model, _options.EngineOptions());
-            _completer = new TextCompleter(_engine, _model.Tokenizer);
-            _metrics.Attach(_engine);
             _state = ServerState.Ready;
             _ready.TrySetResult();
         }
@@ -156,9 +157,14 @@ public sealed class MinnowServer : IAsyncDisposable
         }
 
         _state = ServerState.Draining;
-        if (_engine is not null)
+        if (_updates is not null)
         {
-            await _engine.DrainAsync(deadline ?? _options.DrainDeadline).ConfigureAwait(false);
+            await _updates.StopAsync().ConfigureAwait(false);
+        }
+
+        if (_slot is not null)
+        {
+            await _slot.Current.Engine.DrainAsync(deadline ?? _options.DrainDeadline).ConfigureAwait(false);
         }
 
         // The last tokens are being written: give the handlers a moment to send them and [DONE].
@@ -190,8 +196,7 @@ public sealed class MinnowServer : IAsyncDisposable
             // Loading failed: there is nothing more to release than what was made.
         }
 
-        _engine?.Dispose();
-        _model?.Dispose();
+        _slot?.Dispose();
         _pool?.Dispose();
     }
 
@@ -256,7 +261,14 @@ public sealed class MinnowServer : IAsyncDisposable
             ServerState.Failed => "failed",
             _ => "draining",
         };
-        return OpenAiWriter.WriteJson(context, state == ServerState.Ready ? 200 : 503, w => w.WriteString("status", name));
+        return OpenAiWriter.WriteJson(context, state == ServerState.Ready ? 200 : 503, w =>
+        {
+            w.WriteString("status", name);
+            if (_slot is { } slot)
+            {
+                ServerHealth.Write(w, slot.Current, _options);
+            }
+        });
     }
 
     private async Task ExportMetrics(HttpContext context)
@@ -331,7 +343,7 @@ public sealed class MinnowServer : IAsyncDisposable
         w.WriteString("object", "model");
         w.WriteNumber("created", _created);
         w.WriteString("owned_by", "minnow");
-        w.WriteNumber("max_model_len", _engine!.ContextSize);
+        w.WriteNumber("max_model_len", _slot!.Current.Engine.ContextSize);
     }
 
     private static async Task<JsonElement> ReadBody(HttpContext context)
@@ -342,19 +354,30 @@ public sealed class MinnowServer : IAsyncDisposable
 
     private async Task Complete(HttpContext context, bool chat)
     {
-        var body = await ReadBody(context);
-        var prompts = _completer!.Prompts;
+        // The body exactly as sent: a signed output names its SHA-256.
+        byte[] raw = await OutputSigning.ReadBodyAsync(context);
+        JsonElement body;
+        using (var doc = JsonDocument.Parse(raw))
+        {
+            body = doc.RootElement.Clone();
+        }
+
+        using var lease = _slot!.Acquire();
+        var served = lease.Item;
+        var completer = served.Completer;
+        var prompts = completer.Prompts;
         var parsed = OpenAiRequests.Parse(body, chat, prompts, ModelId);
-        var completion = _completer.Start(parsed.Completion, context.RequestAborted);
+        var signing = _options.Sealing.OutputSigner is { } signer ? new OutputSigning(signer, raw, served.Digest) : null;
+        var completion = completer.Start(parsed.Completion, context.RequestAborted);
         try
         {
             if (parsed.Stream)
             {
-                await CompletionStreams.Stream(context, completion, parsed, ModelId, prompts, _metrics);
+                await CompletionStreams.Stream(context, completion, parsed, ModelId, prompts, _metrics, signing);
             }
             else
             {
-                await CompletionStreams.Whole(context, completion, parsed, ModelId, prompts, _metrics);
+                await CompletionStreams.Whole(context, completion, parsed, ModelId, prompts, _metrics, signing);
             }
         }
         finally
@@ -372,7 +395,8 @@ public sealed class MinnowServer : IAsyncDisposable
     private async Task Tokenize(HttpContext context)
     {
         var body = await ReadBody(context);
-        var prompts = _completer!.Prompts;
+        using var lease = _slot!.Acquire();
+        var prompts = lease.Item.Completer.Prompts;
         int[] tokens;
         if (body.ValueKind == JsonValueKind.Object && body.TryGetProperty("messages", out _))
         {
@@ -396,14 +420,15 @@ public sealed class MinnowServer : IAsyncDisposable
 
             w.WriteEndArray();
             w.WriteNumber("count", tokens.Length);
-            w.WriteNumber("max_model_len", _engine!.ContextSize);
+            w.WriteNumber("max_model_len", lease.Item.Engine.ContextSize);
         });
     }
 
     private async Task Detokenize(HttpContext context)
     {
         var body = await ReadBody(context);
-        var tokenizer = _completer!.Tokenizer;
+        using var lease = _slot!.Acquire();
+        var tokenizer = lease.Item.Completer.Tokenizer;
         if (body.ValueKind != JsonValueKind.Object || !body.TryGetProperty("tokens", out var array) || array.ValueKind != JsonValueKind.Array)
         {
             throw ApiError.BadRequest("tokens (an array of token ids) is required.", "tokens");

@@ -33,6 +33,9 @@ public sealed record ServerOptions
     /// <summary>Worker threads for the model; 0 for the shared pool (one per core).</summary>
     public int Threads { get; init; }
 
+    /// <summary>Sealed packages, signed updates and signed outputs.</summary>
+    public ServerSealing Sealing { get; init; } = new();
+
     /// <summary>How long a shutdown lets running requests finish before it cancels them.</summary>
     public TimeSpan DrainDeadline { get; init; } = TimeSpan.FromSeconds(30);
 
