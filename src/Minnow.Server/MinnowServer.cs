@@ -225,6 +225,7 @@ public sealed class MinnowServer : IAsyncDisposable
             await next(context);
         });
 
+        PlaygroundPage.Map(_app);
         _app.MapGet("/health", Health);
         _app.MapGet("/metrics", ExportMetrics);
         _app.MapGet("/v1/models", context => Guard(context, ListModels));
@@ -237,7 +238,7 @@ public sealed class MinnowServer : IAsyncDisposable
             new ApiError(404, $"no route {context.Request.Method} {context.Request.Path}.", "invalid_request_error", null, "not_found")));
     }
 
-    private static bool NeedsKey(PathString path) => !path.Equals("/health") && !path.Equals("/metrics");
+    private static bool NeedsKey(PathString path) => !path.Equals("/health") && !path.Equals("/metrics") && !path.Equals(PlaygroundPage.Path);
 
     private static bool HasKey(HttpRequest request, string key)
     {
