@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Minnow.Inference;
 using Minnow.Loading;
+using Minnow.Serving;
 using static Minnow.Cli.Commands.CommandSupport;
 
 namespace Minnow.Cli.Commands;
@@ -102,15 +103,15 @@ internal static class GenerateCommand
             double openMs = System.Diagnostics.Stopwatch.GetElapsedTime(opening).TotalMilliseconds;
             WriteNotes(Err(r), loaded.Notes);
             using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));
-            var tokenizer = TextCodec.For(loaded);
+            var tokenizer = PromptEncoder.For(loaded);
             if (text is not null && tokenizer is null)
             {
-                throw new MinnowException($"{loaded.Path}: {TextCodec.Missing(loaded)}, so a text prompt cannot be encoded; pass token ids with --prompt-ids 1,2,3.");
+                throw new MinnowException($"{loaded.Path}: {PromptEncoder.Missing(loaded)}, so a text prompt cannot be encoded; pass token ids with --prompt-ids 1,2,3.");
             }
 
             if (stops.Length > 0 && tokenizer is null)
             {
-                throw new MinnowException($"{loaded.Path}: --stop needs a tokenizer to decode the output ({TextCodec.Missing(loaded)}).");
+                throw new MinnowException($"{loaded.Path}: --stop needs a tokenizer to decode the output ({PromptEncoder.Missing(loaded)}).");
             }
 
             int[] promptTokens = text is not null
