@@ -8,9 +8,9 @@ using Minnow.Export;
 using Minnow.Loading;
 using Minnow.Models;
 using Minnow.Quantization;
+using Minnow.Serving;
 using Minnow.Tensors;
 using Spectre.Console;
-using Minnow.Serving;
 using static Minnow.Cli.Commands.CommandSupport;
 
 namespace Minnow.Cli.Commands;
