@@ -9,7 +9,7 @@ namespace Minnow.Server;
 /// <summary>Answers a running completion: as one JSON body, or as server-sent events, one per generated token.</summary>
 internal static class CompletionStreams
 {
-    public static async Task Whole(HttpContext context, TextCompletion completion, ParsedRequest request, string model, PromptEncoder prompts, ServerMetrics metrics)
+    public static async Task Whole(HttpContext context, TextCompletion completion, ParsedRequest request, string model, PromptEncoder prompts, ServerMetrics metrics, OutputSigning? signing = null)
     {
         var tokens = new List<TextDelta>();
         var text = new StringBuilder();
@@ -36,6 +36,12 @@ internal static class CompletionStreams
 
         bool chat = request.Chat;
         bool logprobs = request.Completion.Logprobs;
+        var signed = signing?.Sign(text.ToString());
+        if (signed is not null)
+        {
+            context.Response.Headers[Sealing.SignedOutput.HeaderName] = signed.ToHeader();
+        }
+
         await OpenAiWriter.WriteJson(context, 200, w =>
         {
             w.WriteString("id", OpenAiWriter.NewId(chat ? "chatcmpl-" : "cmpl-"));
@@ -75,10 +81,14 @@ internal static class CompletionStreams
             w.WriteEndObject();
             w.WriteEndArray();
             OpenAiWriter.Usage(w, completion);
+            if (signed is not null)
+            {
+                OutputSigning.WriteField(w, signed);
+            }
         });
     }
 
-    public static async Task Stream(HttpContext context, TextCompletion completion, ParsedRequest request, string model, PromptEncoder prompts, ServerMetrics metrics)
+    public static async Task Stream(HttpContext context, TextCompletion completion, ParsedRequest request, string model, PromptEncoder prompts, ServerMetrics metrics, OutputSigning? signing = null)
     {
         bool chat = request.Chat;
         bool logprobs = request.Completion.Logprobs;
@@ -174,6 +184,7 @@ internal static class CompletionStreams
         }
 
         long previous = 0;
+        var signedText = signing is null ? null : new StringBuilder();
         try
         {
             await foreach (var delta in completion.ReadAsync(context.RequestAborted))
@@ -195,6 +206,7 @@ internal static class CompletionStreams
                     Choice(w, delta.Text, token, null);
                 });
                 textOffset += delta.Text.Length;
+                signedText?.Append(delta.Text);
             }
         }
         catch (MinnowException e) when (!context.RequestAborted.IsCancellationRequested)
@@ -226,6 +238,12 @@ internal static class CompletionStreams
                 w.WriteEndArray();
                 OpenAiWriter.Usage(w, completion);
             });
+        }
+
+        if (signing is not null)
+        {
+            var signed = signing.Sign(signedText!.ToString());
+            await OpenAiWriter.WriteEvent(context, w => OutputSigning.WriteField(w, signed));
         }
 
         await OpenAiWriter.WriteDone(context);

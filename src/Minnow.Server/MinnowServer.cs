@@ -10,7 +10,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Minnow.Inference;
-using Minnow.Loading;
+using Minnow.Sealing;
 using Minnow.Serving;
 using Minnow.Tensors;
 using Prometheus;
@@ -42,10 +42,9 @@ public sealed class MinnowServer : IAsyncDisposable
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     private volatile ServerState _state = ServerState.Loading;
-    private LoadedModel? _model;
     private WorkerPool? _pool;
-    private Engine? _engine;
-    private TextCompleter? _completer;
+    private ActiveSlot<ServedModel>? _slot;
+    private ServerUpdates? _updates;
     private ServedModels? _served;
     private int _active;
 
@@ -68,7 +67,14 @@ public sealed class MinnowServer : IAsyncDisposable
     /// <summary>Completes when the model is loaded and requests are served; faults when loading failed.</summary>
     public Task Ready => _ready.Task;
 
-    public Engine? Engine => _engine;
+    /// <summary>The engine of the model in service (for reporting; null until loaded).</summary>
+    public Engine? Engine => _slot?.Current.Engine;
+
+    /// <summary>The version of the model in service: a sealed package's version, 0 for a plain model.</summary>
+    public long ModelVersion => _slot?.Version ?? 0;
+
+    /// <summary>The signed updates, when <see cref="ServerSealing.UpdateSource"/> is set (null until loaded).</summary>
+    public ServerUpdates? Updates => _updates;
 
     /// <summary>Lines saying which adapters and rollout variants are being served, for the command line to print once ready.</summary>
     public IReadOnlyList<string> OperationsSummary() => _served?.Summary() ?? [];
@@ -78,6 +84,7 @@ public sealed class MinnowServer : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        options.Sealing.Validate();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         // The command line owns Ctrl+C and SIGTERM (it drains first); the host must not stop on them by itself.
@@ -124,21 +131,17 @@ public sealed class MinnowServer : IAsyncDisposable
         try
         {
             _pool = _options.Threads > 0 ? new WorkerPool(_options.Threads) : null;
-            _model = LoadedModel.Open(_options.ModelPath, _pool);
-            if (_model.Tokenizer is null)
+            var served = ServedModel.Load(_options.ModelPath, _options, _pool);
+            _slot = new ActiveSlot<ServedModel>(served, served.Version);
+            _metrics.Attach(served.Engine);
+            if (_options.Sealing.UpdateSource is not null)
             {
-                throw new MinnowException($"{_model.Path}: the model has no tokenizer, so it cannot serve text.");
+                _updates = ServerUpdates.Start(this, _options, _slot, _pool, _metrics);
             }
 
-            if (_options.ContextSize > _model.Config.MaxPositions)
-            {
-                throw new MinnowException($"--ctx {_options.ContextSize} is larger than the context length of {_model.Path} ({_model.Config.MaxPositions} tokens).");
-            }
-
-            _engine = new Engine(_model.Model, _options.EngineOptions());
-            _completer = new TextCompleter(_engine, _model.Tokenizer);
-            _metrics.Attach(_engine);
-            _served = new ServedModels(_options, ModelId, new ModelSlot(_options.ModelPath, _model, _engine, _completer, owned: false), _metrics.Registry);
+            // The base model's slot for routing: requests it serves take the model in service from _slot (which
+            // signed updates may swap); variants and adapters are resolved against it.
+            _served = new ServedModels(_options, ModelId, new ModelSlot(_options.ModelPath, served.Model, served.Engine, served.Completer, owned: false), _metrics.Registry);
             _state = ServerState.Ready;
             _ready.TrySetResult();
         }
@@ -164,13 +167,19 @@ public sealed class MinnowServer : IAsyncDisposable
         if (_served is not null)
         {
             await _served.StopAsync().ConfigureAwait(false);
-            await Task.WhenAll(_served.Variants.Values.Select(v => v.Slot.Engine).Where(e => e != _engine).Distinct()
+            var baseEngine = _served.Base.Engine;
+            await Task.WhenAll(_served.Variants.Values.Select(v => v.Slot.Engine).Where(e => e != baseEngine).Distinct()
                 .Select(e => e.DrainAsync(deadline ?? _options.DrainDeadline))).ConfigureAwait(false);
         }
 
-        if (_engine is not null)
+        if (_updates is not null)
         {
-            await _engine.DrainAsync(deadline ?? _options.DrainDeadline).ConfigureAwait(false);
+            await _updates.StopAsync().ConfigureAwait(false);
+        }
+
+        if (_slot is not null)
+        {
+            await _slot.Current.Engine.DrainAsync(deadline ?? _options.DrainDeadline).ConfigureAwait(false);
         }
 
         // The last tokens are being written: give the handlers a moment to send them and [DONE].
@@ -203,8 +212,7 @@ public sealed class MinnowServer : IAsyncDisposable
         }
 
         _served?.Dispose();
-        _engine?.Dispose();
-        _model?.Dispose();
+        _slot?.Dispose();
         _pool?.Dispose();
     }
 
@@ -233,6 +241,7 @@ public sealed class MinnowServer : IAsyncDisposable
             await next(context);
         });
 
+        PlaygroundPage.Map(_app);
         _app.MapGet("/health", Health);
         _app.MapGet("/metrics", ExportMetrics);
         _app.MapGet("/v1/models", context => Guard(context, ListModels));
@@ -246,7 +255,7 @@ public sealed class MinnowServer : IAsyncDisposable
             new ApiError(404, $"no route {context.Request.Method} {context.Request.Path}.", "invalid_request_error", null, "not_found")));
     }
 
-    private static bool NeedsKey(PathString path) => !path.Equals("/health") && !path.Equals("/metrics");
+    private static bool NeedsKey(PathString path) => !path.Equals("/health") && !path.Equals("/metrics") && !path.Equals(PlaygroundPage.Path);
 
     private static bool HasKey(HttpRequest request, string key)
     {
@@ -270,7 +279,14 @@ public sealed class MinnowServer : IAsyncDisposable
             ServerState.Failed => "failed",
             _ => "draining",
         };
-        return OpenAiWriter.WriteJson(context, state == ServerState.Ready ? 200 : 503, w => w.WriteString("status", name));
+        return OpenAiWriter.WriteJson(context, state == ServerState.Ready ? 200 : 503, w =>
+        {
+            w.WriteString("status", name);
+            if (_slot is { } slot)
+            {
+                ServerHealth.Write(w, slot.Current, _options);
+            }
+        });
     }
 
     private async Task ExportMetrics(HttpContext context)
@@ -328,7 +344,7 @@ public sealed class MinnowServer : IAsyncDisposable
         w.WriteStartObject();
         ModelFields(w);
         w.WriteEndObject();
-        OperationsEndpoints.WriteAdapterModels(w, _served!, _created, _engine!.ContextSize);
+        OperationsEndpoints.WriteAdapterModels(w, _served!, _created, _slot!.Current.Engine.ContextSize);
         w.WriteEndArray();
     });
 
@@ -346,7 +362,7 @@ public sealed class MinnowServer : IAsyncDisposable
         w.WriteString("object", "model");
         w.WriteNumber("created", _created);
         w.WriteString("owned_by", "minnow");
-        w.WriteNumber("max_model_len", _engine!.ContextSize);
+        w.WriteNumber("max_model_len", _slot!.Current.Engine.ContextSize);
     }
 
     private static async Task<JsonElement> ReadBody(HttpContext context)
@@ -358,12 +374,26 @@ public sealed class MinnowServer : IAsyncDisposable
     private async Task Complete(HttpContext context, bool chat)
     {
         long arrived = System.Diagnostics.Stopwatch.GetTimestamp();
-        var body = await ReadBody(context);
+
+        // The body exactly as sent: a signed output names its SHA-256.
+        byte[] raw = await OutputSigning.ReadBodyAsync(context);
+        JsonElement body;
+        using (var doc = JsonDocument.Parse(raw))
+        {
+            body = doc.RootElement.Clone();
+        }
+
         var route = _served!.Resolve(context, body);
         context.Response.Headers[ServedModels.VariantHeader] = route.Served;
-        var completer = route.Slot.Completer;
+
+        // The base model is whichever version is in service now (a signed update may have swapped it); the lease
+        // keeps it alive until this response is done. Whole-model variants are their own.
+        using var lease = _slot!.Acquire();
+        bool onBase = route.Slot == _served.Base;
+        var completer = onBase ? lease.Item.Completer : route.Slot.Completer;
         var prompts = completer.Prompts;
         var parsed = OpenAiRequests.Parse(body, chat, prompts, route.ModelName);
+        var signing = _options.Sealing.OutputSigner is { } signer ? new OutputSigning(signer, raw, onBase ? lease.Item.Digest : ServedModel.DigestOf(route.Slot.Model)) : null;
         if (route.Delay > TimeSpan.Zero)
         {
             await Task.Delay(route.Delay, context.RequestAborted); // test-only injected latency (ServerOptions.TestOnlyInjectedLatency)
@@ -385,11 +415,11 @@ public sealed class MinnowServer : IAsyncDisposable
         {
             if (parsed.Stream)
             {
-                await CompletionStreams.Stream(context, completion, parsed, route.ModelName, prompts, _metrics);
+                await CompletionStreams.Stream(context, completion, parsed, route.ModelName, prompts, _metrics, signing);
             }
             else
             {
-                await CompletionStreams.Whole(context, completion, parsed, route.ModelName, prompts, _metrics);
+                await CompletionStreams.Whole(context, completion, parsed, route.ModelName, prompts, _metrics, signing);
             }
         }
         catch (Exception e) when (e is not OperationCanceledException || !context.RequestAborted.IsCancellationRequested)
@@ -416,7 +446,8 @@ public sealed class MinnowServer : IAsyncDisposable
     private async Task Tokenize(HttpContext context)
     {
         var body = await ReadBody(context);
-        var prompts = _completer!.Prompts;
+        using var lease = _slot!.Acquire();
+        var prompts = lease.Item.Completer.Prompts;
         int[] tokens;
         if (body.ValueKind == JsonValueKind.Object && body.TryGetProperty("messages", out _))
         {
@@ -440,14 +471,15 @@ public sealed class MinnowServer : IAsyncDisposable
 
             w.WriteEndArray();
             w.WriteNumber("count", tokens.Length);
-            w.WriteNumber("max_model_len", _engine!.ContextSize);
+            w.WriteNumber("max_model_len", lease.Item.Engine.ContextSize);
         });
     }
 
     private async Task Detokenize(HttpContext context)
     {
         var body = await ReadBody(context);
-        var tokenizer = _completer!.Tokenizer;
+        using var lease = _slot!.Acquire();
+        var tokenizer = lease.Item.Completer.Tokenizer;
         if (body.ValueKind != JsonValueKind.Object || !body.TryGetProperty("tokens", out var array) || array.ValueKind != JsonValueKind.Array)
         {
             throw ApiError.BadRequest("tokens (an array of token ids) is required.", "tokens");

@@ -17,7 +17,7 @@ internal sealed class ServerMetrics
     private readonly Histogram.Child _ttft, _interToken, _endToEnd, _queue;
     private readonly Counter.Child _promptTokens, _generatedTokens, _prefixHits, _prefixLookups;
     private readonly Gauge.Child _running, _waiting, _pagesUsed, _pagesTotal, _pagesCached;
-    private readonly Counter _finished, _http;
+    private readonly Counter _finished, _http, _updates;
     private readonly string _model;
     private Engine? _engine;
 
@@ -47,12 +47,15 @@ internal sealed class ServerMetrics
         _pagesCached = Level("minnow_kv_pages_cached", "Free KV pages that still hold a reusable prompt prefix.");
         _finished = factory.CreateCounter("minnow_requests_finished_total", "Finished requests by finish reason (stop, length, cancelled, error).", ["model", "finish_reason"]);
         _http = factory.CreateCounter("minnow_http_requests_total", "HTTP responses by status code.", ["model", "status"]);
+        _updates = factory.CreateCounter("minnow_updates_total", "Signed-update polls that activated a new version or refused one.", ["model", "outcome"]);
         Registry.AddBeforeCollectCallback(Refresh);
     }
 
     public CollectorRegistry Registry { get; }
 
     public void Attach(Engine engine) => _engine = engine;
+
+    public void Update(string outcome) => _updates.WithLabels(_model, outcome).Inc();
 
     private void Refresh()
     {

@@ -33,6 +33,9 @@ public sealed record ServerOptions
     /// <summary>Worker threads for the model; 0 for the shared pool (one per core).</summary>
     public int Threads { get; init; }
 
+    /// <summary>Sealed packages, signed updates and signed outputs.</summary>
+    public ServerSealing Sealing { get; init; } = new();
+
     /// <summary>How long a shutdown lets running requests finish before it cancels them.</summary>
     public TimeSpan DrainDeadline { get; init; } = TimeSpan.FromSeconds(30);
 
@@ -108,6 +111,13 @@ public sealed record ServerOptions
         if ((RolloutPlanPath is not null || CanaryPercent is not null) && Variants.Count < 2)
         {
             throw new MinnowException("a rollout needs two variants: --variant stable=MODEL --variant canary=MODEL.");
+        }
+
+        // A signed update swaps the base model under the server; rollout variants (and their probes) hold on to
+        // the model they started with, so the two do not mix yet.
+        if (Sealing.UpdateSource is not null && Variants.Count > 0)
+        {
+            throw new MinnowException("--update-source cannot be combined with --variant, --canary or --rollout yet: roll out one, or update the other.");
         }
 
         if (AdapterBudgetBytes <= 0)

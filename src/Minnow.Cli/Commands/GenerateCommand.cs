@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Minnow.Inference;
 using Minnow.Loading;
+using Minnow.Serving;
 using static Minnow.Cli.Commands.CommandSupport;
 
 namespace Minnow.Cli.Commands;
@@ -100,18 +101,20 @@ internal static class GenerateCommand
 
             int threadCount = ResolveThreads(r.GetValue(threads));
             using var pool = new Tensors.WorkerPool(threadCount);
+            long opening = System.Diagnostics.Stopwatch.GetTimestamp();
             using var loaded = package.Open(r, DefaultModel.Resolve(r.GetValue(model)), pool);
+            double openMs = System.Diagnostics.Stopwatch.GetElapsedTime(opening).TotalMilliseconds;
             WriteNotes(Err(r), loaded.Notes);
             using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));
-            var tokenizer = TextCodec.For(loaded);
+            var tokenizer = PromptEncoder.For(loaded);
             if (text is not null && tokenizer is null)
             {
-                throw new MinnowException($"{loaded.Path}: {TextCodec.Missing(loaded)}, so a text prompt cannot be encoded; pass token ids with --prompt-ids 1,2,3.");
+                throw new MinnowException($"{loaded.Path}: {PromptEncoder.Missing(loaded)}, so a text prompt cannot be encoded; pass token ids with --prompt-ids 1,2,3.");
             }
 
             if (stops.Length > 0 && tokenizer is null)
             {
-                throw new MinnowException($"{loaded.Path}: --stop needs a tokenizer to decode the output ({TextCodec.Missing(loaded)}).");
+                throw new MinnowException($"{loaded.Path}: --stop needs a tokenizer to decode the output ({PromptEncoder.Missing(loaded)}).");
             }
 
             int[] promptTokens = text is not null
@@ -234,6 +237,7 @@ internal static class GenerateCommand
                     w.Number("tokens_per_second", result.TokensPerSecond);
                     w.Number("prefill_tokens_per_second", result.PrefillTokensPerSecond);
                     w.Number("ttft_ms", result.TimeToFirstTokenMs);
+                    w.Number("open_ms", openMs);
                     w.Number("prefill_seconds", result.PrefillSeconds);
                     w.Number("decode_seconds", result.DecodeSeconds);
                     w.WriteString("stop_reason", result.StopReason);

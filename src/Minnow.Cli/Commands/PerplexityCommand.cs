@@ -3,6 +3,7 @@ using Minnow.Inference;
 using Minnow.Loading;
 using Minnow.Models;
 using Minnow.Quantization;
+using Minnow.Serving;
 using Spectre.Console;
 using static Minnow.Cli.Commands.CommandSupport;
 
@@ -74,7 +75,7 @@ internal static class PerplexityCommand
 
             using var loaded = package.Open(r, DefaultModel.Resolve(r.GetValue(model)));
             using var lora = FinetuneCommand.LoadAdapter(loaded, r.GetValue(adapter));
-            var tokenizer = TextCodec.For(loaded);
+            var tokenizer = PromptEncoder.For(loaded);
             var err = Err(r);
             WriteNotes(err, loaded.Notes);
             int[] tokens;
@@ -83,10 +84,10 @@ internal static class PerplexityCommand
             {
                 if (tokenizer is null)
                 {
-                    throw new MinnowException($"{loaded.Path}: {TextCodec.Missing(loaded)}, so {textFile} cannot be tokenized; pass token ids with --ids FILE.");
+                    throw new MinnowException($"{loaded.Path}: {PromptEncoder.Missing(loaded)}, so {textFile} cannot be tokenized; pass token ids with --ids FILE.");
                 }
 
-                tokens = tokenizer.EncodeText(File.ReadAllText(textFile));
+                tokens = tokenizer.EncodeForScoring(File.ReadAllText(textFile));
                 bosToken = tokenizer.AddedBos;
             }
             else

@@ -7,6 +7,7 @@ using Minnow.Inference;
 using Minnow.Loading;
 using Minnow.Models;
 using Minnow.Pruning;
+using Minnow.Serving;
 using Minnow.Tensors;
 using static Minnow.Cli.Commands.CommandSupport;
 
@@ -102,7 +103,7 @@ internal static class PruneCommand
                 throw new MinnowException($"--method {PruningOptions.MethodName(options.Method)} needs calibration text (--calib FILE, or token ids with --calib-ids FILE).");
             }
 
-            var codec = TextCodec.For(source);
+            var codec = PromptEncoder.For(source);
             int? bos = codec?.AddedBos;
             int[]? calibTokens = ReadTokens(source, codec, r.GetValue(calib), r.GetValue(calibIds), "--calib");
             string? evalFile = r.GetValue(eval) ?? r.GetValue(evalIds);
@@ -191,7 +192,7 @@ internal static class PruneCommand
         return new PruningOptions { Method = method, Sparsity = sparsity ?? 0.5, KeepHeads = keepHeads, KeepFfn = keepFfn, Allocation = alloc };
     }
 
-    private static int[]? ReadTokens(LoadedModel model, TextCodec? codec, string? textFile, string? idsFile, string option)
+    private static int[]? ReadTokens(LoadedModel model, PromptEncoder? codec, string? textFile, string? idsFile, string option)
     {
         string? file = textFile ?? idsFile;
         if (file is null)
@@ -213,10 +214,10 @@ internal static class PruneCommand
 
         if (codec is null)
         {
-            throw new MinnowException($"{model.Path}: {TextCodec.Missing(model)}, so {file} cannot be tokenized; pass token ids with {option}-ids FILE.");
+            throw new MinnowException($"{model.Path}: {PromptEncoder.Missing(model)}, so {file} cannot be tokenized; pass token ids with {option}-ids FILE.");
         }
 
-        return codec.EncodeText(File.ReadAllText(file));
+        return codec.EncodeForScoring(File.ReadAllText(file));
     }
 
     /// <summary>Consecutive windows of the token stream (the first token of each replaced by BOS, as perplexity does).</summary>

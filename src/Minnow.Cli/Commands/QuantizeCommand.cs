@@ -8,6 +8,7 @@ using Minnow.Export;
 using Minnow.Loading;
 using Minnow.Models;
 using Minnow.Quantization;
+using Minnow.Serving;
 using Minnow.Tensors;
 using Spectre.Console;
 using static Minnow.Cli.Commands.CommandSupport;
@@ -347,10 +348,10 @@ internal static class QuantizeCommand
 
         public static Texts Prepare(LoadedModel loaded, string? calibFile, string? evalFile, bool ids, string? bosText, int maxTokens, int? sequenceLength)
         {
-            var codec = TextCodec.For(loaded);
+            var codec = PromptEncoder.For(loaded);
             if (!ids && codec is null)
             {
-                throw new MinnowException($"{loaded.Path}: {TextCodec.Missing(loaded)}; give token ids with --ids (--calib and --eval files of ids).");
+                throw new MinnowException($"{loaded.Path}: {PromptEncoder.Missing(loaded)}; give token ids with --ids (--calib and --eval files of ids).");
             }
 
             var notes = new List<string>();
@@ -387,7 +388,7 @@ internal static class QuantizeCommand
                     throw new MinnowException($"{file}: file not found.");
                 }
 
-                var tokens = ids ? ParseIds(File.ReadAllText(file), file) : codec!.EncodeText(File.ReadAllText(file));
+                var tokens = ids ? ParseIds(File.ReadAllText(file), file) : codec!.EncodeForScoring(File.ReadAllText(file));
                 foreach (int t in tokens)
                 {
                     if ((uint)t >= (uint)loaded.Config.VocabSize)

@@ -36,6 +36,8 @@ internal static class ServeCommand
         {
             model, host, port, maxBatch, kvBudget, maxQueue, apiKey, ctx, threads, name, drain, adapters, adapterBudget, variants, rollout, canary, rolloutState,
         };
+        var sealing = new ServeSealingOptions();
+        sealing.AddTo(command);
 
         command.SetAction(async (r, ct) =>
         {
@@ -81,6 +83,7 @@ internal static class ServeCommand
                 ContextSize = r.GetValue(ctx) ?? 0,
                 Threads = r.GetValue(threads) ?? 0,
                 DrainDeadline = TimeSpan.FromSeconds(drainSeconds),
+                Sealing = sealing.Read(r),
             };
 
             // Ctrl+C reaches us through ct; SIGTERM (a service manager, docker stop) is handled the same way.
@@ -98,8 +101,19 @@ internal static class ServeCommand
             output.Flush();
             await server.Ready;
             var engine = server.Engine!;
+            if (server.Updates is { } updates)
+            {
+                updates.Reported += report =>
+                {
+                    err.WriteLine(report.Outcome == Sealing.UpdateOutcome.Activated
+                        ? $"update: version {report.VersionInService} is in service."
+                        : $"update refused, version {report.VersionInService} keeps serving: {report.Message}");
+                    err.Flush();
+                };
+            }
+
             output.WriteLine($"ready: model '{server.ModelId}' ({options.ModelPath}), context {engine.ContextSize}, batch {options.MaxBatch}, " +
-                $"queue {options.MaxQueue}, KV cache {engine.Pages.PageCount} pages of {engine.Pages.PageSize} positions; Ctrl+C to stop.");
+                $"queue {options.MaxQueue}, KV cache {engine.Pages.PageCount} pages of {engine.Pages.PageSize} positions{(server.ModelVersion > 0 ? $", package version {server.ModelVersion}" : "")}; Ctrl+C to stop.");
             foreach (string line in server.OperationsSummary())
             {
                 output.WriteLine(line);

@@ -20,6 +20,9 @@ public sealed class ActiveSlot<T> : IDisposable
     /// <summary>The version in service.</summary>
     public long Version => Volatile.Read(ref _current).Version;
 
+    /// <summary>The item in service, for reporting only: take a lease (<see cref="Acquire"/>) to use it.</summary>
+    public T Current => Volatile.Read(ref _current).Item;
+
     /// <summary>Leases the current item; dispose the lease when the request is done.</summary>
     public Lease Acquire()
     {

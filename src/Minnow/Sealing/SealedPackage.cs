@@ -354,18 +354,26 @@ public static class SealedPackage
             Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, w =>
             {
                 using var aes = new AesGcm(fileKey, TagSize);
-                var buffer = new byte[chunk + TagSize];
+                byte[]? buffer = null;
                 var nonce = new byte[NonceSize];
                 for (long c = w; c < f.Chunks && Interlocked.Read(ref failedChunk) < 0; c += workers)
                 {
                     int length = (int)Math.Min(chunk, f.Size - (c * chunk));
-                    source.Read(f.Offset + (c * (chunk + TagSize)), buffer.AsSpan(0, length + TagSize));
+                    long offset = f.Offset + (c * (chunk + TagSize));
+                    // Straight from the mapped package file when it is one (no copy); else through a buffer.
+                    if (!source.TryMapped(offset, length + TagSize, out var sealedChunk))
+                    {
+                        buffer ??= new byte[chunk + TagSize];
+                        source.Read(offset, buffer.AsSpan(0, length + TagSize));
+                        sealedChunk = buffer.AsSpan(0, length + TagSize);
+                    }
+
                     bool final = c == f.Chunks - 1;
                     ChunkNonce(c, final, nonce);
                     var plain = length == 0 ? Span<byte>.Empty : new Span<byte>(memory.Pointer + (c * chunk), length);
                     try
                     {
-                        aes.Decrypt(nonce, buffer.AsSpan(0, length), buffer.AsSpan(length, TagSize), plain, ChunkAad(manifest.PackageId, f.Name, c, final, f.Size));
+                        aes.Decrypt(nonce, sealedChunk[..length], sealedChunk.Slice(length, TagSize), plain, ChunkAad(manifest.PackageId, f.Name, c, final, f.Size));
                         SHA256.HashData(plain, chunkHashes.AsSpan((int)(c * 32), 32));
                     }
                     catch (AuthenticationTagMismatchException)
@@ -590,18 +598,67 @@ public abstract class PackageSource : IDisposable
 
     protected abstract void ReadCore(long offset, Span<byte> destination);
 
+    /// <summary>
+    /// The bytes [offset, offset + length) in place, when the source is mapped into memory (a package file); false
+    /// when it must be read with <see cref="Read"/>. The range is checked against <see cref="Length"/> first.
+    /// </summary>
+    public bool TryMapped(long offset, int length, out ReadOnlySpan<byte> bytes)
+    {
+        if (offset < 0 || length < 0 || offset > Length - length)
+        {
+            throw new MinnowException($"{Name}: the package is truncated (a read at byte {offset} of {length} bytes passes its end, {Length}).");
+        }
+
+        return TryMappedCore(offset, length, out bytes);
+    }
+
+    protected virtual bool TryMappedCore(long offset, int length, out ReadOnlySpan<byte> bytes)
+    {
+        bytes = default;
+        return false;
+    }
+
     public virtual void Dispose()
     {
     }
 
-    private sealed class FileSource : PackageSource
+    private sealed unsafe class FileSource : PackageSource
     {
         private readonly SafeFileHandle _handle;
+        private readonly Lock _mapping = new();
+        private System.IO.MemoryMappedFiles.MemoryMappedFile? _map;
+        private System.IO.MemoryMappedFiles.MemoryMappedViewAccessor? _view;
+        private byte* _pointer;
 
         public FileSource(string path)
             : base(Path.GetFileName(path), File.Exists(path) ? new FileInfo(path).Length : throw new MinnowException($"{path}: no such file."))
         {
             _handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+        }
+
+        /// <summary>
+        /// Decryption reads the package through a read-only mapping (of ciphertext only; the plaintext goes to
+        /// anonymous memory), made on first use: it spares copying every chunk into a buffer first.
+        /// </summary>
+        protected override bool TryMappedCore(long offset, int length, out ReadOnlySpan<byte> bytes)
+        {
+            if (_pointer == null)
+            {
+                lock (_mapping)
+                {
+                    if (_pointer == null && Length > 0 && RandomAccess.GetLength(_handle) == Length)
+                    {
+                        _map = System.IO.MemoryMappedFiles.MemoryMappedFile.CreateFromFile(_handle, null, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+                        _view = _map.CreateViewAccessor(0, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
+                        byte* p = null;
+                        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+                        _pointer = p + _view.PointerOffset;
+                    }
+                }
+            }
+
+            bytes = _pointer == null ? default : new ReadOnlySpan<byte>(_pointer + offset, length);
+            return _pointer != null;
         }
 
         protected override void ReadCore(long offset, Span<byte> destination)
@@ -619,7 +676,18 @@ public abstract class PackageSource : IDisposable
             }
         }
 
-        public override void Dispose() => _handle.Dispose();
+        public override void Dispose()
+        {
+            if (_view is not null)
+            {
+                _view.SafeMemoryMappedViewHandle.ReleasePointer();
+                _view.Dispose();
+                _map!.Dispose();
+                _pointer = null;
+            }
+
+            _handle.Dispose();
+        }
     }
 
     private sealed class MemorySource(ReadOnlyMemory<byte> bytes, string name) : PackageSource(name, bytes.Length)
