@@ -79,14 +79,14 @@ public sealed class RolloutDashboardTests
         var rollout = RolloutController.Open(plan);
         for (int i = 0; i < 4; i++)
         {
-            rollout.Record("canary", new RequestOutcome(false, 0.01, 0.001));
-            rollout.Record("stable", new RequestOutcome(false, 0.01, 0.001));
+            rollout.Record("canary", new RequestOutcome(false, 0.01, [0.001]));
+            rollout.Record("stable", new RequestOutcome(false, 0.01, [0.001]));
             Assert.Equal("hold", rollout.Analyze()!.Action);
         }
 
         Assert.Equal(50, rollout.CanaryPercent);
-        rollout.Record("canary", new RequestOutcome(false, 0.01, 0.001));
-        rollout.Record("stable", new RequestOutcome(false, 0.01, 0.001));
+        rollout.Record("canary", new RequestOutcome(false, 0.01, [0.001]));
+        rollout.Record("stable", new RequestOutcome(false, 0.01, [0.001]));
         Assert.Equal("promote", rollout.Analyze()!.Action); // the held window was kept: 5 of each now
         Assert.Equal(RolloutPhase.Promoted, rollout.Phase);
         Assert.Null(rollout.Analyze());
@@ -101,8 +101,8 @@ public sealed class RolloutDashboardTests
         {
             for (int i = 0; i < 4; i++)
             {
-                rollout.Record("canary", new RequestOutcome(canaryFails && i < 2, 0.01, 0.001));
-                rollout.Record("stable", new RequestOutcome(false, 0.01, 0.001));
+                rollout.Record("canary", new RequestOutcome(canaryFails && i < 2, 0.01, [0.001]));
+                rollout.Record("stable", new RequestOutcome(false, 0.01, [0.001]));
             }
         }
 
