@@ -124,7 +124,7 @@ public sealed class MinnowServer : IAsyncDisposable
         try
         {
             _pool = _options.Threads > 0 ? new WorkerPool(_options.Threads) : null;
-            _model = LoadedModel.Open(_options.ModelPath, _pool);
+            _model = LoadedModel.Open(_options.ModelPath, _pool, _options.Packages);
             if (_model.Tokenizer is null)
             {
                 throw new MinnowException($"{_model.Path}: the model has no tokenizer, so it cannot serve text.");
@@ -246,7 +246,7 @@ public sealed class MinnowServer : IAsyncDisposable
             new ApiError(404, $"no route {context.Request.Method} {context.Request.Path}.", "invalid_request_error", null, "not_found")));
     }
 
-    private static bool NeedsKey(PathString path) => !path.Equals("/health") && !path.Equals("/metrics");
+    private static bool NeedsKey(PathString path) => !path.Equals("/health") && !path.Equals("/metrics") && !OperationsEndpoints.IsPublicPage(path);
 
     private static bool HasKey(HttpRequest request, string key)
     {
@@ -336,7 +336,7 @@ public sealed class MinnowServer : IAsyncDisposable
     {
         string? id = context.Request.RouteValues["id"] as string;
         return id != ModelId
-            ? throw ApiError.NotFound($"the model '{id}' does not exist; this server serves '{ModelId}'.", "model")
+            ? OperationsEndpoints.WriteAdapterModel(context, _served!, id, _created, _engine!.ContextSize)
             : OpenAiWriter.WriteJson(context, 200, ModelFields);
     }
 

@@ -60,9 +60,10 @@ internal sealed class ServedModels : IDisposable
         BaseId = baseId;
         Base = baseSlot;
         Adapters = new AdapterRegistry(baseSlot.Model.Config, options.AdapterBudgetBytes);
+        Packages = options.Packages;
         foreach (var (name, path) in options.Adapters)
         {
-            Adapters.Load(name, path);
+            Adapters.Load(name, path, Packages);
         }
 
         var factory = Metrics.WithCustomRegistry(registry);
@@ -120,6 +121,9 @@ internal sealed class ServedModels : IDisposable
     public ModelSlot Base { get; }
 
     public AdapterRegistry Adapters { get; }
+
+    /// <summary>The key and policy for sealed adapter packages (null: packages are refused for want of a key).</summary>
+    public PackageAccess? Packages { get; }
 
     public RolloutController? Rollout { get; }
 
@@ -266,7 +270,7 @@ internal sealed class ServedModels : IDisposable
         var same = full == System.IO.Path.GetFullPath(Base.Path) ? Base : _owned.FirstOrDefault(s => System.IO.Path.GetFullPath(s.Path) == full);
         if (same is null)
         {
-            var model = LoadedModel.Open(spec, null);
+            var model = LoadedModel.Open(spec, null, Packages);
             try
             {
                 if (model.Tokenizer is null)

@@ -134,7 +134,7 @@ public sealed class TextCompletion
     public CompletionFinish Finish { get; private set; }
 
     /// <summary>
-    /// Seconds between each two tokens delivered in a row (one fewer than <see cref="CompletionTokens"/>): every gap,
+    /// Seconds between each two tokens in a row as the engine emitted them (one fewer than <see cref="CompletionTokens"/>): every gap,
     /// so that a latency percentile over many requests is taken over gaps, not over each request's mean.
     /// </summary>
     public double[] InterTokenGapsSeconds()
@@ -169,7 +169,7 @@ public sealed class TextCompletion
         {
             long now = Stopwatch.GetTimestamp();
             CompletionTokens++;
-            _tokenTimes.Add(now);
+            _tokenTimes.Add(token.At != 0 ? token.At : now); // when the engine made it, however late it is read
             _text.Append(_decoder.Add(token.Id));
             int stopAt = FindStop(Math.Max(0, _emitted - _holdBack));
             if (stopAt >= 0)
