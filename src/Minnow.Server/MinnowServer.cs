@@ -255,7 +255,8 @@ public sealed class MinnowServer : IAsyncDisposable
             new ApiError(404, $"no route {context.Request.Method} {context.Request.Path}.", "invalid_request_error", null, "not_found")));
     }
 
-    private static bool NeedsKey(PathString path) => !path.Equals("/health") && !path.Equals("/metrics") && !path.Equals(PlaygroundPage.Path);
+    private static bool NeedsKey(PathString path) =>
+        !path.Equals("/health") && !path.Equals("/metrics") && !path.Equals(PlaygroundPage.Path) && !OperationsEndpoints.IsPublicPage(path);
 
     private static bool HasKey(HttpRequest request, string key)
     {
@@ -352,7 +353,7 @@ public sealed class MinnowServer : IAsyncDisposable
     {
         string? id = context.Request.RouteValues["id"] as string;
         return id != ModelId
-            ? throw ApiError.NotFound($"the model '{id}' does not exist; this server serves '{ModelId}'.", "model")
+            ? OperationsEndpoints.WriteAdapterModel(context, _served!, id, _created, _slot!.Current.Engine.ContextSize)
             : OpenAiWriter.WriteJson(context, 200, ModelFields);
     }
 

@@ -60,16 +60,17 @@ internal sealed class ServedModels : IDisposable
         BaseId = baseId;
         Base = baseSlot;
         Adapters = new AdapterRegistry(baseSlot.Model.Config, options.AdapterBudgetBytes);
+        Packages = options.Packages;
         foreach (var (name, path) in options.Adapters)
         {
-            Adapters.Load(name, path);
+            Adapters.Load(name, path, Packages);
         }
 
         var factory = Metrics.WithCustomRegistry(registry);
         double[] buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
         _ttft = factory.CreateHistogram("minnow_variant_time_to_first_token_seconds", "Time to first token by the variant that served the request.",
             new HistogramConfiguration { LabelNames = ["variant"], Buckets = buckets });
-        _interToken = factory.CreateHistogram("minnow_variant_inter_token_latency_seconds", "A request's mean time between tokens, by variant.",
+        _interToken = factory.CreateHistogram("minnow_variant_inter_token_latency_seconds", "Time between two tokens of a request, every gap, by variant.",
             new HistogramConfiguration { LabelNames = ["variant"], Buckets = buckets });
         _requests = factory.CreateCounter("minnow_variant_requests_total", "Completion requests by the variant that served them and outcome (ok, error).", ["variant", "outcome"]);
         _weight = factory.CreateGauge("minnow_rollout_weight_percent", "Each rollout variant's share of traffic in percent.", ["variant"]);
@@ -92,6 +93,14 @@ internal sealed class ServedModels : IDisposable
                 }
             }
 
+            foreach (int id in plan.ProbeTokenIds ?? [])
+            {
+                if (new[] { plan.Stable, plan.Canary }.Select(v => _variants[v].Slot.Model.Config.VocabSize).Min() is int vocab && id >= vocab)
+                {
+                    throw new MinnowException($"the rollout plan's probeTokenIds hold {id}, outside a variant's vocabulary of {vocab}.");
+                }
+            }
+
             string? state = options.RolloutStatePath ?? (options.RolloutPlanPath is { } p ? p + ".state.json" : null);
             Rollout = RolloutController.Open(plan, state);
             RefreshGauges();
@@ -100,7 +109,7 @@ internal sealed class ServedModels : IDisposable
                 _analysis = Task.Run(() => AnalyzeLoop(plan.AnalysisInterval, _stop.Token));
             }
 
-            if (plan.ProbePrompts.Count > 0)
+            if (plan.ProbePrompts.Count > 0 || plan.HasPerplexityProbe)
             {
                 _ = Task.Run(() => MeasureProbes(plan, _stop.Token));
             }
@@ -112,6 +121,9 @@ internal sealed class ServedModels : IDisposable
     public ModelSlot Base { get; }
 
     public AdapterRegistry Adapters { get; }
+
+    /// <summary>The key and policy for sealed adapter packages (null: packages are refused for want of a key).</summary>
+    public PackageAccess? Packages { get; }
 
     public RolloutController? Rollout { get; }
 
@@ -167,14 +179,12 @@ internal sealed class ServedModels : IDisposable
             return;
         }
 
-        double? ttft = null, interToken = null;
+        double? ttft = null;
+        double[]? gaps = null;
         if (!failed && completion?.Sequence is { FirstTokenAt: not 0 } s)
         {
             ttft = Stopwatch.GetElapsedTime(arrivedAt, s.FirstTokenAt).TotalSeconds;
-            if (completion.CompletionTokens > 1 && s.FinishedAt != 0)
-            {
-                interToken = Stopwatch.GetElapsedTime(s.FirstTokenAt, s.FinishedAt).TotalSeconds / (completion.CompletionTokens - 1);
-            }
+            gaps = completion.InterTokenGapsSeconds();
         }
 
         _requests.WithLabels(variant, failed ? "error" : "ok").Inc();
@@ -183,14 +193,14 @@ internal sealed class ServedModels : IDisposable
             _ttft.WithLabels(variant).Observe(t);
         }
 
-        if (interToken is double i)
+        foreach (double gap in gaps ?? [])
         {
-            _interToken.WithLabels(variant).Observe(i);
+            _interToken.WithLabels(variant).Observe(gap);
         }
 
         if (route.Recorded)
         {
-            Rollout?.Record(variant, new RequestOutcome(failed, ttft, interToken));
+            Rollout?.Record(variant, new RequestOutcome(failed, ttft, gaps));
         }
     }
 
@@ -260,7 +270,7 @@ internal sealed class ServedModels : IDisposable
         var same = full == System.IO.Path.GetFullPath(Base.Path) ? Base : _owned.FirstOrDefault(s => System.IO.Path.GetFullPath(s.Path) == full);
         if (same is null)
         {
-            var model = LoadedModel.Open(spec, null);
+            var model = LoadedModel.Open(spec, null, Packages);
             try
             {
                 if (model.Tokenizer is null)
@@ -299,6 +309,18 @@ internal sealed class ServedModels : IDisposable
         {
             var stable = _variants[plan.Stable];
             var canary = _variants[plan.Canary];
+            if (plan.HasPerplexityProbe)
+            {
+                double ps = await Task.Run(() => ProbePerplexity(stable, plan, stop), stop).ConfigureAwait(false);
+                double pc = await Task.Run(() => ProbePerplexity(canary, plan, stop), stop).ConfigureAwait(false);
+                Rollout!.SetProbePerplexity(ps, pc);
+            }
+
+            if (plan.ProbePrompts.Count == 0)
+            {
+                return;
+            }
+
             long same = 0, total = 0;
             foreach (string prompt in plan.ProbePrompts)
             {
@@ -319,6 +341,12 @@ internal sealed class ServedModels : IDisposable
         {
             // The server stopped first.
         }
+    }
+
+    private static double ProbePerplexity(ServedVariant v, RolloutPlan plan, CancellationToken stop)
+    {
+        var tokens = plan.ProbeTokenIds ?? v.Slot.Completer.Prompts.EncodeText(plan.ProbeText!);
+        return RolloutProbes.Perplexity(v.Slot.Model.Model, tokens, v.Adapter, stop);
     }
 
     private static async Task<int[]> Greedy(ServedVariant v, string prompt, int tokens, CancellationToken stop)

@@ -39,6 +39,12 @@ public sealed record ServerOptions
     /// <summary>How long a shutdown lets running requests finish before it cancels them.</summary>
     public TimeSpan DrainDeadline { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// The key and policy that open sealed packages (<c>--key-file</c>, <c>--trust</c>, <c>--min-version</c>): a sealed
+    /// model, or a sealed adapter given to <c>--adapter</c> or <c>POST /v1/adapters</c>, decrypted in memory only.
+    /// </summary>
+    public Minnow.Loading.PackageAccess? Packages { get; init; }
+
     /// <summary>Adapters loaded at start (<c>--adapter NAME=PATH</c>): name → PEFT folder; requests pick one with <c>model: "BASE:NAME"</c>.</summary>
     public IReadOnlyDictionary<string, string> Adapters { get; init; } = new Dictionary<string, string>();
 

@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
+using Minnow.Loading;
 using Minnow.Quantization;
+using Minnow.Sealing;
 using Minnow.Server;
 using static Minnow.Cli.Commands.CommandSupport;
 
@@ -39,6 +41,7 @@ internal static class ServeCommand
         var sealing = new ServeSealingOptions();
         sealing.AddTo(command);
 
+        var package = sealing.Package; // added to the command with the other sealing options
         command.SetAction(async (r, ct) =>
         {
             long budget;
@@ -64,8 +67,10 @@ internal static class ServeCommand
                 modelArgument = stableSpec; // the stable variant is the base model
             }
 
+            using var packageKey = package.Key(r);
             var options = new ServerOptions
             {
+                Packages = packageKey is null ? null : new PackageAccess(packageKey, new PackagePolicy { TrustedSigners = package.TrustedKeys(r), MinimumVersion = r.GetValue(package.MinVersion) }),
                 ModelPath = DefaultModel.Resolve(modelArgument),
                 Adapters = Pairs(r.GetValue(adapters), "--adapter", "NAME=PATH"),
                 AdapterBudgetBytes = Size(r.GetValue(adapterBudget)!, "--adapter-budget"),

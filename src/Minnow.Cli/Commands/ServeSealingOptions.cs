@@ -13,6 +13,9 @@ internal sealed class ServeSealingOptions
 {
     private readonly PackageOptions _package = new();
 
+    /// <summary>--key-file, --trust and --min-version: for the model, its updates, and adapters or variants from packages.</summary>
+    public PackageOptions Package => _package;
+
     private readonly Option<string?> _updateSource = new("--update-source")
     {
         Description = "Poll this signed update index (https://) and put newer sealed packages of the model in service without a restart (needs --trust).",

@@ -100,13 +100,14 @@ public sealed class EngineSequence
 
     internal void Emit(in GeneratedToken token)
     {
+        long now = Stopwatch.GetTimestamp();
         if (GeneratedTokens == 0)
         {
-            FirstTokenAt = Stopwatch.GetTimestamp();
+            FirstTokenAt = now;
         }
 
         GeneratedTokens++;
-        _output.Writer.TryWrite(token);
+        _output.Writer.TryWrite(token with { At = now });
     }
 
     internal void Finish(FinishReason reason, string? error = null)

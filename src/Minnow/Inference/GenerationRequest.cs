@@ -39,7 +39,11 @@ public delegate void LogitsObserver(int index, ReadOnlySpan<float> logits);
 public readonly record struct TokenLogprob(int Id, float Logprob);
 
 /// <summary>A generated token, with its log-probability and the most likely alternatives when asked for.</summary>
-public readonly record struct GeneratedToken(int Id, float Logprob, TokenLogprob[]? TopLogprobs);
+public readonly record struct GeneratedToken(int Id, float Logprob, TokenLogprob[]? TopLogprobs)
+{
+    /// <summary>The <see cref="System.Diagnostics.Stopwatch"/> timestamp at which the engine emitted the token (0: not emitted yet).</summary>
+    public long At { get; init; }
+}
 
 /// <summary>Why a sequence ended.</summary>
 public enum FinishReason

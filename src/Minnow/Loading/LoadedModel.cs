@@ -260,6 +260,12 @@ public sealed class LoadedModel : IDisposable
     public static IModelFiles FilesToSeal(string path)
     {
         string full = System.IO.Path.GetFullPath(path);
+        if (Directory.Exists(full) && File.Exists(System.IO.Path.Combine(full, LoraConfig.ConfigFile)))
+        {
+            // A PEFT adapter folder: its config and weights only (a finetune's training log stays out).
+            return new FolderModelFiles(full, [LoraConfig.ConfigFile, LoraConfig.WeightsFile]);
+        }
+
         if (Directory.Exists(full))
         {
             _ = ModelLoader.DetectFormat(new FolderModelFiles(full));

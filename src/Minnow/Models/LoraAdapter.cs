@@ -221,7 +221,19 @@ public sealed record LoraConfig
             throw new MinnowException($"{path}: not found (a PEFT LoRA adapter folder holds {ConfigFile} and {WeightsFile}).");
         }
 
-        using (var doc = JsonInput.ParseFile(path))
+        using var file = JsonInput.ParseFile(path);
+        return Parse(file, path);
+    }
+
+    /// <summary>Reads adapter_config.json's bytes (from a sealed package); <paramref name="source"/> names it in errors.</summary>
+    public static LoraConfig Parse(ReadOnlyMemory<byte> json, string source)
+    {
+        using var doc = JsonInput.Parse(json, source);
+        return Parse(doc, source);
+    }
+
+    private static LoraConfig Parse(JsonDocument doc, string path)
+    {
         {
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object)
@@ -368,7 +380,7 @@ public sealed unsafe class LoraAdapter : IDisposable
         CacheKey = $"{source}#{Interlocked.Increment(ref s_loads)}";
     }
 
-    /// <summary>The adapter folder.</summary>
+    /// <summary>The adapter folder (or sealed package).</summary>
     public string Source { get; }
 
     /// <summary>
@@ -413,6 +425,34 @@ public sealed unsafe class LoraAdapter : IDisposable
         }
 
         using var file = SafetensorsFile.Open(weightsPath);
+        return Load(Path.GetFullPath(folder), config, file, weightsPath, model);
+    }
+
+    /// <summary>
+    /// Loads a PEFT adapter from <paramref name="files"/> (a sealed package decrypted into memory, or a folder): the
+    /// bytes are read where they are, and nothing is written to disk.
+    /// </summary>
+    public static LoraAdapter Load(IModelFiles files, ModelConfig model, string? source = null)
+    {
+        ArgumentNullException.ThrowIfNull(files);
+        ArgumentNullException.ThrowIfNull(model);
+        if (!files.Contains(LoraConfig.ConfigFile) || !files.Contains(LoraConfig.WeightsFile))
+        {
+            throw new MinnowException($"{files.Location}: not a PEFT LoRA adapter (it must hold {LoraConfig.ConfigFile} and {LoraConfig.WeightsFile}).");
+        }
+
+        if (model.Architecture != Architecture.Llama)
+        {
+            throw new MinnowException($"{files.Location}: LoRA adapters apply to Llama-architecture models; this model is {model.ModelType}.");
+        }
+
+        var config = LoraConfig.Parse(files.ReadAllBytes(LoraConfig.ConfigFile), files.DisplayName(LoraConfig.ConfigFile));
+        using var file = SafetensorsFile.Open(files.Open(LoraConfig.WeightsFile));
+        return Load(source ?? files.Location, config, file, files.DisplayName(LoraConfig.WeightsFile), model);
+    }
+
+    private static LoraAdapter Load(string source, LoraConfig config, SafetensorsFile file, string weightsPath, ModelConfig model)
+    {
         var found = new Dictionary<(int, LoraTarget), (Tensor? A, Tensor? B)>();
         foreach (var (name, t) in file.Tensors)
         {
@@ -479,7 +519,7 @@ public sealed unsafe class LoraAdapter : IDisposable
             modules[LoraTargets.WeightName(layer, target)] = new Module(layer, target, outDim, inDim, config.Rank, aValues, bValues);
         }
 
-        return new LoraAdapter(Path.GetFullPath(folder), config, modules);
+        return new LoraAdapter(source, config, modules);
     }
 
     /// <summary>

@@ -1,5 +1,7 @@
 using Minnow.Formats;
+using Minnow.Loading;
 using Minnow.Models;
+using Minnow.Sealing;
 
 namespace Minnow.Serving;
 
@@ -59,14 +61,16 @@ public sealed class AdapterRegistry
     }
 
     /// <summary>
-    /// Loads the PEFT folder at <paramref name="path"/> as <paramref name="name"/> (replacing an adapter of that name)
-    /// and returns the names unloaded to make room. An adapter larger than the whole budget is refused.
+    /// Loads the PEFT folder, or the sealed package of one (<c>minnow seal ADAPTER_FOLDER</c>), at
+    /// <paramref name="path"/> as <paramref name="name"/> (replacing an adapter of that name) and returns the names
+    /// unloaded to make room. A package is verified with <paramref name="packages"/>' key and policy and decrypted in
+    /// memory only. An adapter larger than the whole budget is refused.
     /// </summary>
-    public (AdapterInfo Loaded, IReadOnlyList<string> Evicted) Load(string name, string path)
+    public (AdapterInfo Loaded, IReadOnlyList<string> Evicted) Load(string name, string path, PackageAccess? packages = null)
     {
         ValidateName(name);
         // Read and checked outside the lock: requests keep resolving adapters while a large one loads.
-        var adapter = LoraAdapter.Load(path, _model);
+        var adapter = ReadAdapter(path, packages);
         long bytes = adapter.MemoryBytes;
         if (bytes > BudgetBytes)
         {
@@ -91,6 +95,18 @@ public sealed class AdapterRegistry
             _byName[name] = entry;
             return (entry.Info, evicted);
         }
+    }
+
+    private LoraAdapter ReadAdapter(string path, PackageAccess? packages)
+    {
+        if (!SealedPackage.IsPackage(path))
+        {
+            return LoraAdapter.Load(path, _model);
+        }
+
+        // Decrypted into anonymous memory, read into the adapter's matrices, then zeroed and freed with the package.
+        using var files = LoadedModel.OpenPackage(path, packages);
+        return LoraAdapter.Load(files, _model, Path.GetFullPath(path));
     }
 
     /// <summary>Unloads <paramref name="name"/>; false when no adapter has that name.</summary>

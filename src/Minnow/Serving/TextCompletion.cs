@@ -112,6 +112,7 @@ public sealed class TextCompletion
     private readonly IReadOnlyList<string> _stops;
     private readonly int _holdBack;
     private readonly StringBuilder _text = new();
+    private readonly List<long> _tokenTimes = [];
     private int _emitted;
     private bool _read;
 
@@ -131,6 +132,21 @@ public sealed class TextCompletion
     public int CompletionTokens { get; private set; }
 
     public CompletionFinish Finish { get; private set; }
+
+    /// <summary>
+    /// Seconds between each two tokens in a row as the engine emitted them (one fewer than <see cref="CompletionTokens"/>): every gap,
+    /// so that a latency percentile over many requests is taken over gaps, not over each request's mean.
+    /// </summary>
+    public double[] InterTokenGapsSeconds()
+    {
+        var gaps = new double[Math.Max(0, _tokenTimes.Count - 1)];
+        for (int i = 0; i < gaps.Length; i++)
+        {
+            gaps[i] = Stopwatch.GetElapsedTime(_tokenTimes[i], _tokenTimes[i + 1]).TotalSeconds;
+        }
+
+        return gaps;
+    }
 
     /// <summary>The whole text delivered so far.</summary>
     public string Text => _text.ToString(0, _emitted);
@@ -153,6 +169,7 @@ public sealed class TextCompletion
         {
             long now = Stopwatch.GetTimestamp();
             CompletionTokens++;
+            _tokenTimes.Add(token.At != 0 ? token.At : now); // when the engine made it, however late it is read
             _text.Append(_decoder.Add(token.Id));
             int stopAt = FindStop(Math.Max(0, _emitted - _holdBack));
             if (stopAt >= 0)

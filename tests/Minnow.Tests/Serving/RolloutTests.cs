@@ -41,10 +41,12 @@ public sealed class RolloutTests(GptqBuildFixture build, ITestOutputHelper outpu
 
     private sealed record Hit(int User, string? Variant, HttpStatusCode Status, string? Error);
 
+    private static readonly JsonSerializerOptions WithoutNulls = new() { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull };
+
     private static string WritePlan(TempFolder folder, object plan)
     {
         string path = folder.File("plan.json");
-        File.WriteAllText(path, JsonSerializer.Serialize(plan));
+        File.WriteAllText(path, JsonSerializer.Serialize(plan, WithoutNulls));
         return path;
     }
 
@@ -58,8 +60,11 @@ public sealed class RolloutTests(GptqBuildFixture build, ITestOutputHelper outpu
         intervalSeconds = 0.4,
         minSamples = 3,
         failuresToRollback = failures,
-        thresholds = new { maxErrorRateIncrease = 0.0, maxTtftP95Ratio = 2.0, ttftSlackMs = 150, maxInterTokenP95Ratio = 3.0, interTokenSlackMs = 30, minProbeAgreement = minAgreement },
+        thresholds = minAgreement > 0
+            ? (object)new { maxErrorRateIncrease = 0.0, maxTtftP95Ratio = 2.0, ttftSlackMs = 150, maxInterTokenP95Ratio = 3.0, interTokenSlackMs = 30, minProbeAgreement = minAgreement, maxPerplexityIncrease = 0.15 }
+            : new { maxErrorRateIncrease = 0.0, maxTtftP95Ratio = 2.0, ttftSlackMs = 150, maxInterTokenP95Ratio = 3.0, interTokenSlackMs = 30, minProbeAgreement = minAgreement },
         probePrompts = minAgreement > 0 ? new[] { "In the beginning God created", "And the LORD spake unto Moses, saying", "Blessed is the man that" } : [],
+        probeText = minAgreement > 0 ? RolloutGuardTests.ProbeText : null,
         probeTokens = 16,
     };
 
@@ -152,6 +157,10 @@ public sealed class RolloutTests(GptqBuildFixture build, ITestOutputHelper outpu
         Assert.Equal("promote", actions.Last());
         Assert.DoesNotContain("rollback", actions);
         Assert.True((double)rollout["probe_agreement"]! >= 0.3);
+        double stablePerplexity = (double)rollout["probe_perplexity"]!["stable"]!, canaryPerplexity = (double)rollout["probe_perplexity"]!["canary"]!;
+        output.WriteLine($"probe perplexity: stable {stablePerplexity}, canary {canaryPerplexity}");
+        Assert.InRange(canaryPerplexity, 1, stablePerplexity * 1.15);
+        Assert.Contains(actions, a => a == "probe");
         AssertNoFailures(hits);
         AssertSticky(hits, from: "stable");
 

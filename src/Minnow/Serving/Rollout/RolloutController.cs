@@ -30,8 +30,11 @@ public enum RolloutPhase
 /// <summary>One decision of a rollout, as the audit log records it.</summary>
 public sealed record RolloutDecision(DateTimeOffset At, string Action, int Step, double CanaryPercent, string Reason);
 
-/// <summary>How one request a variant served went: whether it failed, and its latencies when it produced tokens.</summary>
-public readonly record struct RequestOutcome(bool Failed, double? TtftSeconds, double? InterTokenSeconds);
+/// <summary>
+/// How one request a variant served went: whether it failed, its time to first token, and every gap between two of
+/// its tokens in a row (the inter-token p95 is taken over all the gaps of a window, not over per-request means).
+/// </summary>
+public readonly record struct RequestOutcome(bool Failed, double? TtftSeconds, IReadOnlyList<double>? InterTokenGapsSeconds);
 
 /// <summary>A variant's requests in the current analysis window.</summary>
 public sealed record VariantWindow(int Requests, int Errors, double? TtftP95Ms, double? InterTokenP95Ms)
@@ -61,6 +64,8 @@ public sealed class RolloutController
     private DateTimeOffset _stepStarted;
     private long _stepRequests;
     private double? _agreement;
+    private (double Stable, double Canary)? _perplexity;
+    private DateTimeOffset _lastHoldLogged = DateTimeOffset.MinValue;
     private VariantWindow? _lastCanary, _lastStable;
 
     private RolloutController(RolloutPlan plan, string? statePath, TimeProvider time)
@@ -122,6 +127,24 @@ public sealed class RolloutController
             }
         }
     }
+
+    /// <summary>Perplexity of stable and of canary on the plan's probe text, once measured.</summary>
+    public (double Stable, double Canary)? ProbePerplexity
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _perplexity;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Least time between two holds written to the audit log (and the decisions list): a rollout with too little
+    /// traffic would otherwise append one at every interval. A hold after another kind of decision is always written.
+    /// </summary>
+    public static TimeSpan HoldLogInterval { get; } = TimeSpan.FromMinutes(1);
 
     public IReadOnlyList<RolloutDecision> Decisions
     {
@@ -190,7 +213,7 @@ public sealed class RolloutController
         {
             var total = _totals.GetValueOrDefault(variant);
             _totals[variant] = (total.Requests + 1, total.Errors + (outcome.Failed ? 1 : 0));
-            var sample = new Sample(outcome.Failed, outcome.TtftSeconds, outcome.InterTokenSeconds);
+            var sample = new Sample(outcome.Failed, outcome.TtftSeconds, outcome.InterTokenGapsSeconds);
             if (variant == Plan.Canary)
             {
                 _canaryWindow.Add(sample);
@@ -213,6 +236,21 @@ public sealed class RolloutController
         {
             _agreement = agreement;
             Decide(_time.GetUtcNow(), "probe", $"probe agreement with stable: {agreement:P1} over {Plan.ProbePrompts.Count} prompts");
+        }
+    }
+
+    /// <summary>The quality guard's second measure: the perplexity of stable and of canary on the plan's probe text.</summary>
+    public void SetProbePerplexity(double stable, double canary)
+    {
+        if (!double.IsFinite(stable) || !double.IsFinite(canary) || stable <= 0 || canary <= 0)
+        {
+            throw new MinnowException($"probe perplexities must be positive and finite (stable {stable}, canary {canary}).");
+        }
+
+        lock (_lock)
+        {
+            _perplexity = (stable, canary);
+            Decide(_time.GetUtcNow(), "probe", $"probe perplexity: canary {canary:0.###} against stable {stable:0.###} ({(canary / stable) - 1:+0.0%;-0.0%})");
         }
     }
 
@@ -239,13 +277,19 @@ public sealed class RolloutController
             if (canary.Requests < Plan.MinSamples || stable.Requests < Plan.MinSamples)
             {
                 // The window stays open: the next analysis sees these requests and the ones after them.
-                return Decide(now, "hold", $"too little data: {canary.Requests} canary and {stable.Requests} stable requests in the window (need {Plan.MinSamples} each)");
+                return Hold(now, $"too little data: {canary.Requests} canary and {stable.Requests} stable requests in the window (need {Plan.MinSamples} each)");
             }
 
             bool probes = t.MinProbeAgreement > 0;
             if (probes && _agreement is null)
             {
-                return Decide(now, "hold", "the quality probe has not been measured yet");
+                return Hold(now, "the quality probe has not been measured yet");
+            }
+
+            bool perplexity = t.MaxPerplexityIncrease is not null;
+            if (perplexity && _perplexity is null)
+            {
+                return Hold(now, "the probe perplexity has not been measured yet");
             }
 
             var failed = new List<string>();
@@ -259,6 +303,11 @@ public sealed class RolloutController
             if (probes && _agreement < t.MinProbeAgreement)
             {
                 failed.Add($"probe agreement {_agreement:P1} < {t.MinProbeAgreement:P1}");
+            }
+
+            if (perplexity && _perplexity is (double ps, double pc) && pc > ps * (1 + t.MaxPerplexityIncrease!.Value))
+            {
+                failed.Add($"probe perplexity {pc:0.###} > stable {ps:0.###} × (1 + {t.MaxPerplexityIncrease.Value:0.###})");
             }
 
             string measured = $"canary {Describe(canary)}; stable {Describe(stable)}";
@@ -379,6 +428,18 @@ public sealed class RolloutController
                 w.WriteNull("probe_agreement");
             }
 
+            if (_perplexity is (double ps, double pc))
+            {
+                w.WriteStartObject("probe_perplexity");
+                w.WriteNumber(Plan.Stable, Math.Round(ps, 4));
+                w.WriteNumber(Plan.Canary, Math.Round(pc, 4));
+                w.WriteEndObject();
+            }
+            else
+            {
+                w.WriteNull("probe_perplexity");
+            }
+
             w.WriteStartObject("variants");
             foreach (string v in new[] { Plan.Stable, Plan.Canary })
             {
@@ -469,13 +530,26 @@ public sealed class RolloutController
         window.Count,
         window.Count(s => s.Failed),
         P95(window.Where(s => !s.Failed && s.Ttft is not null).Select(s => s.Ttft!.Value)),
-        P95(window.Where(s => !s.Failed && s.InterToken is not null).Select(s => s.InterToken!.Value)));
+        P95(window.Where(s => !s.Failed && s.InterTokenGaps is not null).SelectMany(s => s.InterTokenGaps!)));
 
     /// <summary>The nearest-rank 95th percentile, in milliseconds.</summary>
     private static double? P95(IEnumerable<double> seconds)
     {
         var sorted = seconds.Order().ToArray();
         return sorted.Length == 0 ? null : sorted[Math.Max(0, (int)Math.Ceiling(0.95 * sorted.Length) - 1)] * 1000;
+    }
+
+    /// <summary>A hold: written when the last decision was not a hold, or at most once per <see cref="HoldLogInterval"/>.</summary>
+    private RolloutDecision Hold(DateTimeOffset now, string reason)
+    {
+        bool afterHold = _decisions.Count > 0 && _decisions[^1].Action == "hold";
+        if (afterHold && now - _lastHoldLogged < HoldLogInterval)
+        {
+            return new RolloutDecision(now, "hold", _step + 1, _percent, reason);
+        }
+
+        _lastHoldLogged = now;
+        return Decide(now, "hold", reason);
     }
 
     private RolloutDecision Decide(DateTimeOffset now, string action, string reason)
@@ -525,6 +599,12 @@ public sealed class RolloutController
                 w.WriteNumber("probeAgreement", a);
             }
 
+            if (_perplexity is (double ps, double pc))
+            {
+                w.WriteNumber("probePerplexityStable", ps);
+                w.WriteNumber("probePerplexityCanary", pc);
+            }
+
             w.WriteEndObject();
         });
     }
@@ -564,6 +644,11 @@ public sealed class RolloutController
         _stepRequests = (long)Number("stepRequests");
         _stepStarted = DateTimeOffset.TryParse(Text("stepStartedAt"), CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var started) ? started : _time.GetUtcNow();
         _agreement = r.TryGetProperty("probeAgreement", out var a) && a.ValueKind == JsonValueKind.Number ? a.GetDouble() : null;
+        if (r.TryGetProperty("probePerplexityStable", out var ps) && ps.ValueKind == JsonValueKind.Number
+            && r.TryGetProperty("probePerplexityCanary", out var pc) && pc.ValueKind == JsonValueKind.Number)
+        {
+            _perplexity = (ps.GetDouble(), pc.GetDouble());
+        }
         return true;
     }
 
@@ -590,5 +675,5 @@ public sealed class RolloutController
         }
     }
 
-    private readonly record struct Sample(bool Failed, double? Ttft, double? InterToken);
+    private readonly record struct Sample(bool Failed, double? Ttft, IReadOnlyList<double>? InterTokenGaps);
 }

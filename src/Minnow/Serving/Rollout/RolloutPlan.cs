@@ -23,6 +23,12 @@ public sealed record RolloutThresholds
 
     /// <summary>Least share of greedy probe tokens the canary must give as stable gives them (0 to 1; 0: no quality guard).</summary>
     public double MinProbeAgreement { get; init; }
+
+    /// <summary>
+    /// Most the canary's perplexity on the probe text may exceed stable's, relative (0.1: 10 % higher); null: not
+    /// checked. Needs <see cref="RolloutPlan.ProbeText"/> or <see cref="RolloutPlan.ProbeTokenIds"/>.
+    /// </summary>
+    public double? MaxPerplexityIncrease { get; init; }
 }
 
 /// <summary>
@@ -59,6 +65,15 @@ public sealed record RolloutPlan
     public IReadOnlyList<string> ProbePrompts { get; init; } = [];
 
     public int ProbeTokens { get; init; } = 16;
+
+    /// <summary>A text both variants' perplexity is measured on for the quality guard (encoded by each variant's tokenizer).</summary>
+    public string? ProbeText { get; init; }
+
+    /// <summary>Token ids both variants' perplexity is measured on (instead of <see cref="ProbeText"/>).</summary>
+    public IReadOnlyList<int>? ProbeTokenIds { get; init; }
+
+    /// <summary>Whether the plan gives a probe text or probe token ids for the perplexity guard.</summary>
+    public bool HasPerplexityProbe => ProbeText is not null || ProbeTokenIds is not null;
 
     /// <summary>The header whose value buckets a request when its body has no <c>user</c>.</summary>
     public string UserHeader { get; init; } = "x-minnow-user";
@@ -153,7 +168,31 @@ public sealed record RolloutPlan
                 MaxInterTokenP95Ratio = Number(th, "maxInterTokenP95Ratio", t.MaxInterTokenP95Ratio, 1, 1000),
                 InterTokenSlackMs = Number(th, "interTokenSlackMs", t.InterTokenSlackMs, 0, 3.6e6),
                 MinProbeAgreement = Number(th, "minProbeAgreement", t.MinProbeAgreement, 0, 1),
+                MaxPerplexityIncrease = th.TryGetProperty("maxPerplexityIncrease", out _) ? Number(th, "maxPerplexityIncrease", 0, 0, 1000) : null,
             };
+        }
+
+        string? probeText = null;
+        if (root.TryGetProperty("probeText", out var pt))
+        {
+            probeText = pt.ValueKind == JsonValueKind.String && pt.GetString()!.Length > 0 ? pt.GetString() : throw Bad("probeText", "a non-empty string");
+        }
+
+        int[]? probeIds = null;
+        if (root.TryGetProperty("probeTokenIds", out var pi))
+        {
+            if (pi.ValueKind != JsonValueKind.Array || pi.GetArrayLength() < 4
+                || pi.EnumerateArray().Any(e => e.ValueKind != JsonValueKind.Number || !e.TryGetInt32(out int id) || id < 0))
+            {
+                throw Bad("probeTokenIds", "an array of at least 4 non-negative token ids");
+            }
+
+            probeIds = pi.EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        }
+
+        if (probeText is not null && probeIds is not null)
+        {
+            throw new MinnowException($"{source}: give 'probeText' or 'probeTokenIds', not both.");
         }
 
         var plan = new RolloutPlan
@@ -169,6 +208,8 @@ public sealed record RolloutPlan
             Thresholds = t,
             ProbePrompts = probes,
             ProbeTokens = (int)Number(root, "probeTokens", defaults.ProbeTokens, 1, 4096),
+            ProbeText = probeText,
+            ProbeTokenIds = probeIds,
             UserHeader = Text("userHeader", defaults.UserHeader),
             Salt = Text("salt", defaults.Salt),
         };
@@ -180,6 +221,11 @@ public sealed record RolloutPlan
         if (plan.Thresholds.MinProbeAgreement > 0 && plan.ProbePrompts.Count == 0)
         {
             throw new MinnowException($"{source}: 'thresholds.minProbeAgreement' needs 'probePrompts'.");
+        }
+
+        if (plan.Thresholds.MaxPerplexityIncrease is not null && !plan.HasPerplexityProbe)
+        {
+            throw new MinnowException($"{source}: 'thresholds.maxPerplexityIncrease' needs 'probeText' or 'probeTokenIds'.");
         }
 
         return plan;
