@@ -41,7 +41,7 @@ public sealed class PlaygroundTests
 
         using var folder = new TempFolder();
         await using var browser = await Browser.StartAsync(chromium, server.Url + "/", folder.File("profile"));
-        await browser.WaitFor("document.getElementById('model').options.length > 0");
+        await browser.WaitFor("document.getElementById('model')?.options.length > 0"); // the page may still be loading
         Assert.Equal("default", await browser.Evaluate<string>("document.getElementById('model').value"));
 
         await browser.Evaluate<bool>($$"""
@@ -53,7 +53,7 @@ public sealed class PlaygroundTests
               return true;
             })()
             """);
-        await browser.WaitFor("document.body.dataset.state === 'done' || document.body.dataset.state === 'error'");
+        await browser.WaitFor("document.body?.dataset.state === 'done' || document.body?.dataset.state === 'error'");
         var result = JsonNode.Parse(await browser.Evaluate<string>("""
             JSON.stringify({
               state: document.body.dataset.state,
@@ -72,7 +72,7 @@ public sealed class PlaygroundTests
         Assert.Contains("tokens in", (string?)result["status"]);
 
         // The live metrics panel shows the two completions' tokens (refreshed every 2 s).
-        await browser.WaitFor($"Number(document.querySelector('tr[data-metric=minnow_generation_tokens_total] td.v').textContent) >= {2 * expectedTokens}");
+        await browser.WaitFor($"Number(document.querySelector('tr[data-metric=minnow_generation_tokens_total] td.v')?.textContent) >= {2 * expectedTokens}");
     }
 
     private static string? FindOnPath(string name) =>
