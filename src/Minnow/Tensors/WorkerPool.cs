@@ -1,5 +1,3 @@
-using System.Diagnostics;
-
 namespace Minnow.Tensors;
 
 /// <summary>
@@ -20,7 +18,6 @@ public sealed unsafe class WorkerPool : IDisposable
     private int _next;
     private int _pending;
     private long _generation;
-    private int _sleepers;
     private volatile bool _stopping;
 
     public WorkerPool(int threads)
@@ -87,12 +84,7 @@ public sealed unsafe class WorkerPool : IDisposable
             _next = 0;
             _pending = _threads.Length;
             Interlocked.Increment(ref _generation);
-            int sleeping = Interlocked.Exchange(ref _sleepers, 0);
-            if (sleeping > 0)
-            {
-                _wake.Release(sleeping);
-            }
-
+            _wake.Release(_threads.Length);
             RunBlocks();
             var spin = new SpinWait();
             while (Volatile.Read(ref _pending) != 0)
@@ -123,58 +115,20 @@ public sealed unsafe class WorkerPool : IDisposable
         }
     }
 
-    /// <summary>
-    /// Each worker takes part in every call. Between calls it watches for the next one for a short while
-    /// (<see cref="SpinTicks"/>) before it sleeps: a forward pass makes hundreds of calls a step, microseconds
-    /// apart, and a worker woken from sleep by the kernel arrives tens of microseconds late to each (on a virtual
-    /// machine more), while the caller waits for it. A sleeper is counted before it checks for work one last
-    /// time, and the caller wakes as many as it counts, so no call is missed; a wake-up left over from a race only
-    /// makes a worker look once more.
-    /// </summary>
     private void WorkerLoop()
     {
-        long seen = 0;
         while (true)
         {
-            long generation;
-            long spinUntil = Stopwatch.GetTimestamp() + SpinTicks;
-            while ((generation = Volatile.Read(ref _generation)) == seen && !_stopping)
-            {
-                if (Stopwatch.GetTimestamp() < spinUntil)
-                {
-                    // Yielding, not pausing: on a core shared with the caller (more threads than cores) a
-                    // spinning worker would otherwise take the caller's time slice.
-                    Thread.Yield();
-                    continue;
-                }
-
-                Interlocked.Increment(ref _sleepers);
-                if (Volatile.Read(ref _generation) == seen && !_stopping)
-                {
-                    _wake.Wait();
-                }
-
-                spinUntil = Stopwatch.GetTimestamp() + SpinTicks;
-            }
-
+            _wake.Wait();
             if (_stopping)
             {
                 return;
             }
 
-            seen = generation;
             RunBlocks();
             Interlocked.Decrement(ref _pending);
         }
     }
-
-    /// <summary>
-    /// How long an idle worker watches for the next call before it sleeps: <c>MINNOW_SPIN_US</c> microseconds. The
-    /// default is 0: on a shared or oversubscribed machine a watching worker takes time from the caller, and on the
-    /// machines measured no gain showed through the run-to-run noise.
-    /// </summary>
-    private static readonly long SpinTicks =
-        (int.TryParse(Environment.GetEnvironmentVariable("MINNOW_SPIN_US"), out int us) && us >= 0 ? us : 0) * Stopwatch.Frequency / 1_000_000;
 
     public void Dispose()
     {
